@@ -1,0 +1,49 @@
+"""Checkpoints: written atomically (temp file + rename), read without executing pickled code."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+from gsau.errors import GsauError
+
+
+def _atomic(path: Path, write) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def save(obj, path: str | Path) -> None:
+    _atomic(Path(path), lambda f: torch.save(obj, f))
+
+
+def load(path: str | Path):
+    path = Path(path)
+    if not path.exists():
+        raise GsauError(f"{path}: no checkpoint here")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # a truncated or foreign file: say so, do not unpickle arbitrary code
+        raise GsauError(f"{path}: unreadable checkpoint ({type(e).__name__}: {str(e).splitlines()[0]})") from None
+
+
+def write_text(path: str | Path, text: str) -> None:
+    _atomic(Path(path), lambda f: f.write(text.encode("utf-8")))
+
+
+def write_json(path: str | Path, obj) -> None:
+    write_text(path, json.dumps(obj, indent=2) + "\n")

@@ -1,0 +1,194 @@
+"""The `gsau` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from gsau import __version__
+from gsau.errors import GsauError
+
+
+def _data_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--min-user-count", type=int, default=5, metavar="K", help="k-core threshold for users (default 5)")
+    p.add_argument("--min-item-count", type=int, default=5, metavar="K", help="k-core threshold for items (default 5)")
+    p.add_argument("--dedup", action="store_true", help="keep only the first occurrence of a repeated (user, item) pair")
+    p.add_argument("--format", choices=["seq", "inter", "csv", "tsv"], help="input format (default: from the file name)")
+
+
+def _load(args):
+    from gsau.data import load_dataset
+    return load_dataset(args.dataset, min_user=args.min_user_count, min_item=args.min_item_count,
+                        dedup=args.dedup, fmt=args.format)
+
+
+def cmd_data_stats(args) -> None:
+    from gsau.data import LeaveOneOut
+    t0 = time.perf_counter()
+    data = _load(args)
+    seconds = time.perf_counter() - t0
+    lengths = data.lengths
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        split = LeaveOneOut.from_interactions(data, drop_short=args.drop_short)
+    stats = {"dataset": data.name, "users": data.n_users, "items": data.n_items,
+             "interactions": data.n_interactions,
+             "sequence_length": {"min": int(lengths.min()), "median": float(np.median(lengths)), "max": int(lengths.max())},
+             "density": data.n_interactions / (data.n_users * data.n_items),
+             "split": split.sizes(), "load_seconds": round(seconds, 3)}
+    if caught:
+        stats["warnings"] = [str(w.message) for w in caught]
+    if args.json:
+        print(json.dumps(stats))
+        return
+    s = stats["sequence_length"]
+    sp = stats["split"]
+    print(f"dataset        {data.name}")
+    print(f"users          {data.n_users}")
+    print(f"items          {data.n_items}")
+    print(f"interactions   {data.n_interactions}")
+    print(f"seq length     min {s['min']}  median {s['median']:g}  max {s['max']}")
+    print(f"density        {stats['density']:.6f}")
+    print(f"split          train {sp['train']}  valid {sp['valid']}  test {sp['test']}  (leave-one-out by time)")
+    print(f"loaded in      {seconds:.2f}s")
+    for w in stats.get("warnings", []):
+        print(f"warning: {w}", file=sys.stderr)
+
+
+def cmd_data_import(args) -> None:
+    t0 = time.perf_counter()
+    data = _load(args)
+    target = data.save(args.out)
+    print(f"wrote {target}: {data.n_users} users, {data.n_items} items, {data.n_interactions} interactions "
+          f"({time.perf_counter() - t0:.2f}s)")
+
+
+def cmd_models(args) -> None:
+    from gsau.config import load_preset, preset_names
+    names = preset_names()
+    width = max(map(len, names))
+    for name in names:
+        print(f"{name:<{width}}  {load_preset(name).get('description', '')}")
+
+
+def cmd_train(args) -> None:
+    from gsau.config import Config, resolve
+    from gsau.trainer import Trainer
+    if args.resume:
+        import yaml
+        out = Path(args.resume)
+        if not (out / "config.yaml").exists():
+            raise GsauError(f"{out}: nothing to resume (no config.yaml)")
+        cfg = Config.from_dict(yaml.safe_load((out / "config.yaml").read_text()))
+        if args.epochs:
+            cfg.train.epochs = args.epochs
+        return Trainer(cfg, out, progress=not args.quiet).run(resume=True)
+    if not args.model or not args.dataset:
+        raise GsauError("train needs --model and --dataset (or --resume DIR)")
+    cfg = resolve(args.model, args.config, args.set, dataset=args.dataset, epochs=args.epochs, seed=args.seed,
+                  threads=args.threads)
+    out = Path(args.out or f"runs/{cfg.model}-{Path(cfg.data.dataset).name}-{cfg.train.seed}")
+    print(f"training {cfg.model} on {cfg.data.dataset} -> {out}")
+    Trainer(cfg, out, progress=not args.quiet).run()
+
+
+def cmd_evaluate(args) -> None:
+    from gsau.evaluation import evaluate
+    from gsau.trainer import load_run
+    cfg, split, model = load_run(args.run)
+    mask = {"auto": None, "yes": True, "no": False}[args.mask_history]
+    result = {stage: evaluate(model, split, stage, cfg.train.ks, mask_history=mask,
+                              batch_size=cfg.train.eval_batch_size) for stage in args.stage}
+    if args.json:
+        print(json.dumps(result))
+        return
+    for stage, metrics in result.items():
+        print(f"{stage}: " + " ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+
+
+def cmd_recommend(args) -> None:
+    from gsau.serving import Recommendations
+    rec = Recommendations.from_run(args.run)
+    for rank, (item, score) in enumerate(rec.top_k(args.user, args.k, exclude_seen=args.exclude_seen), start=1):
+        print(f"{rank}\t{item}\t{score:.4f}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gsau", description="Graph-Sequential Alignment and Uniformity (GSAU) "
+                                     "and its baselines: train, evaluate and recommend.")
+    parser.add_argument("--version", action="version", version=f"gsau {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    data = sub.add_parser("data", help="inspect and import datasets").add_subparsers(dest="data_command", required=True)
+    p = data.add_parser("stats", help="counts, sequence lengths, density and split sizes of a dataset",
+                        description="DATASET is a bundled name (beauty, sports, toys), a directory made by "
+                        "`gsau data import`, or a file: sequence text (.txt), RecBole atomic (.inter), CSV or TSV.")
+    p.add_argument("dataset", metavar="DATASET")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--drop-short", action="store_true", help="drop users with fewer than 3 interactions (with a warning) instead of failing")
+    _data_args(p)
+    p.set_defaults(func=cmd_data_stats)
+    p = data.add_parser("import", help="process a file into gsau's fast binary form",
+                        description="Read FILE, apply k-core filtering and chronological ordering, map ids, and "
+                        "write DIR/dataset.npz atomically. Later commands accept DIR as DATASET.")
+    p.add_argument("dataset", metavar="FILE")
+    p.add_argument("--out", required=True, metavar="DIR")
+    _data_args(p)
+    p.set_defaults(func=cmd_data_import)
+
+    p = sub.add_parser("models", help="list the model presets")
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("train", help="train a model preset on a dataset",
+                       description="Train with early stopping on validation, then test the best weights. Writes "
+                       "config.yaml, log.jsonl, best.pt, last.pt and metrics.json into --out.")
+    p.add_argument("--model", help="preset name (see `gsau models`)")
+    p.add_argument("--dataset", help="bundled name, imported directory or data file")
+    p.add_argument("--out", metavar="DIR", help="run directory (default runs/MODEL-DATASET-SEED)")
+    p.add_argument("--epochs", type=int, help="maximum epochs (default 300)")
+    p.add_argument("--seed", type=int, help="random seed (default 2020)")
+    p.add_argument("--threads", type=int, help="torch intra-op threads")
+    p.add_argument("--config", metavar="YAML", help="YAML file of options applied over the preset")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one option, e.g. gamma=0.2 (repeatable)")
+    p.add_argument("--resume", metavar="DIR", help="continue an interrupted run in DIR")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="re-score a saved run with full ranking")
+    p.add_argument("run", metavar="DIR")
+    p.add_argument("--stage", nargs="+", default=["valid", "test"], choices=["valid", "test"])
+    p.add_argument("--mask-history", choices=["auto", "yes", "no"], default="auto",
+                   help="exclude the user's known items (auto: the model's own protocol)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("recommend", help="top-k items for a user of a saved run, in the dataset's own ids")
+    p.add_argument("run", metavar="DIR")
+    p.add_argument("--user", required=True, help="the user's id as in the data file")
+    p.add_argument("-k", type=int, default=10)
+    p.add_argument("--exclude-seen", action="store_true", help="leave out items the user already has")
+    p.set_defaults(func=cmd_recommend)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except GsauError as e:
+        print(f"gsau: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("gsau: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,154 @@
+"""Vectorised batch construction: no per-sample Python in the hot path.
+
+Two streams feed the joint step:
+- the graph stream: training (user, item) pairs, shuffled each epoch;
+- the sequential stream: the paper's (prefix, next item) samples, one per training item that has
+  at least one item before it. A sample is addressed by the flat position g of its target in the
+  training CSR, so its prefix is the slice train_items[g - L:g] with L = min(t, max_len).
+
+Each sampled prefix keeps its own dropout draw (as in the paper's pipeline) but is only computed to
+its real length: a batch is sorted by length and cut into length buckets, each padded to its own
+longest prefix. The authors' pipeline pads every prefix to max_len ("padded" mode, kept for
+benchmarks).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from gsau.data.split import LeaveOneOut
+
+BUCKET_EDGES = (4, 8, 16, 32)
+
+
+def gather_windows(flat: np.ndarray, starts: np.ndarray, lengths: np.ndarray, width: int) -> np.ndarray:
+    """[n, width] int64: row r holds flat[starts[r]:starts[r] + lengths[r]] left-aligned, 0-padded."""
+    offsets = np.arange(width)
+    idx = starts[:, None] + offsets[None, :]
+    valid = offsets[None, :] < lengths[:, None]
+    return np.where(valid, flat[np.where(valid, idx, 0)], 0)
+
+
+def last_windows(indptr: np.ndarray, flat: np.ndarray, cap: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each CSR row's most recent min(len, cap) items, left-aligned, padded to the longest kept."""
+    lengths = np.minimum(np.diff(indptr), cap)
+    width = max(int(lengths.max(initial=1)), 1)
+    return gather_windows(flat, indptr[1:] - lengths, lengths, width), lengths
+
+
+@dataclass
+class SequenceChunk:
+    seqs: torch.Tensor  # [b, L] item ids, left-aligned, 0 = padding
+    lengths: torch.Tensor  # [b]
+    targets: torch.Tensor  # [b] next item (SASRec) ...
+    masked: torch.Tensor | None = None  # [b, L] bool positions to predict (BERT4Rec)
+
+
+class GraphStream:
+    """Shuffled training (user, item) pairs; with `negatives`, one uniform negative item per pair
+    that the user has not interacted with in training (for BPR)."""
+
+    def __init__(self, split: LeaveOneOut, batch_size: int, negatives: bool = False):
+        self.users, self.items = split.train_pairs()
+        self.batch_size = batch_size
+        self.n_items = split.n_items
+        self.negatives = negatives
+        # Sorted keys of known pairs, for vectorised membership tests of sampled negatives.
+        self.known = np.unique(self.users.astype(np.int64) * (self.n_items + 1) + self.items)
+
+    def __len__(self) -> int:
+        return -(-len(self.users) // self.batch_size)
+
+    def batches(self, rng: np.random.Generator):
+        order = rng.permutation(len(self.users))
+        for start in range(0, len(order), self.batch_size):
+            idx = order[start: start + self.batch_size]
+            users, items = self.users[idx], self.items[idx]
+            batch = {"users": torch.from_numpy(users), "items": torch.from_numpy(items)}
+            if self.negatives:
+                batch["negatives"] = torch.from_numpy(self.sample_negatives(users, rng))
+            yield batch
+
+    def sample_negatives(self, users: np.ndarray, rng: np.random.Generator, rounds: int = 20) -> np.ndarray:
+        neg = rng.integers(1, self.n_items + 1, size=len(users))
+        for _ in range(rounds):
+            keys = users.astype(np.int64) * (self.n_items + 1) + neg
+            pos = np.searchsorted(self.known, keys)
+            clash = self.known[np.minimum(pos, len(self.known) - 1)] == keys
+            if not clash.any():
+                break
+            neg[clash] = rng.integers(1, self.n_items + 1, size=int(clash.sum()))
+        return neg
+
+
+class SequenceStream:
+    """The paper's (prefix, next item) samples, in length-bucketed chunks.
+
+    For SASRec a sample is (items[:t] -> items[t]). For BERT4Rec (`masked_lm`) the sample is the
+    sequence items[:t + 1] with a random `mask_ratio` of its positions masked (at least one).
+    """
+
+    def __init__(self, split: LeaveOneOut, max_len: int, batch_size: int, mode: str = "prefix",
+                 masked_lm: bool = False, mask_ratio: float = 0.2, bucket_edges=BUCKET_EDGES):
+        self.flat = split.train_items
+        indptr = split.train_indptr
+        position = np.arange(len(self.flat)) - np.repeat(indptr[:-1], np.diff(indptr))
+        self.targets_at = np.flatnonzero(position >= 1)  # flat positions g with a non-empty prefix
+        self.position = position
+        self.max_len = max_len
+        self.batch_size = batch_size
+        self.mode = mode
+        self.masked_lm = masked_lm
+        self.mask_ratio = mask_ratio
+        self.edges = np.asarray(bucket_edges)
+
+    def __len__(self) -> int:
+        return -(-len(self.targets_at) // self.batch_size)
+
+    @property
+    def n_samples(self) -> int:
+        return len(self.targets_at)
+
+    def batches(self, rng: np.random.Generator):
+        order = rng.permutation(self.targets_at)
+        for start in range(0, len(order), self.batch_size):
+            yield self.chunks(order[start: start + self.batch_size], rng)
+
+    def chunks(self, g: np.ndarray, rng: np.random.Generator) -> list[SequenceChunk]:
+        t = self.position[g]
+        if self.masked_lm:
+            lengths = np.minimum(t + 1, self.max_len)
+            starts = g + 1 - lengths
+        else:
+            lengths = np.minimum(t, self.max_len)
+            starts = g - lengths
+        targets = self.flat[g]
+        if self.mode == "padded":
+            groups = [np.arange(len(g))]
+        else:
+            by_length = np.argsort(lengths, kind="stable")
+            cuts = np.searchsorted(lengths[by_length], self.edges, side="right")
+            groups = [grp for grp in np.split(by_length, cuts) if len(grp)]
+        out = []
+        for grp in groups:
+            width = self.max_len if self.mode == "padded" else int(lengths[grp].max())
+            seqs = gather_windows(self.flat, starts[grp], lengths[grp], width)
+            chunk = SequenceChunk(torch.from_numpy(seqs), torch.from_numpy(lengths[grp]),
+                                  torch.from_numpy(targets[grp]))
+            if self.masked_lm:
+                chunk.masked = torch.from_numpy(self._mask(lengths[grp], width, rng))
+            out.append(chunk)
+        return out
+
+    def _mask(self, lengths: np.ndarray, width: int, rng: np.random.Generator) -> np.ndarray:
+        real = np.arange(width)[None, :] < lengths[:, None]
+        masked = (rng.random((len(lengths), width)) < self.mask_ratio) & real
+        # Every sequence predicts at least one item: mask a random real position where none was drawn.
+        empty = ~masked.any(axis=1)
+        if empty.any():
+            pick = (rng.random(int(empty.sum())) * lengths[empty]).astype(np.int64)
+            masked[np.flatnonzero(empty), pick] = True
+        return masked

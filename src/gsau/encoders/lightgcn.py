@@ -1,0 +1,69 @@
+"""LightGCN propagation over the user-item graph (He et al., SIGIR 2020).
+
+Nodes are users 1..U (node u - 1) then items 1..I (node U + i - 1); the padding rows of the shared
+tables are not nodes. The adjacency is D^-1/2 A D^-1/2 of the bipartite graph of TRAINING
+interactions only, no self-loops, stored once as CSR. It is symmetric, so the backward pass of
+`A @ X` is another `A @ G` with the same matrix: no transpose is ever built.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import torch
+from torch import nn
+
+
+def normalized_adjacency(users: np.ndarray, items: np.ndarray, n_users: int, n_items: int) -> torch.Tensor:
+    """Sparse CSR [(U + I) x (U + I)] = D^-1/2 A D^-1/2; repeated (user, item) pairs count once."""
+    edges = np.unique(np.stack([users.astype(np.int64) - 1, n_users + items.astype(np.int64) - 1]), axis=1)
+    rows = np.concatenate([edges[0], edges[1]])
+    cols = np.concatenate([edges[1], edges[0]])
+    degree = np.bincount(rows, minlength=n_users + n_items).astype(np.float64)
+    values = 1.0 / np.sqrt(degree[rows] * degree[cols])
+    n = n_users + n_items
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch marks sparse CSR as beta
+        coo = torch.sparse_coo_tensor(torch.from_numpy(np.stack([rows, cols])),
+                                      torch.from_numpy(values.astype(np.float32)), (n, n)).coalesce()
+        return coo.to_sparse_csr()
+
+
+class _SymmetricPropagation(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, adjacency, x):
+        ctx.adjacency = adjacency
+        return torch.sparse.mm(adjacency, x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return None, torch.sparse.mm(ctx.adjacency, grad)
+
+
+class LightGCN(nn.Module):
+    """E^(k+1) = A_hat E^(k); the final embedding is the mean of layers 0..K."""
+
+    def __init__(self, adjacency: torch.Tensor, n_users: int, n_layers: int = 2):
+        super().__init__()
+        self.adjacency = adjacency  # not a buffer: it is data, rebuilt from the split, not saved
+        self.n_users = n_users
+        self.n_layers = n_layers
+
+    def layers(self, user_table: torch.Tensor, item_table: torch.Tensor) -> list[torch.Tensor]:
+        """[E^(0), ..., E^(K)], each [(U + I), d], from the tables without their padding rows."""
+        x = torch.cat([user_table[1:], item_table[1:]])
+        out = [x]
+        for _ in range(self.n_layers):
+            x = _SymmetricPropagation.apply(self.adjacency, x)
+            out.append(x)
+        return out
+
+    def split(self, nodes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Node rows back to (user [U + 1, d], item [I + 1, d]) tables with a zero padding row."""
+        zero = nodes.new_zeros(1, nodes.shape[1])
+        return torch.cat([zero, nodes[: self.n_users]]), torch.cat([zero, nodes[self.n_users:]])
+
+    def forward(self, user_table: torch.Tensor, item_table: torch.Tensor):
+        layers = self.layers(user_table, item_table)
+        return self.split(sum(layers) / len(layers))

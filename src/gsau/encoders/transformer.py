@@ -1,0 +1,104 @@
+"""Transformer sequence encoders: SASRec (causal, Kang & McAuley 2018) and BERT4Rec (Sun et al. 2019).
+
+The layer follows RecBole's TransformerEncoder, which the paper's code uses: post-LayerNorm,
+dropout on attention probabilities and on each residual branch, no dropout inside the
+feed-forward block, exact GELU.
+
+Sequences are left-aligned (items first, padding after). With a causal mask a position only sees
+itself and earlier positions, which are all real items, so SASRec needs no padding mask and the
+fused causal attention kernel applies.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class TransformerLayer(nn.Module):
+    def __init__(self, d: int, n_heads: int, inner: int, hidden_dropout: float, attn_dropout: float, eps: float):
+        super().__init__()
+        if d % n_heads:
+            raise ValueError(f"hidden size {d} is not a multiple of {n_heads} heads")
+        self.n_heads = n_heads
+        # Separate projections (not one fused Linear) so Xavier init sees the paper's fan sizes.
+        self.query, self.key, self.value = nn.Linear(d, d), nn.Linear(d, d), nn.Linear(d, d)
+        self.attn_out = nn.Linear(d, d)
+        self.attn_norm = nn.LayerNorm(d, eps=eps)
+        self.ffn_in, self.ffn_out = nn.Linear(d, inner), nn.Linear(inner, d)
+        self.ffn_norm = nn.LayerNorm(d, eps=eps)
+        self.hidden_dropout = nn.Dropout(hidden_dropout)
+        self.attn_dropout = attn_dropout
+
+    def forward(self, x: torch.Tensor, causal: bool, attend: torch.Tensor | None = None) -> torch.Tensor:
+        """x [B, L, d]; attend: optional bool [B, 1, 1, L], True where a key may be attended."""
+        b, length, d = x.shape
+        weight = torch.cat([self.query.weight, self.key.weight, self.value.weight])
+        bias = torch.cat([self.query.bias, self.key.bias, self.value.bias])
+        qkv = F.linear(x, weight, bias).view(b, length, 3, self.n_heads, d // self.n_heads)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4)
+        a = F.scaled_dot_product_attention(q, k, v, attn_mask=attend, is_causal=causal and attend is None,
+                                           dropout_p=self.attn_dropout if self.training else 0.0)
+        a = a.transpose(1, 2).reshape(b, length, d)
+        x = self.attn_norm(x + self.hidden_dropout(self.attn_out(a)))
+        h = self.ffn_out(F.gelu(self.ffn_in(x)))
+        return self.ffn_norm(x + self.hidden_dropout(h))
+
+
+class _Encoder(nn.Module):
+    def __init__(self, d, max_len, n_layers, n_heads, inner, hidden_dropout, attn_dropout, eps):
+        super().__init__()
+        self.max_len = max_len
+        self.position = nn.Embedding(max_len, d)
+        self.input_norm = nn.LayerNorm(d, eps=eps)
+        self.input_dropout = nn.Dropout(hidden_dropout)
+        self.layers = nn.ModuleList(TransformerLayer(d, n_heads, inner, hidden_dropout, attn_dropout, eps)
+                                    for _ in range(n_layers))
+
+    def embed(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.input_dropout(self.input_norm(tokens + self.position.weight[: tokens.shape[1]]))
+
+
+class SASRec(_Encoder):
+    """Causal encoder; a prefix is represented by the output at its last position."""
+
+    def all_positions(self, item_table: torch.Tensor, seqs: torch.Tensor) -> torch.Tensor:
+        """[B, L, d]: position t encodes the prefix seqs[:, :t + 1]."""
+        x = self.embed(F.embedding(seqs, item_table))
+        for layer in self.layers:
+            x = layer(x, causal=True)
+        return x
+
+    def forward(self, item_table: torch.Tensor, seqs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """[B, d]: representation of each left-aligned sequence of `lengths[b]` items."""
+        x = self.all_positions(item_table, seqs)
+        return x[torch.arange(len(seqs), device=seqs.device), lengths - 1]
+
+
+class BERT4Rec(_Encoder):
+    """Bidirectional encoder with a learned mask token; a masked position predicts its item."""
+
+    def __init__(self, d, max_len, n_layers, n_heads, inner, hidden_dropout, attn_dropout, eps):
+        super().__init__(d, max_len, n_layers, n_heads, inner, hidden_dropout, attn_dropout, eps)
+        self.mask_token = nn.Parameter(torch.zeros(1, d))
+        self.head = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.LayerNorm(d, eps=eps))
+
+    def hidden(self, item_table: torch.Tensor, seqs: torch.Tensor, masked: torch.Tensor) -> torch.Tensor:
+        """[B, L, d] head outputs. seqs: item ids (0 = padding); masked: bool [B, L] positions
+        whose item is replaced by the mask token."""
+        tokens = F.embedding(seqs, item_table)
+        tokens = torch.where(masked.unsqueeze(-1), self.mask_token.to(tokens.dtype), tokens)
+        x = self.embed(tokens)
+        attend = ((seqs > 0) | masked)[:, None, None, :]
+        for layer in self.layers:
+            x = layer(x, causal=False, attend=attend)
+        return self.head(x)
+
+    def forward(self, item_table: torch.Tensor, seqs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """[B, d]: representation for the next item, read at a mask token appended after each
+        history. The caller leaves one free slot: lengths[b] < seqs.shape[1]."""
+        rows = torch.arange(len(seqs), device=seqs.device)
+        masked = torch.zeros_like(seqs, dtype=torch.bool)
+        masked[rows, lengths] = True
+        return self.hidden(item_table, seqs, masked)[rows, lengths]

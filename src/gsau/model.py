@@ -1,0 +1,158 @@
+"""The recommender: one shared embedding table, optional graph and sequential encoders, and the
+objectives that tie them together. Every preset (GSAU, GSAU (rec), SASRec (u), DirectAU, ...) is a
+`ModelConfig` over these parts; nothing here is specific to one variant.
+
+    L = L_GA + L_SA + gamma (L_GU + L_SU)        (paper, Eq. for the joint objective)
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from gsau import objectives as obj
+from gsau.config import ModelConfig
+from gsau.data.batching import SequenceChunk
+from gsau.encoders import BERT4Rec, LightGCN, SASRec
+
+
+class Recommender(nn.Module):
+    def __init__(self, cfg: ModelConfig, n_users: int, n_items: int, adjacency: torch.Tensor | None = None):
+        super().__init__()
+        self.cfg = cfg
+        self.n_users, self.n_items = n_users, n_items
+        d = cfg.embedding_dim
+        # The shared table (index 0 = padding). Users only have vectors when a graph encoder uses them.
+        self.item_table = nn.Embedding(n_items + 1, d, padding_idx=0)
+        self.user_table = nn.Embedding(n_users + 1, d, padding_idx=0) if cfg.graph_encoder else None
+        self.graph = None
+        if cfg.graph_encoder:
+            if adjacency is None:
+                raise ValueError("a graph encoder needs the training adjacency")
+            self.graph = LightGCN(adjacency, n_users, cfg.graph_layers)
+        self.sequence = None
+        if cfg.sequence_encoder:
+            encoder = SASRec if cfg.sequence_encoder == "sasrec" else BERT4Rec
+            self.sequence = encoder(d, cfg.max_len, cfg.n_layers, cfg.n_heads, cfg.inner_size,
+                                    cfg.hidden_dropout, cfg.attn_dropout, cfg.layer_norm_eps)
+        self.output_bias = None
+        if cfg.sequence_encoder == "bert4rec" and cfg.sequence_loss == "ce":
+            self.output_bias = nn.Parameter(torch.zeros(n_items + 1))
+        self._scoring_cache = None
+        self.reset_parameters()
+
+    # -- initialisation --------------------------------------------------------------------
+    def reset_parameters(self) -> None:
+        xavier = self.cfg.init == "xavier_normal"
+        for m in self.modules():
+            if isinstance(m, (nn.Linear, nn.Embedding)):
+                if xavier:
+                    nn.init.xavier_normal_(m.weight)
+                elif self.sequence is not None:  # Transformer baselines: BERT-style init
+                    nn.init.normal_(m.weight, 0.0, 0.02)
+                else:  # LightGCN baseline: RecBole's Xavier-uniform tables
+                    nn.init.xavier_uniform_(m.weight)
+                if isinstance(m, nn.Linear) and m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.LayerNorm):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+        if isinstance(self.sequence, BERT4Rec):
+            if xavier:
+                nn.init.xavier_normal_(self.sequence.mask_token)
+            else:
+                nn.init.normal_(self.sequence.mask_token, 0.0, 0.02)
+        with torch.no_grad():
+            for table in (self.item_table, self.user_table):
+                if table is not None:
+                    table.weight[0].zero_()
+
+    # -- training objectives -------------------------------------------------------------------
+    def loss(self, graph_batch: dict | None, seq_chunks: list[SequenceChunk] | None):
+        """Total loss of one joint step and its named terms (floats, for logging)."""
+        self._scoring_cache = None
+        terms: dict[str, torch.Tensor] = {}
+        if graph_batch is not None:
+            terms.update(self.graph_terms(graph_batch))
+        if seq_chunks is not None:
+            terms.update(self.sequence_terms(seq_chunks))
+        gamma = self.cfg.gamma
+        weights = {"L_GU": gamma, "L_SU": gamma, "L_reg": self.cfg.bpr_reg}
+        total = sum(weights.get(name, 1.0) * value for name, value in terms.items())
+        return total, {name: float(v.detach()) for name, v in terms.items()}
+
+    def _node_rows(self, users: torch.Tensor, items: torch.Tensor):
+        return users - 1, self.n_users + items - 1
+
+    def graph_terms(self, batch: dict) -> dict[str, torch.Tensor]:
+        layers = self.graph.layers(self.user_table.weight, self.item_table.weight)
+        u, i = self._node_rows(batch["users"], batch["items"])
+        kind = self.cfg.graph_loss
+        if kind == "au":  # DirectAU on the final LightGCN embeddings
+            final = sum(layers) / len(layers)
+            eu, ei = final[u], final[i]
+            return {"L_GA": obj.alignment(eu, ei), "L_GU": obj.uniformity(eu) + obj.uniformity(ei)}
+        if kind == "layer_au":  # GraphAU: align each layer-0 node with its partner's layer-k view
+            e0 = layers[0]
+            align = sum(obj.alignment(e0[u], ek[i]) + obj.alignment(e0[i], ek[u]) for ek in layers[1:]) / 2
+            return {"L_GA": align / (len(layers) - 1), "L_GU": obj.uniformity(e0[u]) + obj.uniformity(e0[i])}
+        # BPR with one negative per pair
+        final = sum(layers) / len(layers)
+        _, n = self._node_rows(batch["users"], batch["negatives"])
+        eu, ep, en = final[u], final[i], final[n]
+        return {"L_BPR": obj.bpr((eu * ep).sum(-1), (eu * en).sum(-1)),
+                "L_reg": obj.l2_regularizer(layers[0][u], layers[0][i], layers[0][n])}
+
+    def _encode_chunks(self, chunks: list[SequenceChunk]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(representations [n, d], target items [n]) over all chunks of a batch."""
+        table = self.item_table.weight
+        reps, targets = [], []
+        for c in chunks:
+            if isinstance(self.sequence, BERT4Rec):
+                h = self.sequence.hidden(table, c.seqs, c.masked)
+                reps.append(h[c.masked])
+                targets.append(c.seqs[c.masked])
+            else:
+                reps.append(self.sequence(table, c.seqs, c.lengths))
+                targets.append(c.targets)
+        return torch.cat(reps), torch.cat(targets)
+
+    def sequence_terms(self, chunks: list[SequenceChunk]) -> dict[str, torch.Tensor]:
+        s, targets = self._encode_chunks(chunks)
+        p = self.item_table(targets)
+        terms = {}
+        if self.cfg.sequence_loss == "au":
+            terms["L_SA"] = obj.alignment(s, p)
+        else:
+            terms["L_CE"] = obj.cross_entropy(self._logits(s)[:, 1:], targets - 1)
+        if self.cfg.sequence_uniformity:
+            n = p[obj.derangement(len(p), device=p.device)]  # the user-negative-item pairs
+            terms["L_SU"] = obj.uniformity(s) + obj.uniformity(p) + obj.pair_uniformity(s, n)
+        return terms
+
+    def _logits(self, s: torch.Tensor) -> torch.Tensor:
+        """Scores of every item (column 0 = padding) for sequence representations s."""
+        if self.cfg.ce_normalize:
+            s = F.normalize(s, dim=-1)
+        logits = s @ self.item_table.weight.T
+        if self.output_bias is not None:
+            logits = logits + self.output_bias
+        return logits
+
+    # -- scoring ---------------------------------------------------------------------------
+    @torch.no_grad()
+    def score(self, users: torch.Tensor, seqs: torch.Tensor | None = None,
+              lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """[B, I + 1] scores of all items (column 0 is padding) for users with their histories
+        (left-aligned `seqs` of `lengths` items; BERT4Rec needs one free slot after each)."""
+        if self.cfg.scorer == "graph":
+            if self._scoring_cache is None:
+                self._scoring_cache = self.graph(self.user_table.weight, self.item_table.weight)
+            user_final, item_final = self._scoring_cache
+            return user_final[users] @ item_final.T
+        return self._logits(self.sequence(self.item_table.weight, seqs, lengths))
+
+    def train(self, mode: bool = True):
+        self._scoring_cache = None
+        return super().train(mode)

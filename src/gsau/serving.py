@@ -1,0 +1,47 @@
+"""Recommendations from a trained run, in the dataset's own ids."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from gsau.data.batching import gather_windows
+from gsau.encoders import BERT4Rec
+from gsau.errors import GsauError
+
+
+class Recommendations:
+    def __init__(self, cfg, split, model):
+        self.cfg, self.split, self.model = cfg, split, model
+        self.data = split.data
+
+    @classmethod
+    def from_run(cls, run_dir) -> "Recommendations":
+        from gsau.trainer import load_run
+        return cls(*load_run(run_dir))
+
+    @torch.no_grad()
+    def scores(self, users: np.ndarray) -> torch.Tensor:
+        """[B, I + 1] scores given each user's whole known history (all their interactions)."""
+        data = self.data
+        cap = self.cfg.net.max_len - int(isinstance(self.model.sequence, BERT4Rec))
+        lengths = np.minimum(data.lengths[users - 1], cap)
+        seqs = lens = None
+        if self.cfg.net.scorer == "sequence":
+            width = int(lengths.max()) + int(isinstance(self.model.sequence, BERT4Rec))
+            seqs = torch.from_numpy(gather_windows(data.items, data.indptr[users] - lengths, lengths, width))
+            lens = torch.from_numpy(lengths)
+        return self.model.score(torch.from_numpy(users), seqs, lens)
+
+    def top_k(self, user_id: str, k: int = 10, exclude_seen: bool = False) -> list[tuple[str, float]]:
+        try:
+            user = self.data.user_index(user_id)
+        except KeyError as e:
+            raise GsauError(str(e.args[0])) from None
+        scores = self.scores(np.array([user]))[0]
+        scores[0] = -torch.inf  # padding
+        if exclude_seen:
+            scores[torch.from_numpy(self.data.sequence(user))] = -torch.inf
+        k = min(k, int(torch.isfinite(scores).sum()))
+        values, items = torch.topk(scores, k)
+        return [(str(self.data.item_ids[i - 1]), float(v)) for i, v in zip(items.tolist(), values)]

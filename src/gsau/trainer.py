@@ -1,0 +1,178 @@
+"""The training loop: joint steps over the graph and sequential streams, validation every epoch,
+early stopping on validation NDCG@20, best weights restored for the test.
+
+Run directory:
+    config.yaml    resolved configuration
+    log.jsonl      one line per epoch (loss terms, validation metrics, seconds)
+    last.pt        everything needed to resume (weights, optimiser, epoch, RNG states, history)
+    best.pt        best weights so far
+    metrics.json   the final report
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from gsau import checkpoint
+from gsau.config import Config
+from gsau.data import LeaveOneOut, load_dataset
+from gsau.data.batching import GraphStream, SequenceStream
+from gsau.encoders import normalized_adjacency
+from gsau.errors import GsauError
+from gsau.evaluation import evaluate
+from gsau.model import Recommender
+
+
+def prepare(cfg: Config) -> tuple[LeaveOneOut, Recommender]:
+    """Data, split and a freshly initialised model for `cfg` (seeded)."""
+    d = cfg.data
+    data = load_dataset(d.dataset, min_user=d.min_user_count, min_item=d.min_item_count, dedup=d.dedup)
+    split = LeaveOneOut.from_interactions(data, drop_short=d.drop_short)
+    return split, build_model(cfg, split)
+
+
+def build_model(cfg: Config, split: LeaveOneOut) -> Recommender:
+    adjacency = None
+    if cfg.net.graph_encoder:
+        adjacency = normalized_adjacency(*split.train_pairs(), split.n_users, split.n_items)
+    torch.manual_seed(cfg.train.seed)
+    return Recommender(cfg.net, split.n_users, split.n_items, adjacency)
+
+
+def _cycle(stream, rng):
+    """Batches of a stream, reshuffled and restarted whenever it runs out."""
+    while True:
+        yield from stream.batches(rng)
+
+
+class Trainer:
+    def __init__(self, cfg: Config, out: str | Path, progress: bool = True, echo=print):
+        self.cfg = cfg
+        self.out = Path(out)
+        self.progress = progress
+        self.echo = echo
+
+    # -- state -------------------------------------------------------------------------------
+    def _state(self, epoch, best, history, rng) -> dict:
+        return {"epoch": epoch, "best": best, "history": history, "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(), "torch_rng": torch.get_rng_state(),
+                "numpy_rng": json.dumps(rng.bit_generator.state), "config": json.dumps(self.cfg.to_dict())}
+
+    def run(self, resume: bool = False) -> dict:
+        cfg, t = self.cfg, self.cfg.train
+        if t.threads:
+            torch.set_num_threads(t.threads)
+        if not resume and (self.out / "last.pt").exists():
+            raise GsauError(f"{self.out} already holds a run; use --resume to continue it or pick another --out")
+        self.out.mkdir(parents=True, exist_ok=True)
+        checkpoint.write_text(self.out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+        split, self.model = prepare(cfg)
+        self.split = split
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+        rng = np.random.default_rng(t.seed)
+        torch.manual_seed(t.seed + 1)  # dropout and derangements; the model init used `seed`
+        n = cfg.net
+        graph = GraphStream(split, t.batch_size, negatives=n.graph_loss == "bpr") if n.graph_loss else None
+        seq = None
+        if n.sequence_loss:
+            seq = SequenceStream(split, n.max_len, t.batch_size, t.seq_batching,
+                                 masked_lm=n.sequence_encoder == "bert4rec", mask_ratio=n.mask_ratio)
+        start, best, history = 0, {"epoch": -1, "score": -1.0, "valid": {}}, []
+        if resume:
+            state = checkpoint.load(self.out / "last.pt")
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            torch.set_rng_state(state["torch_rng"])
+            rng.bit_generator.state = json.loads(state["numpy_rng"])
+            start, best, history = state["epoch"] + 1, state["best"], state["history"]
+            self.echo(f"resuming {self.out} after epoch {state['epoch'] + 1}")
+
+        streams = [s for s in (graph, seq) if s is not None]
+        steps = max(len(s) for s in streams)
+        epoch = start - 1
+        for epoch in range(start, t.epochs):
+            if history and epoch - best["epoch"] > t.patience:
+                break
+            t0 = time.perf_counter()
+            terms = self._train_epoch(epoch, graph, seq, steps, rng)
+            train_s = time.perf_counter() - t0
+            valid = evaluate(self.model, split, "valid", t.ks, batch_size=t.eval_batch_size)
+            score = valid[t.metric]
+            if score > best["score"]:
+                best = {"epoch": epoch, "score": score, "valid": valid}
+                checkpoint.save(self.model.state_dict(), self.out / "best.pt")
+            history.append({"epoch": epoch + 1, **terms, **{f"valid_{k}": v for k, v in valid.items()},
+                            "train_seconds": train_s, "seconds": time.perf_counter() - t0})
+            checkpoint.save(self._state(epoch, best, history, rng), self.out / "last.pt")
+            checkpoint.write_text(self.out / "log.jsonl", "".join(json.dumps(h) + "\n" for h in history))
+            self.echo(self._line(history[-1], t.metric, epoch == best["epoch"]))
+            if epoch - best["epoch"] >= t.patience:
+                self.echo(f"early stop: no {t.metric} improvement for {t.patience} epochs")
+                break
+        return self.finish(best, history)
+
+    def _train_epoch(self, epoch, graph, seq, steps, rng) -> dict:
+        self.model.train()
+        graph_it = _cycle(graph, rng) if graph else None
+        seq_it = _cycle(seq, rng) if seq else None
+        sums: dict[str, float] = {}
+        bar = None
+        if self.progress:
+            from tqdm import tqdm
+            bar = tqdm(total=steps, desc=f"epoch {epoch + 1}", leave=False, file=sys.stderr, dynamic_ncols=True)
+        for _ in range(steps):
+            total, terms = self.model.loss(next(graph_it) if graph_it else None, next(seq_it) if seq_it else None)
+            self.optimizer.zero_grad(set_to_none=True)
+            total.backward()
+            self.optimizer.step()
+            for k, v in terms.items():
+                sums[k] = sums.get(k, 0.0) + v
+            if bar:
+                bar.update()
+                bar.set_postfix({k: f"{v:.3f}" for k, v in terms.items()}, refresh=False)
+        if bar:
+            bar.close()
+        return {k: v / steps for k, v in sums.items()}
+
+    @staticmethod
+    def _line(h: dict, metric: str, improved: bool) -> str:
+        losses = " ".join(f"{k} {h[k]:.4f}" for k in h if k.startswith("L_"))
+        shown = dict.fromkeys(["recall@10", "ndcg@10", metric])  # ordered, without repeats
+        valid = " ".join(f"{k} {h['valid_' + k]:.4f}" for k in shown)
+        return f"epoch {h['epoch']:3d} | {losses} | valid {valid} | {h['seconds']:.1f}s{' *' if improved else ''}"
+
+    def finish(self, best: dict, history: list) -> dict:
+        cfg = self.cfg
+        if best["epoch"] < 0:
+            raise GsauError("no epoch finished; nothing to report")
+        self.model.load_state_dict(checkpoint.load(self.out / "best.pt"))
+        test = evaluate(self.model, self.split, "test", cfg.train.ks, batch_size=cfg.train.eval_batch_size)
+        report = {"model": cfg.model, "dataset": cfg.data.dataset, "best_epoch": best["epoch"] + 1,
+                  "epochs_run": len(history), "train_seconds": round(sum(h["seconds"] for h in history), 2),
+                  "seconds_per_epoch": round(float(np.median([h["train_seconds"] for h in history])), 3),
+                  "valid": best["valid"], "test": test, "config": cfg.to_dict()}
+        checkpoint.write_json(self.out / "metrics.json", report)
+        self.echo(f"best epoch {report['best_epoch']} | test " +
+                  " ".join(f"{k} {test[k]:.4f}" for k in ("recall@10", "ndcg@10", "recall@20", "ndcg@20") if k in test))
+        return report
+
+
+def load_run(run_dir: str | Path) -> tuple[Config, LeaveOneOut, Recommender]:
+    """A saved run's config, split and best weights."""
+    run_dir = Path(run_dir)
+    path = run_dir / "config.yaml"
+    if not path.exists():
+        raise GsauError(f"{run_dir}: not a gsau run directory (no config.yaml)")
+    cfg = Config.from_dict(yaml.safe_load(path.read_text()))
+    split, model = prepare(cfg)
+    model.load_state_dict(checkpoint.load(run_dir / "best.pt"))
+    model.eval()
+    return cfg, split, model
