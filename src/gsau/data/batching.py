@@ -75,13 +75,25 @@ class GraphStream:
     def sample_negatives(self, users: np.ndarray, rng: np.random.Generator, rounds: int = 20) -> np.ndarray:
         neg = rng.integers(1, self.n_items + 1, size=len(users))
         for _ in range(rounds):
-            keys = users.astype(np.int64) * (self.n_items + 1) + neg
-            pos = np.searchsorted(self.known, keys)
-            clash = self.known[np.minimum(pos, len(self.known) - 1)] == keys
+            clash = self._clashes(users, neg)
             if not clash.any():
-                break
+                return neg
             neg[clash] = rng.integers(1, self.n_items + 1, size=int(clash.sum()))
+        # A user who holds most of the catalogue can still clash after `rounds` redraws (the last
+        # redraw is unchecked): draw those few from the user's unseen items directly.
+        span = self.n_items + 1
+        for r in np.flatnonzero(self._clashes(users, neg)):
+            base = int(users[r]) * span
+            lo, hi = np.searchsorted(self.known, [base, base + span])
+            free = np.setdiff1d(np.arange(1, span), self.known[lo:hi] - base)
+            if free.size:  # a user with every item in training has no negative to give
+                neg[r] = rng.choice(free)
         return neg
+
+    def _clashes(self, users: np.ndarray, neg: np.ndarray) -> np.ndarray:
+        keys = users.astype(np.int64) * (self.n_items + 1) + neg
+        pos = np.searchsorted(self.known, keys)
+        return self.known[np.minimum(pos, len(self.known) - 1)] == keys
 
 
 class SequenceStream:

@@ -85,7 +85,10 @@ def _int_tokens(path: Path, lineno: int, tokens: list[str]) -> np.ndarray:
     try:
         return np.array(tokens, dtype=np.int64)
     except (ValueError, OverflowError):
-        bad = next(t for t in tokens if not _is_int(t))
+        bad = next((t for t in tokens if not _is_int(t)), None)
+        if bad is None:  # every token is an integer, so one overflowed int64
+            bad = next(t for t in tokens if not -2**63 <= int(t) < 2**63)
+            raise DataError(path, f"id {bad!r} is too large: ids must fit in 64 bits", line=lineno) from None
         raise DataError(path, f"non-numeric id {bad!r}: this format needs integer ids", line=lineno) from None
 
 
