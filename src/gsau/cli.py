@@ -77,6 +77,13 @@ def cmd_models(args) -> None:
         print(f"{name:<{width}}  {load_preset(name).get('description', '')}")
 
 
+def cmd_config(args) -> None:
+    import yaml
+    from gsau.config import resolve
+    cfg = resolve(args.model, args.config, args.set)
+    print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
+
+
 def cmd_train(args) -> None:
     from gsau.config import Config, resolve
     from gsau.trainer import Trainer
@@ -144,6 +151,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("models", help="list the model presets")
     p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("config", help="print a preset's resolved configuration (every option and its value)")
+    p.add_argument("model", metavar="MODEL")
+    p.add_argument("--config", metavar="YAML", help="YAML file of options applied over the preset")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one option")
+    p.set_defaults(func=cmd_config)
 
     p = sub.add_parser("train", help="train a model preset on a dataset",
                        description="Train with early stopping on validation, then test the best weights. Writes "

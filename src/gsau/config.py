@@ -145,7 +145,7 @@ def _locate(key: str, source: str) -> tuple[str, str]:
         return section, name
     owners = [s for s in Config.SECTIONS if key in _field_names(s)]
     if not owners:
-        raise ConfigError(f"{source}: unknown option {key!r} (see `gsau train --help-config`)")
+        raise ConfigError(f"{source}: unknown option {key!r} (see `gsau config MODEL` for every option)")
     return owners[0], key
 
 

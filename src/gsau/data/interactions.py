@@ -12,6 +12,7 @@ import os
 import tempfile
 import time
 import warnings
+import zipfile
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -73,7 +74,10 @@ class Interactions:
     def save(self, directory: str | Path) -> Path:
         """Write `directory/dataset.npz` atomically: a reader never sees a half-written file."""
         directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise DataError(directory, f"cannot create output directory: {e.strerror or e}") from None
         target = directory / BINARY_NAME
         meta = dict(self.meta, name=self.name, format_version=FORMAT_VERSION)
         fd, tmp = tempfile.mkstemp(dir=directory, prefix=".dataset-", suffix=".npz.tmp")
@@ -100,7 +104,7 @@ class Interactions:
                            z["indptr"], z["items"], meta)
         except FileNotFoundError:
             raise DataError(path, "no such file") from None
-        except (ValueError, KeyError, OSError) as e:
+        except (ValueError, KeyError, OSError, zipfile.BadZipFile) as e:  # BadZipFile: a truncated .npz
             raise DataError(path, f"not a gsau dataset file ({e})") from None
         if meta.get("format_version") != FORMAT_VERSION:
             raise DataError(path, f"dataset format version {meta.get('format_version')} is not {FORMAT_VERSION}; re-import it")
@@ -124,6 +128,22 @@ def k_core(users: np.ndarray, items: np.ndarray, min_user: int, min_item: int) -
         keep = now
 
 
+def _unique_ids(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """np.unique with inverse codes; text ids that are all integers sort as numbers ("2" before "10")."""
+    vals, codes = np.unique(ids, return_inverse=True)
+    if vals.dtype.kind != "U":
+        return vals, codes
+    try:
+        numbers = vals.astype(np.int64)
+    except (ValueError, OverflowError):
+        return vals, codes
+    # Text breaks ties so "7" and "07" stay two ids.
+    order = np.lexsort((vals, numbers))
+    recode = np.empty_like(order)
+    recode[order] = np.arange(len(order))
+    return vals[order], recode[codes]
+
+
 def build(raw: RawInteractions, name: str, source: str, min_user: int = 5, min_item: int = 5,
           dedup: bool = False) -> Interactions:
     """Order, filter and densify raw interactions.
@@ -132,8 +152,8 @@ def build(raw: RawInteractions, name: str, source: str, min_user: int = 5, min_i
     """
     n = len(raw.users)
     order = np.arange(n)
-    user_vals, user_codes = np.unique(raw.users, return_inverse=True)
-    item_vals, item_codes = np.unique(raw.items, return_inverse=True)
+    user_vals, user_codes = _unique_ids(raw.users)
+    item_vals, item_codes = _unique_ids(raw.items)
     if dedup:
         # Keep each (user, item) pair's first occurrence in time.
         t = raw.timestamps if raw.timestamps is not None else order.astype(np.float64)
