@@ -3,32 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 
+from gsau.atomic import write_atomic
 from gsau.errors import GsauError
 
 
-def _atomic(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def save(obj, path: str | Path) -> None:
-    _atomic(Path(path), lambda f: torch.save(obj, f))
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(Path(path), lambda f: torch.save(obj, f))
 
 
 def load(path: str | Path):
@@ -42,7 +27,7 @@ def load(path: str | Path):
 
 
 def write_text(path: str | Path, text: str) -> None:
-    _atomic(Path(path), lambda f: f.write(text.encode("utf-8")))
+    write_atomic(Path(path), lambda f: f.write(text.encode("utf-8")))
 
 
 def write_json(path: str | Path, obj) -> None:

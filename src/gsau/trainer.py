@@ -46,6 +46,17 @@ def build_model(cfg: Config, split: LeaveOneOut) -> Recommender:
     return Recommender(cfg.net, split.n_users, split.n_items, adjacency)
 
 
+def make_streams(cfg: Config, split: LeaveOneOut):
+    """(graph stream or None, sequential stream or None) for the preset's objectives."""
+    n, t = cfg.net, cfg.train
+    graph = GraphStream(split, t.batch_size, negatives=n.graph_loss == "bpr") if n.graph_loss else None
+    seq = None
+    if n.sequence_loss:
+        seq = SequenceStream(split, n.max_len, t.batch_size, t.seq_batching,
+                             masked_lm=n.sequence_encoder == "bert4rec", mask_ratio=n.mask_ratio)
+    return graph, seq
+
+
 def _cycle(stream, rng):
     """Batches of a stream, reshuffled and restarted whenever it runs out."""
     while True:
@@ -79,12 +90,7 @@ class Trainer:
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
         rng = np.random.default_rng(t.seed)
         torch.manual_seed(t.seed + 1)  # dropout and derangements; the model init used `seed`
-        n = cfg.net
-        graph = GraphStream(split, t.batch_size, negatives=n.graph_loss == "bpr") if n.graph_loss else None
-        seq = None
-        if n.sequence_loss:
-            seq = SequenceStream(split, n.max_len, t.batch_size, t.seq_batching,
-                                 masked_lm=n.sequence_encoder == "bert4rec", mask_ratio=n.mask_ratio)
+        graph, seq = make_streams(cfg, split)
         start, best, history = 0, {"epoch": -1, "score": -1.0, "valid": {}}, []
         if resume:
             state = checkpoint.load(self.out / "last.pt")

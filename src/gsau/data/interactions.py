@@ -8,8 +8,6 @@ results and recommendations can be reported in the user's own ids.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
 import warnings
 import zipfile
@@ -19,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from gsau.atomic import write_atomic
 from gsau.data.readers import RawInteractions, read_interactions
 from gsau.errors import DataError
 
@@ -80,16 +79,9 @@ class Interactions:
             raise DataError(directory, f"cannot create output directory: {e.strerror or e}") from None
         target = directory / BINARY_NAME
         meta = dict(self.meta, name=self.name, format_version=FORMAT_VERSION)
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".dataset-", suffix=".npz.tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, user_ids=self.user_ids.astype(str), item_ids=self.item_ids.astype(str),
-                         indptr=self.indptr, items=self.items, meta=np.array(json.dumps(meta)))
-            os.replace(tmp, target)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        write_atomic(target, lambda f: np.savez(
+            f, user_ids=self.user_ids.astype(str), item_ids=self.item_ids.astype(str),
+            indptr=self.indptr, items=self.items, meta=np.array(json.dumps(meta))))
         return target
 
     @classmethod

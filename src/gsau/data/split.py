@@ -31,7 +31,8 @@ class LeaveOneOut:
         short = int((lengths < 3).sum())
         if short:
             if not drop_short:
-                example = data.user_ids[np.flatnonzero(lengths < 3)[0]]
+                # str(): under numpy 2 the repr of a numpy string is "np.str_('2')", not "'2'".
+                example = str(data.user_ids[np.flatnonzero(lengths < 3)[0]])
                 raise DataError(data.meta.get("source", data.name),
                                 f"{short} users have fewer than 3 interactions (e.g. user {example!r}); "
                                 "leave-one-out needs train, validation and test items. "

@@ -1,0 +1,161 @@
+"""Speed measurements of gsau itself: seconds per training epoch (bounded steps, scaled), full-ranking
+evaluation throughput, peak memory, and the FLOP floor of an epoch on this machine.
+
+Each configuration runs in its own process (`python -m gsau.bench one ...`) so its peak resident
+memory is its own and no warm cache leaks between them. `benchmarks/run.py` puts these beside
+RecBole's figures and writes BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+import numpy as np
+import torch
+
+
+def _steps(cfg, split, model, graph, seq, rng, n: int) -> float:
+    """Seconds for n joint training steps, as the trainer runs them."""
+    from gsau.trainer import _cycle
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.train.lr)
+    model.train()
+    g_it = _cycle(graph, rng) if graph else None
+    s_it = _cycle(seq, rng) if seq else None
+    t0 = time.perf_counter()
+    for _ in range(n):
+        total, _ = model.loss(next(g_it) if g_it else None, next(s_it) if s_it else None)
+        opt.zero_grad(set_to_none=True)
+        total.backward()
+        opt.step()
+    return time.perf_counter() - t0
+
+
+def measure_one(model_name: str, dataset: str, batching: str, steps: int, repeats: int, epochs: int,
+                threads: int, overrides: list[str]) -> dict:
+    from gsau.config import resolve
+    from gsau.evaluation import evaluate
+    from gsau.trainer import make_streams, prepare
+    if threads:
+        torch.set_num_threads(threads)
+    t0 = time.perf_counter()
+    cfg = resolve(model_name, None, [f"seq_batching={batching}", *overrides], dataset=dataset)
+    split, model = prepare(cfg)
+    graph, seq = make_streams(cfg, split)
+    prep = time.perf_counter() - t0
+    steps_per_epoch = max(len(s) for s in (graph, seq) if s is not None)
+    rng = np.random.default_rng(cfg.train.seed)
+    _steps(cfg, split, model, graph, seq, rng, 3)  # warm-up: allocator, thread pool, kernels
+    per_step = [_steps(cfg, split, model, graph, seq, rng, steps) / steps for _ in range(repeats)]
+    step_s = statistics.median(per_step)
+    # Evaluation throughput: full ranking of every user's validation target.
+    model.eval()
+    t1 = time.perf_counter()
+    evaluate(model, split, "valid", cfg.train.ks, batch_size=cfg.train.eval_batch_size)
+    eval_s = time.perf_counter() - t1
+    out = {"model": model_name, "dataset": dataset, "batching": batching, "threads": torch.get_num_threads(),
+           "steps_timed": steps * repeats, "seconds_per_step": step_s,
+           "seconds_per_step_all": per_step, "steps_per_epoch": steps_per_epoch,
+           "seconds_per_epoch": step_s * steps_per_epoch, "eval_seconds": eval_s,
+           "eval_users_per_second": split.n_users / eval_s, "prepare_seconds": prep}
+    if epochs:
+        # A fixed number of real epochs from a fresh model, so a faster variant that learns less shows.
+        cfg.train.epochs = epochs
+        split, model = prepare(cfg)
+        graph, seq = make_streams(cfg, split)
+        rng = np.random.default_rng(cfg.train.seed)
+        t2 = time.perf_counter()
+        for _ in range(epochs):
+            _steps(cfg, split, model, graph, seq, rng, steps_per_epoch)
+        out["accuracy_epochs"] = epochs
+        out["accuracy_train_seconds"] = time.perf_counter() - t2
+        out["valid_ndcg@20"] = evaluate(model, split, "valid", (20,))["ndcg@20"]
+    out["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return out
+
+
+def matmul_gflops(threads: int = 0, n: int = 2048, repeats: int = 5) -> float:
+    """This machine's float32 matmul rate (median of repeats), the yardstick of the floor."""
+    if threads:
+        torch.set_num_threads(threads)
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - t0)
+    return 2 * n ** 3 / statistics.median(times) / 1e9
+
+
+def epoch_flops(model_name: str, dataset: str) -> dict:
+    """Floating-point operations of one training epoch, counted from the real batch shapes.
+
+    Forward multiply-adds of every matrix product (Transformer projections, attention over each
+    prefix's real length, logits over all items, graph propagation, uniformity Gram matrices);
+    backward counted as twice the forward. Elementwise work is left out: the floor is a bound.
+    """
+    from gsau.config import resolve
+    from gsau.data import LeaveOneOut, load_dataset
+    from gsau.data.batching import SequenceStream
+    cfg = resolve(model_name, None, [], dataset=dataset)
+    n, t = cfg.net, cfg.train
+    split = LeaveOneOut.from_interactions(load_dataset(dataset))
+    d, items = n.embedding_dim, split.n_items + 1
+    macs = {}
+    steps = 0
+    if n.sequence_loss:
+        seq = SequenceStream(split, n.max_len, t.batch_size)
+        lengths = np.minimum(seq.position[seq.targets_at], n.max_len).astype(np.float64)
+        tokens = lengths.sum()
+        per_token = 4 * d * d + 2 * d * n.inner_size  # q, k, v, out; feed-forward in and out
+        macs["transformer"] = n.n_layers * (tokens * per_token + (lengths * (lengths + 1) / 2).sum() * 2 * d)
+        steps = len(seq)
+        if n.sequence_loss == "ce":
+            macs["logits"] = seq.n_samples * d * items
+        if n.sequence_uniformity:
+            macs["seq_uniformity"] = 2 * len(seq) * t.batch_size ** 2 * d
+    if n.graph_loss:
+        users, its = split.train_pairs()
+        nnz = 2 * len(np.unique(users * items + its))
+        graph_steps = -(-len(users) // t.batch_size)
+        steps = max(steps, graph_steps)
+        macs["graph_propagation"] = steps * n.graph_layers * nnz * d
+        if n.graph_loss in ("au", "layer_au"):
+            macs["graph_uniformity"] = 2 * steps * t.batch_size ** 2 * d
+    flops = {k: 2 * 3 * v for k, v in macs.items()}  # 2 FLOPs per MAC; forward + 2x backward
+    return {"model": model_name, "dataset": dataset, "flops": flops, "total_flops": sum(flops.values()),
+            "steps": steps}
+
+
+def run_isolated(args: list[str]) -> dict:
+    """One measurement in a fresh interpreter; returns its JSON line."""
+    proc = subprocess.run([sys.executable, "-m", "gsau.bench", "one", *args], capture_output=True, text=True)
+    if proc.returncode:
+        raise RuntimeError(f"bench {' '.join(args)} failed:\n{proc.stderr[-2000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(prog="python -m gsau.bench")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    one = sub.add_parser("one")
+    one.add_argument("--model", required=True)
+    one.add_argument("--dataset", default="beauty")
+    one.add_argument("--batching", default="prefix")
+    one.add_argument("--steps", type=int, default=30)
+    one.add_argument("--repeats", type=int, default=3)
+    one.add_argument("--epochs", type=int, default=0)
+    one.add_argument("--threads", type=int, default=0)
+    one.add_argument("--set", action="append", default=[])
+    a = p.parse_args(argv)
+    print(json.dumps(measure_one(a.model, a.dataset, a.batching, a.steps, a.repeats, a.epochs, a.threads, a.set)))
+
+
+if __name__ == "__main__":
+    main()
