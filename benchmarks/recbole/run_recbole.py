@@ -43,6 +43,9 @@ def _parse_args(argv=None):
 
 
 ARGS = _parse_args()
+# RecBole's Config also parses sys.argv (``--key=value`` overrides, and a
+# warning for anything else); hide our own flags from it.
+sys.argv = sys.argv[:1]
 
 # Thread counts for the BLAS/OpenMP pools have to be set before numpy/torch load.
 for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS"):

@@ -37,7 +37,7 @@ def _steps(cfg, split, model, graph, seq, rng, n: int) -> float:
 
 
 def measure_one(model_name: str, dataset: str, batching: str, steps: int, repeats: int, epochs: int,
-                threads: int, overrides: list[str]) -> dict:
+                threads: int, overrides: list[str], profile: bool = False) -> dict:
     from gsau.config import resolve
     from gsau.evaluation import evaluate
     from gsau.trainer import make_streams, prepare
@@ -53,6 +53,16 @@ def measure_one(model_name: str, dataset: str, batching: str, steps: int, repeat
     _steps(cfg, split, model, graph, seq, rng, 3)  # warm-up: allocator, thread pool, kernels
     per_step = [_steps(cfg, split, model, graph, seq, rng, steps) / steps for _ in range(repeats)]
     step_s = statistics.median(per_step)
+    top_ops = None
+    if profile:
+        from torch.profiler import ProfilerActivity
+        from torch.profiler import profile as torch_profile
+        with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+            _steps(cfg, split, model, graph, seq, rng, steps)
+        events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+        total = sum(e.self_cpu_time_total for e in events)
+        top_ops = [{"op": e.key, "share": e.self_cpu_time_total / total, "calls_per_step": e.count / steps}
+                   for e in events[:10]]
     # Evaluation throughput: full ranking of every user's validation target.
     model.eval()
     t1 = time.perf_counter()
@@ -62,7 +72,10 @@ def measure_one(model_name: str, dataset: str, batching: str, steps: int, repeat
            "steps_timed": steps * repeats, "seconds_per_step": step_s,
            "seconds_per_step_all": per_step, "steps_per_epoch": steps_per_epoch,
            "seconds_per_epoch": step_s * steps_per_epoch, "eval_seconds": eval_s,
-           "eval_users_per_second": split.n_users / eval_s, "prepare_seconds": prep}
+           "eval_users_per_second": split.n_users / eval_s, "prepare_seconds": prep,
+           "overrides": overrides}
+    if top_ops:
+        out["top_ops"] = top_ops
     if epochs:
         # A fixed number of real epochs from a fresh model, so a faster variant that learns less shows.
         cfg.train.epochs = epochs
@@ -133,6 +146,47 @@ def epoch_flops(model_name: str, dataset: str) -> dict:
             "steps": steps}
 
 
+# The configurations compared: gsau's default batching, the paper's per-prefix batching (every
+# prefix padded to max_len), and that scheme implemented naively (also torch's Bernoulli dropout).
+VARIANTS = {
+    "gsau": ("prefix", []),
+    "paper batching": ("padded", []),
+    "paper batching, naive": ("padded", ["fast_dropout=false"]),
+}
+MODELS = ("sasrec", "gsau-rec", "lightgcn")
+
+
+def suite(dataset: str, steps: int, repeats: int, epochs: int, threads: int, echo=print) -> list[dict]:
+    rows = []
+    for model in MODELS:
+        for variant, (batching, overrides) in VARIANTS.items():
+            if model == "lightgcn" and variant != "gsau":
+                continue  # no sequential batching to vary
+            args = ["--model", model, "--dataset", dataset, "--batching", batching, "--steps", str(steps),
+                    "--repeats", str(repeats), "--epochs", str(epochs), "--threads", str(threads)]
+            for o in overrides:
+                args += ["--set", o]
+            if model == "gsau-rec" and variant == "gsau":
+                args.append("--profile")
+            row = run_isolated(args)
+            row["variant"] = variant
+            echo(f"  {model:<9} {variant:<22} {row['seconds_per_epoch']:8.1f} s/epoch"
+                 + (f"  valid NDCG@20 {row['valid_ndcg@20']:.4f} after {epochs} epochs" if epochs else ""))
+            rows.append(row)
+    return rows
+
+
+def table(rows: list[dict]) -> str:
+    head = ("| model | batching | s/step (median) | steps/epoch | s/epoch | eval users/s | peak RSS MiB | "
+            "valid NDCG@20 (epochs) |\n|---|---|---|---|---|---|---|---|\n")
+    lines = []
+    for r in rows:
+        acc = f"{r['valid_ndcg@20']:.4f} ({r['accuracy_epochs']})" if "valid_ndcg@20" in r else "-"
+        lines.append(f"| {r['model']} | {r['variant']} | {r['seconds_per_step']:.4f} | {r['steps_per_epoch']} | "
+                     f"{r['seconds_per_epoch']:.1f} | {r['eval_users_per_second']:.0f} | {r['peak_rss_mib']:.0f} | {acc} |")
+    return head + "\n".join(lines) + "\n"
+
+
 def run_isolated(args: list[str]) -> dict:
     """One measurement in a fresh interpreter; returns its JSON line."""
     proc = subprocess.run([sys.executable, "-m", "gsau.bench", "one", *args], capture_output=True, text=True)
@@ -153,8 +207,10 @@ def main(argv=None) -> None:
     one.add_argument("--epochs", type=int, default=0)
     one.add_argument("--threads", type=int, default=0)
     one.add_argument("--set", action="append", default=[])
+    one.add_argument("--profile", action="store_true")
     a = p.parse_args(argv)
-    print(json.dumps(measure_one(a.model, a.dataset, a.batching, a.steps, a.repeats, a.epochs, a.threads, a.set)))
+    print(json.dumps(measure_one(a.model, a.dataset, a.batching, a.steps, a.repeats, a.epochs, a.threads, a.set,
+                                 a.profile)))
 
 
 if __name__ == "__main__":

@@ -111,7 +111,8 @@ def cmd_evaluate(args) -> None:
     cfg, split, model = load_run(args.run)
     mask = {"auto": None, "yes": True, "no": False}[args.mask_history]
     result = {stage: evaluate(model, split, stage, cfg.train.ks, mask_history=mask,
-                              batch_size=cfg.train.eval_batch_size) for stage in args.stage}
+                              batch_size=cfg.train.eval_batch_size, progress=not args.json)
+              for stage in args.stage}
     if args.json:
         print(json.dumps(result))
         return
@@ -119,11 +120,41 @@ def cmd_evaluate(args) -> None:
         print(f"{stage}: " + " ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
 
 
+def cmd_bench(args) -> None:
+    from gsau import bench
+    print(f"gsau bench on {args.dataset}: {args.steps} steps x {args.repeats} repeats per configuration, "
+          f"{args.threads or 'default'} threads")
+    rows = bench.suite(args.dataset, args.steps, args.repeats, args.epochs, args.threads)
+    print(bench.table(rows), end="")
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=2))
+
+
 def cmd_recommend(args) -> None:
     from gsau.serving import Recommendations
     rec = Recommendations.from_run(args.run)
     for rank, (item, score) in enumerate(rec.top_k(args.user, args.k, exclude_seen=args.exclude_seen), start=1):
         print(f"{rank}\t{item}\t{score:.4f}")
+
+
+def cmd_reproduce(args) -> None:
+    from gsau import reproduce
+    from gsau.config import preset_names
+
+    def items(text):
+        return [x.strip() for x in text.split(",") if x.strip()]
+    models = reproduce.model_order(items(args.models) if args.models else preset_names())
+    try:
+        seeds = [int(s) for s in items(args.seeds)]
+    except ValueError:
+        raise GsauError(f"--seeds expects comma-separated integers, got {args.seeds!r}") from None
+    # The report quotes the command; rebuild it from the parsed options so it is the same however invoked.
+    command = (f"gsau reproduce --datasets {','.join(items(args.datasets))} --models {','.join(models)} "
+               f"--seeds {','.join(map(str, seeds))} --out {args.out}" + (f" --epochs {args.epochs}" if args.epochs else "")
+               + (" --set " + " ".join(args.set) if args.set else "") + (" --report-only" if args.report_only else ""))
+    reproduce.reproduce(args.out, models, items(args.datasets), seeds, epochs=args.epochs, overrides=args.set,
+                        max_runs=args.max_runs, dry_run=args.dry_run, report_only=args.report_only,
+                        progress=not args.quiet, command=command)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -180,6 +211,35 @@ def build_parser() -> argparse.ArgumentParser:
                    help="exclude the user's known items (auto: the model's own protocol)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("bench", help="time training epochs, evaluation and memory of gsau's presets",
+                       description="Seconds per training epoch (bounded steps scaled to an epoch, median of "
+                       "repeats) for sasrec, gsau-rec and lightgcn with gsau's batching and the paper's, plus "
+                       "evaluation throughput and peak memory. benchmarks/run.py adds RecBole beside it.")
+    p.add_argument("--dataset", default="beauty")
+    p.add_argument("--steps", type=int, default=30)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--epochs", type=int, default=0, help="also train this many full epochs and report validation NDCG@20")
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--json", metavar="FILE", help="write the raw measurements here")
+    p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("reproduce", help="train every preset on every dataset and seed, then write RESULTS.md",
+                       description="Train the grid of presets x datasets x seeds into OUT/runs (most important "
+                       "first; finished runs are skipped, interrupted ones resumed), score each also with history "
+                       "masking, and write OUT/results.csv, OUT/RESULTS.md and OUT/curves.png.")
+    p.add_argument("--datasets", default="beauty,sports,toys", help="comma-separated datasets (default beauty,sports,toys)")
+    p.add_argument("--models", help="comma-separated presets (default: all; trained in order of importance)")
+    p.add_argument("--seeds", default="2020", help="comma-separated seeds (default 2020)")
+    p.add_argument("--out", default="results", metavar="DIR", help="output directory (default results)")
+    p.add_argument("--epochs", type=int, help="maximum epochs per run (default: the preset's, 300)")
+    p.add_argument("--set", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="override options in every run, e.g. --set batch_size=256 gamma=0.2")
+    p.add_argument("--max-runs", type=int, metavar="N", help="stop after N trainings (do the grid in slices)")
+    p.add_argument("--dry-run", action="store_true", help="print each run's state (done / resume / todo) and exit")
+    p.add_argument("--report-only", action="store_true", help="only rewrite the report from the runs on disk")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_reproduce)
 
     p = sub.add_parser("recommend", help="top-k items for a user of a saved run, in the dataset's own ids")
     p.add_argument("run", metavar="DIR")

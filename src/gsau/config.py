@@ -52,6 +52,8 @@ class ModelConfig:
     layer_norm_eps: float = 1e-12
     mask_ratio: float = 0.2  # BERT4Rec
     bpr_reg: float = 1e-5
+    # Dropout masks from random bits (fast on CPU); false uses torch's Bernoulli sampler (benchmarks).
+    fast_dropout: bool = True
 
 
 @dataclass

@@ -6,6 +6,8 @@ history and memory stays bounded by chunk x items whatever the catalogue size.
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import torch
 
@@ -17,7 +19,7 @@ from gsau.metrics import DEFAULT_KS, metrics_from_ranks, target_ranks
 
 @torch.no_grad()
 def user_ranks(model, split: LeaveOneOut, stage: str, mask_history: bool | None = None,
-               batch_size: int = 1024, users: np.ndarray | None = None) -> np.ndarray:
+               batch_size: int = 1024, users: np.ndarray | None = None, progress: bool = False) -> np.ndarray:
     """Pessimistic rank of each user's `stage` target (users 1..U, or the given subset)."""
     model.eval()
     mask_history = model.cfg.mask_history if mask_history is None else mask_history
@@ -31,7 +33,11 @@ def user_ranks(model, split: LeaveOneOut, stage: str, mask_history: bool | None 
     rows = np.arange(split.n_users) if users is None else np.asarray(users) - 1
     rows = rows[np.argsort(lengths[rows], kind="stable")]
     ranks = np.empty(len(rows), dtype=np.int64)
-    for start in range(0, len(rows), batch_size):
+    starts = range(0, len(rows), batch_size)
+    if progress:
+        from tqdm import tqdm
+        starts = tqdm(starts, desc=f"ranking {stage}", unit="chunk", leave=False, file=sys.stderr)
+    for start in starts:
         chunk = rows[start: start + batch_size]
         seqs = lens = None
         if model.cfg.scorer == "sequence":
@@ -54,6 +60,6 @@ def user_ranks(model, split: LeaveOneOut, stage: str, mask_history: bool | None 
 
 
 def evaluate(model, split: LeaveOneOut, stage: str, ks=DEFAULT_KS, mask_history: bool | None = None,
-             batch_size: int = 1024) -> dict[str, float]:
-    ranks = user_ranks(model, split, stage, mask_history, batch_size)
+             batch_size: int = 1024, progress: bool = False) -> dict[str, float]:
+    ranks = user_ranks(model, split, stage, mask_history, batch_size, progress=progress)
     return {k: float(v.mean()) for k, v in metrics_from_ranks(torch.from_numpy(ranks), ks).items()}

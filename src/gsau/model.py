@@ -35,7 +35,7 @@ class Recommender(nn.Module):
         if cfg.sequence_encoder:
             encoder = SASRec if cfg.sequence_encoder == "sasrec" else BERT4Rec
             self.sequence = encoder(d, cfg.max_len, cfg.n_layers, cfg.n_heads, cfg.inner_size,
-                                    cfg.hidden_dropout, cfg.attn_dropout, cfg.layer_norm_eps)
+                                    cfg.hidden_dropout, cfg.attn_dropout, cfg.layer_norm_eps, cfg.fast_dropout)
         self.output_bias = None
         if cfg.sequence_encoder == "bert4rec" and cfg.sequence_loss == "ce":
             self.output_bias = nn.Parameter(torch.zeros(n_items + 1))

@@ -36,16 +36,19 @@ def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
 
 
 class Dropout(nn.Module):
-    def __init__(self, p: float):
+    def __init__(self, p: float, fast: bool = True):
         super().__init__()
-        self.p = p
+        self.p, self.fast = p, fast
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return dropout(x, self.p, self.training)
+        if self.fast:
+            return dropout(x, self.p, self.training)
+        return F.dropout(x, self.p, self.training)
 
 
 class TransformerLayer(nn.Module):
-    def __init__(self, d: int, n_heads: int, inner: int, hidden_dropout: float, attn_dropout: float, eps: float):
+    def __init__(self, d: int, n_heads: int, inner: int, hidden_dropout: float, attn_dropout: float, eps: float,
+                 fast_dropout: bool = True):
         super().__init__()
         if d % n_heads:
             raise ValueError(f"hidden size {d} is not a multiple of {n_heads} heads")
@@ -56,8 +59,9 @@ class TransformerLayer(nn.Module):
         self.attn_norm = nn.LayerNorm(d, eps=eps)
         self.ffn_in, self.ffn_out = nn.Linear(d, inner), nn.Linear(inner, d)
         self.ffn_norm = nn.LayerNorm(d, eps=eps)
-        self.hidden_dropout = Dropout(hidden_dropout)
+        self.hidden_dropout = Dropout(hidden_dropout, fast_dropout)
         self.attn_dropout = attn_dropout
+        self.fast_dropout = fast_dropout
 
     def forward(self, x: torch.Tensor, causal: bool, attend: torch.Tensor | None = None) -> torch.Tensor:
         """x [B, L, d]; attend: optional bool [B, 1, 1, L], True where a key may be attended."""
@@ -66,7 +70,7 @@ class TransformerLayer(nn.Module):
         bias = torch.cat([self.query.bias, self.key.bias, self.value.bias])
         qkv = F.linear(x, weight, bias).view(b, length, 3, self.n_heads, d // self.n_heads)
         q, k, v = qkv.permute(2, 0, 3, 1, 4)
-        if self.training and self.attn_dropout > 0:
+        if self.training and self.attn_dropout > 0 and self.fast_dropout:
             # Explicit attention so the probabilities' dropout uses the cheap mask above.
             scores = (q @ k.transpose(-1, -2)) / math.sqrt(q.shape[-1])
             if attend is not None:
@@ -76,7 +80,9 @@ class TransformerLayer(nn.Module):
                 scores = scores.masked_fill(future, float("-inf"))
             a = dropout(scores.softmax(dim=-1), self.attn_dropout, True) @ v
         else:
-            a = F.scaled_dot_product_attention(q, k, v, attn_mask=attend, is_causal=causal and attend is None)
+            p = self.attn_dropout if self.training else 0.0
+            a = F.scaled_dot_product_attention(q, k, v, attn_mask=attend, is_causal=causal and attend is None,
+                                               dropout_p=p)
         a = a.transpose(1, 2).reshape(b, length, d)
         x = self.attn_norm(x + self.hidden_dropout(self.attn_out(a)))
         h = self.ffn_out(F.gelu(self.ffn_in(x)))
@@ -84,13 +90,13 @@ class TransformerLayer(nn.Module):
 
 
 class _Encoder(nn.Module):
-    def __init__(self, d, max_len, n_layers, n_heads, inner, hidden_dropout, attn_dropout, eps):
+    def __init__(self, d, max_len, n_layers, n_heads, inner, hidden_dropout, attn_dropout, eps, fast_dropout=True):
         super().__init__()
         self.max_len = max_len
         self.position = nn.Embedding(max_len, d)
         self.input_norm = nn.LayerNorm(d, eps=eps)
-        self.input_dropout = Dropout(hidden_dropout)
-        self.layers = nn.ModuleList(TransformerLayer(d, n_heads, inner, hidden_dropout, attn_dropout, eps)
+        self.input_dropout = Dropout(hidden_dropout, fast_dropout)
+        self.layers = nn.ModuleList(TransformerLayer(d, n_heads, inner, hidden_dropout, attn_dropout, eps, fast_dropout)
                                     for _ in range(n_layers))
 
     def embed(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -116,8 +122,8 @@ class SASRec(_Encoder):
 class BERT4Rec(_Encoder):
     """Bidirectional encoder with a learned mask token; a masked position predicts its item."""
 
-    def __init__(self, d, max_len, n_layers, n_heads, inner, hidden_dropout, attn_dropout, eps):
-        super().__init__(d, max_len, n_layers, n_heads, inner, hidden_dropout, attn_dropout, eps)
+    def __init__(self, d, max_len, n_layers, n_heads, inner, hidden_dropout, attn_dropout, eps, fast_dropout=True):
+        super().__init__(d, max_len, n_layers, n_heads, inner, hidden_dropout, attn_dropout, eps, fast_dropout)
         self.mask_token = nn.Parameter(torch.zeros(1, d))
         self.head = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.LayerNorm(d, eps=eps))
 

@@ -1,0 +1,191 @@
+"""`gsau reproduce`: grid order, skipping and resuming runs, results.csv and RESULTS.md.
+
+Two presets on a tiny synthetic dataset, two epochs each; the runs are shared by the module.
+"""
+
+import contextlib
+import csv
+import io
+import shutil
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from gsau import reproduce
+from gsau.cli import main
+from gsau.config import resolve
+from gsau.data.interactions import Interactions
+from gsau.trainer import Trainer
+
+SETS = ["batch_size=32", "eval_batch_size=256", "embedding_dim=16", "inner_size=32", "max_len=10", "threads=1"]
+
+
+def tiny_dataset(directory):
+    """60 users over 3 communities of 10 items; each user walks a chain through their community."""
+    rng = np.random.default_rng(0)
+    seqs = []
+    for u in range(60):
+        start, n = rng.integers(0, 10), rng.integers(6, 11)
+        seqs.append([(u % 3) * 10 + (start + j) % 10 + 1 for j in range(n)])
+    indptr = np.concatenate([[0], np.cumsum([len(s) for s in seqs])]).astype(np.int64)
+    Interactions("tiny", np.array([f"u{u}" for u in range(60)]), np.array([f"i{i}" for i in range(1, 31)]),
+                 indptr, np.concatenate(seqs).astype(np.int64)).save(directory)
+    return directory
+
+
+def run(*args):
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        rc = main(["reproduce", *map(str, args)])
+    assert rc == 0
+    return out.getvalue()
+
+
+@pytest.fixture(scope="module")
+def grid(tmp_path_factory):
+    """The same two-cell grid at three moments: after one training, after the rest, and their outputs."""
+    threads = torch.get_num_threads()
+    root = tmp_path_factory.mktemp("reproduce")
+    data, out = tiny_dataset(root / "tiny"), root / "out"
+    args = ["--datasets", data, "--models", "sasrec-u,gsau-rec", "--out", out, "--epochs", 2, "--quiet", "--set", *SETS]
+    g = {"data": data, "out": out, "args": args, "runs": out / "runs"}
+    g["first"] = run(*args, "--max-runs", 1)
+    g["partial_md"] = (out / "RESULTS.md").read_text()
+    g["partial_csv"] = (out / "results.csv").read_text()
+    g["dry_partial"] = run(*args, "--dry-run")
+
+    # An interrupted sasrec-u run: one epoch trained, last.pt written, no metrics.json.
+    cfg = resolve("sasrec-u", None, SETS, dataset=str(data), epochs=1, seed=2020)
+    Trainer(cfg, g["runs"] / "sasrec-u-tiny-2020", progress=False, echo=lambda s: None).run()
+    (g["runs"] / "sasrec-u-tiny-2020" / "metrics.json").unlink()
+    g["log_before"] = (g["runs"] / "sasrec-u-tiny-2020" / "log.jsonl").read_text()
+    g["mtime_done"] = (g["runs"] / "gsau-rec-tiny-2020" / "metrics.json").stat().st_mtime_ns
+    g["dry_resume"] = run(*args, "--dry-run")
+    g["second"] = run(*args)
+    yield g
+    torch.set_num_threads(threads)
+
+
+def md_table(md, heading):
+    """{model: [cells]} of the first table after `heading`."""
+    lines = md[md.index(heading):].splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("| model"))
+    rows = {}
+    for line in lines[start + 2:]:
+        if not line.startswith("|"):
+            break
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        rows[cells[0]] = cells[1:]
+    return rows
+
+
+def test_grid_order_is_by_importance_then_model_major():
+    cells = reproduce.grid(reproduce.model_order(["bert4rec", "sasrec", "lightgcn", "gsau", "gsau-rec", "sasrec-u"]),
+                           ["beauty", "sports"], [1, 2])
+    assert cells[:4] == [("gsau-rec", "beauty", 1), ("gsau-rec", "sports", 1), ("gsau", "beauty", 1), ("gsau", "sports", 1)]
+    models = [m for m, d, s in cells if d == "beauty"]
+    assert models == ["gsau-rec", "gsau", "sasrec-u", "sasrec"] * 2 + ["lightgcn"] * 2 + ["bert4rec"] * 2
+    assert [s for m, d, s in cells if m == "sasrec"] == [1, 1, 2, 2]
+    everything = reproduce.grid(reproduce.model_order(reproduce.MAIN[::-1] + ["bert4rec-u", "graphau", "directau",
+                                                                              "lightgcn", "bert4rec", "gsau-bert4rec"]),
+                                ["toys"], [2020])
+    assert [m for m, _, _ in everything] == ["gsau-rec", "gsau", "sasrec-u", "sasrec", "lightgcn", "directau",
+                                             "graphau", "gsau-bert4rec", "bert4rec-u", "bert4rec"]
+
+
+def test_max_runs_trains_the_first_cell_only(grid):
+    assert "stopping after 1 trainings" in grid["first"]
+    assert (grid["runs"] / "gsau-rec-tiny-2020" / "masked.json").exists()
+    assert "done    gsau-rec" in grid["dry_partial"] and "todo    sasrec-u" in grid["dry_partial"]
+    assert "resume  sasrec-u" in grid["dry_resume"]
+
+
+def test_finished_run_is_skipped_and_interrupted_one_resumed(grid):
+    assert "gsau-rec tiny seed 2020: done, skipped" in grid["second"]
+    assert (grid["runs"] / "gsau-rec-tiny-2020" / "metrics.json").stat().st_mtime_ns == grid["mtime_done"]
+    assert "resuming" in grid["second"] and "after epoch 1" in grid["second"]
+    log = (grid["runs"] / "sasrec-u-tiny-2020" / "log.jsonl").read_text()
+    assert log.startswith(grid["log_before"]) and len(log.splitlines()) == 2  # epoch 1 kept, epoch 2 added
+    assert (grid["runs"] / "sasrec-u-tiny-2020" / "masked.json").exists()
+
+
+def test_results_csv(grid):
+    partial = list(csv.DictReader(io.StringIO(grid["partial_csv"])))
+    assert [r["model"] for r in partial] == ["gsau-rec"]
+    with open(grid["out"] / "results.csv") as f:
+        reader = csv.DictReader(f)
+        rows = list(reader)
+    assert reader.fieldnames[:7] == ["model", "dataset", "seed", "best_epoch", "epochs_run", "train_seconds",
+                                     "seconds_per_epoch"]
+    for col in ("test_recall@5", "test_ndcg@50", "valid_mrr@20", "masked_test_recall@10", "masked_valid_ndcg@20"):
+        assert col in reader.fieldnames
+    assert sorted((r["model"], r["dataset"], r["seed"], r["epochs_run"]) for r in rows) == [
+        ("gsau-rec", "tiny", "2020", "2"), ("sasrec-u", "tiny", "2020", "2")]
+    for r in rows:
+        assert all(0 <= float(r[c]) <= 1 for c in reader.fieldnames[7:])
+
+
+def test_partial_report_shows_missing_cells_and_claims_not_run(grid):
+    md = grid["partial_md"]
+    table = md_table(md, "### R@10")
+    assert table["sasrec-u"] == ["—"] and table["gsau-rec"][0].startswith("**")
+    assert "- **tiny**: not run yet" in md
+    for figure in ("0.0924", "0.0470", "0.1328", "0.0572", "0.0826", "0.0414", "0.1168", "0.0500",  # authors' logs
+                   "0.0921", "0.0531", "0.0569", "0.0314", "0.0970", "0.0580",  # SASRec+SS
+                   "0.0928", "0.0523", "0.0560", "0.0323", "0.0939", "0.0538",  # eSASRec
+                   "5.16%", "13.40%"):
+        assert figure in md, figure
+
+
+def test_full_report_bolds_the_best_and_checks_the_claim(grid):
+    md = (grid["out"] / "RESULTS.md").read_text()
+    with open(grid["out"] / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    for heading, col in (("### R@10", "test_recall@10"), ("### N@10", "test_ndcg@10"),
+                         ("### R@20", "test_recall@20"), ("### N@20", "test_ndcg@20")):
+        table = md_table(md, heading)
+        best = max(float(r[col]) for r in rows)
+        assert set(table) == {"gsau-rec", "sasrec-u"}
+        for model, (cell,) in table.items():
+            assert cell.startswith("**") == (float(cell.strip("*")) == pytest.approx(best, abs=5e-5)), (heading, model)
+    claim = next(line for line in md.splitlines() if line.startswith("- **tiny**") and "sasrec-u" in line)
+    assert "not run yet (sasrec-u" not in claim
+    assert any(v in claim for v in ("beats", "does not beat", "ties with")) and "%" in claim
+    assert "gsau not run yet" in claim
+    masked = md_table(md, "## 5.")
+    # tiny's R@10 and N@10 first, then the published datasets' columns, ours empty there.
+    assert masked["gsau-rec"][2:] == ["—"] * 6 and "—" not in masked["gsau-rec"][:2]
+    assert masked["*eSASRec (published)*"] == ["—", "—", "*0.0928*", "*0.0523*", "*0.0560*", "*0.0323*",
+                                              "*0.0939*", "*0.0538*"]
+    assert "gsau reproduce --datasets" in md and " UTC" in md
+
+
+def test_figure(grid):
+    pytest.importorskip("matplotlib")
+    assert (grid["out"] / "curves.png").stat().st_size > 0
+    assert "](curves.png)" in (grid["out"] / "RESULTS.md").read_text()
+
+
+def test_report_only_recomputes_nothing(grid, tmp_path, monkeypatch):
+    out = tmp_path / "copy"
+    shutil.copytree(grid["out"], out)
+    args = [a if a != grid["out"] else out for a in grid["args"]]
+    (out / "RESULTS.md").unlink()
+    (out / "results.csv").unlink()
+    stamps = {p: p.stat().st_mtime_ns for p in (out / "runs").rglob("*")}
+
+    def forbidden(*a, **k):
+        raise AssertionError("--report-only must not train or evaluate")
+    for name in ("Trainer", "evaluate", "load_run", "resolve"):
+        monkeypatch.setattr(reproduce, name, forbidden)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # and the report survives without matplotlib
+    run(*args, "--report-only")
+    assert {p: p.stat().st_mtime_ns for p in (out / "runs").rglob("*")} == stamps
+    md = (out / "RESULTS.md").read_text()
+    original = (grid["out"] / "RESULTS.md").read_text()
+    section = md.index("## 6.")
+    assert md[:section] == original[:original.index("## 6.")]
+    assert "matplotlib is not installed" in md
+    assert (out / "results.csv").read_text() == (grid["out"] / "results.csv").read_text()
