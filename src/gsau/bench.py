@@ -22,8 +22,8 @@ import torch
 
 def _steps(cfg, split, model, graph, seq, rng, n: int) -> float:
     """Seconds for n joint training steps, as the trainer runs them."""
-    from gsau.trainer import _cycle
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.train.lr)
+    from gsau.trainer import _cycle, make_optimizer
+    opt = make_optimizer(cfg, model)
     model.train()
     g_it = _cycle(graph, rng) if graph else None
     s_it = _cycle(seq, rng) if seq else None

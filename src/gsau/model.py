@@ -125,20 +125,21 @@ class Recommender(nn.Module):
         if self.cfg.sequence_loss == "au":
             terms["L_SA"] = obj.alignment(s, p)
         else:
-            terms["L_CE"] = obj.cross_entropy(self._logits(s)[:, 1:], targets - 1)
+            terms["L_CE"] = obj.cross_entropy(self._logits(s, with_padding=False), targets - 1)
         if self.cfg.sequence_uniformity:
             n = p[obj.derangement(len(p), device=p.device)]  # the user-negative-item pairs
             terms["L_SU"] = obj.uniformity(s) + obj.uniformity(p) + obj.pair_uniformity(s, n)
         return terms
 
-    def _logits(self, s: torch.Tensor) -> torch.Tensor:
-        """Scores of every item (column 0 = padding) for sequence representations s."""
+    def _logits(self, s: torch.Tensor, with_padding: bool = True) -> torch.Tensor:
+        """Scores of every item for sequence representations s; column 0 is the padding item unless
+        `with_padding` is false (training leaves it out of the product rather than slicing a copy)."""
         if self.cfg.ce_normalize:
             s = F.normalize(s, dim=-1)
-        logits = s @ self.item_table.weight.T
+        first = 0 if with_padding else 1
         if self.output_bias is not None:
-            logits = logits + self.output_bias
-        return logits
+            return torch.addmm(self.output_bias[first:], s, self.item_table.weight[first:].T)
+        return s @ self.item_table.weight[first:].T
 
     # -- scoring ---------------------------------------------------------------------------
     @torch.no_grad()
