@@ -23,7 +23,8 @@ def load(path: str | Path):
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # a truncated or foreign file: say so, do not unpickle arbitrary code
-        raise GsauError(f"{path}: unreadable checkpoint ({type(e).__name__}: {str(e).splitlines()[0]})") from None
+        first_line = (str(e).splitlines() or ["empty file"])[0]
+        raise GsauError(f"{path}: unreadable checkpoint ({type(e).__name__}: {first_line})") from None
 
 
 def write_text(path: str | Path, text: str) -> None:

@@ -2,7 +2,7 @@
 
 A preset (presets/NAME.yaml) is a partial config; a user's YAML file and `--set key=value`
 overrides are applied on top, in that order. Keys may be written flat (`gamma=0.2`) or with their
-section (`model.gamma=0.2`); every flat name is unique across sections.
+section (`net.gamma=0.2`); every flat name is unique across sections.
 """
 
 from __future__ import annotations
@@ -130,6 +130,17 @@ class Config:
             (0 <= n.hidden_dropout < 1 and 0 <= n.attn_dropout < 1, "dropout must be in [0, 1)"),
             (0 < n.mask_ratio < 1, "mask_ratio must be in (0, 1)"),
             (n.max_len >= 2, "max_len must be at least 2"),
+            (n.embedding_dim >= 1, "embedding_dim must be at least 1"),
+            (n.embedding_dim % n.n_heads == 0 if n.n_heads >= 1 else False,
+             f"embedding_dim {n.embedding_dim} must be a multiple of n_heads {n.n_heads}"),
+            (n.n_layers >= 1 and n.inner_size >= 1, "n_layers and inner_size must be at least 1"),
+            (n.graph_layers >= 0, "graph_layers must be at least 0"),
+            (n.graph_loss != "layer_au" or n.graph_layers >= 1, "layer_au (GraphAU) needs graph_layers >= 1"),
+            (self.train.lr > 0 and self.train.weight_decay >= 0, "lr must be > 0 and weight_decay >= 0"),
+            (self.train.eval_batch_size >= 1, "eval_batch_size must be at least 1"),
+            (self.train.threads >= 0, "threads must be >= 0 (0 keeps torch's default)"),
+            (self.train.epochs >= 1 and self.train.patience >= 0, "epochs must be >= 1 and patience >= 0"),
+            (len(self.train.ks) > 0 and all(k >= 1 for k in self.train.ks), "ks must be positive cut-offs"),
         ]
         metric_name, _, k = self.train.metric.partition("@")
         checks.append((metric_name in ("recall", "ndcg", "mrr") and k.isdigit() and int(k) in self.train.ks,

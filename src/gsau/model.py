@@ -157,3 +157,7 @@ class Recommender(nn.Module):
     def train(self, mode: bool = True):
         self._scoring_cache = None
         return super().train(mode)
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        self._scoring_cache = None  # the cached graph scores belong to the old weights
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)

@@ -1,0 +1,230 @@
+"""How each preset wires the shared parts into its loss, and its initialisation.
+
+    L = L_GA + L_SA + gamma (L_GU + L_SU)          (GSAU; other presets drop or swap terms)
+
+The terms are recomputed here from the encoders' outputs with gsau.objectives, in eval mode so
+dropout draws nothing and the derangement of negatives can be replayed from the same seed.
+"""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from gsau import objectives as obj
+from gsau.config import preset_names, resolve
+from gsau.data import LeaveOneOut
+from gsau.data.batching import GraphStream, SequenceStream
+from gsau.data.interactions import Interactions
+from gsau.encoders import normalized_adjacency
+from gsau.model import Recommender
+
+SMALL = ["embedding_dim=8", "inner_size=16", "max_len=6", "n_heads=2", "n_layers=1"]
+
+EXPECTED_TERMS = {
+    "gsau": {"L_GA", "L_GU", "L_SA", "L_SU"},
+    "gsau-rec": {"L_GA", "L_GU", "L_CE", "L_SU"},
+    "gsau-bert4rec": {"L_GA", "L_GU", "L_SA", "L_SU"},
+    "sasrec-u": {"L_SA", "L_SU"},
+    "bert4rec-u": {"L_SA", "L_SU"},
+    "directau": {"L_GA", "L_GU"},
+    "graphau": {"L_GA", "L_GU"},
+    "lightgcn": {"L_BPR", "L_reg"},
+    "sasrec": {"L_CE"},
+    "bert4rec": {"L_CE"},
+}
+
+
+@pytest.fixture(scope="module")
+def split():
+    rng = np.random.default_rng(0)
+    seqs = [rng.choice(np.arange(1, 21), size=rng.integers(4, 9), replace=False) for _ in range(12)]
+    indptr = np.concatenate([[0], np.cumsum([len(s) for s in seqs])]).astype(np.int64)
+    data = Interactions("tiny", np.array([f"u{k}" for k in range(12)]), np.array([f"i{k}" for k in range(1, 21)]),
+                        indptr, np.concatenate(seqs).astype(np.int64))
+    return LeaveOneOut.from_interactions(data)
+
+
+def build(preset, split, *overrides):
+    cfg = resolve(preset, None, SMALL + list(overrides))
+    adjacency = None
+    if cfg.net.graph_encoder:
+        adjacency = normalized_adjacency(*split.train_pairs(), split.n_users, split.n_items)
+    torch.manual_seed(0)
+    return cfg, Recommender(cfg.net, split.n_users, split.n_items, adjacency)
+
+
+def batches(cfg, split, seed=0):
+    rng = np.random.default_rng(seed)
+    n = cfg.net
+    graph = seq = None
+    if n.graph_loss:
+        graph = next(GraphStream(split, 16, negatives=n.graph_loss == "bpr").batches(rng))
+    if n.sequence_loss:
+        stream = SequenceStream(split, n.max_len, 16, masked_lm=n.sequence_encoder == "bert4rec", mask_ratio=n.mask_ratio)
+        seq = next(stream.batches(rng))
+    return graph, seq
+
+
+def test_every_preset_builds_and_its_loss_has_the_expected_terms(split):
+    assert set(preset_names()) == set(EXPECTED_TERMS)
+    for preset in preset_names():
+        cfg, model = build(preset, split)
+        graph, seq = batches(cfg, split)
+        total, terms = model.loss(graph, seq)
+        assert set(terms) == EXPECTED_TERMS[preset], preset
+        assert total.dim() == 0 and torch.isfinite(total), preset
+        total.backward()
+        grad = model.item_table.weight.grad
+        assert grad is not None and grad[1:].abs().sum() > 0, preset
+
+
+@pytest.mark.parametrize("preset", ["gsau", "gsau-rec", "gsau-bert4rec", "sasrec-u", "directau", "graphau"])
+def test_total_is_alignment_plus_gamma_times_uniformity(split, preset):
+    cfg, model = build(preset, split, "gamma=0.37")
+    model.eval()
+    total, terms = model.loss(*batches(cfg, split))
+    align = sum(v for k, v in terms.items() if k in ("L_GA", "L_SA", "L_CE"))
+    unif = sum(v for k, v in terms.items() if k in ("L_GU", "L_SU"))
+    assert total.item() == pytest.approx(align + 0.37 * unif, rel=1e-5, abs=1e-6)
+
+
+def test_lightgcn_total_is_bpr_plus_reg_weight_times_l2(split):
+    cfg, model = build("lightgcn", split, "bpr_reg=0.25")
+    total, terms = model.loss(*batches(cfg, split))
+    assert total.item() == pytest.approx(terms["L_BPR"] + 0.25 * terms["L_reg"], rel=1e-6)
+
+
+def test_directau_terms_follow_the_formulas(split):
+    cfg, model = build("directau", split)
+    graph, _ = batches(cfg, split)
+    _, terms = model.loss(graph, None)
+    user_final, item_final = model.graph(model.user_table.weight, model.item_table.weight)
+    eu, ei = user_final[graph["users"]], item_final[graph["items"]]
+    assert terms["L_GA"] == pytest.approx(obj.alignment(eu, ei).item(), rel=1e-5)
+    assert terms["L_GU"] == pytest.approx((obj.uniformity(eu) + obj.uniformity(ei)).item(), rel=1e-5)
+
+
+def test_graphau_aligns_layer0_with_the_partners_propagated_layers(split):
+    cfg, model = build("graphau", split, "graph_layers=3")
+    graph, _ = batches(cfg, split)
+    _, terms = model.loss(graph, None)
+    layers = model.graph.layers(model.user_table.weight, model.item_table.weight)
+    u, i = graph["users"] - 1, split.n_users + graph["items"] - 1
+    e0 = layers[0]
+    expected = sum(obj.alignment(e0[u], ek[i]) + obj.alignment(e0[i], ek[u]) for ek in layers[1:]) / 2 / 3
+    assert terms["L_GA"] == pytest.approx(expected.item(), rel=1e-5)
+    assert terms["L_GU"] == pytest.approx((obj.uniformity(e0[u]) + obj.uniformity(e0[i])).item(), rel=1e-5)
+
+
+def test_lightgcn_bpr_terms_follow_the_formulas(split):
+    cfg, model = build("lightgcn", split)
+    graph, _ = batches(cfg, split)
+    for u, neg in zip(graph["users"].tolist(), graph["negatives"].tolist()):  # true negatives
+        assert neg not in split.train_items[split.train_indptr[u - 1]: split.train_indptr[u]]
+    _, terms = model.loss(graph, None)
+    user_final, item_final = model.graph(model.user_table.weight, model.item_table.weight)
+    eu, ep, en = user_final[graph["users"]], item_final[graph["items"]], item_final[graph["negatives"]]
+    expected = obj.bpr((eu * ep).sum(-1), (eu * en).sum(-1))
+    assert terms["L_BPR"] == pytest.approx(expected.item(), rel=1e-5)
+    reg = obj.l2_regularizer(model.user_table.weight[graph["users"]], model.item_table.weight[graph["items"]],
+                             model.item_table.weight[graph["negatives"]])
+    assert terms["L_reg"] == pytest.approx(reg.item(), rel=1e-5)
+
+
+def test_sequential_uniformity_uses_sequence_vs_deranged_target_pairs(split):
+    cfg, model = build("sasrec-u", split)
+    model.eval()
+    _, chunks = batches(cfg, split)
+    torch.manual_seed(123)
+    _, terms = model.loss(None, chunks)
+    table = model.item_table.weight
+    s = torch.cat([model.sequence(table, c.seqs, c.lengths) for c in chunks])
+    p = table[torch.cat([c.targets for c in chunks])]
+    torch.manual_seed(123)
+    n = p[obj.derangement(len(p))]
+    assert terms["L_SA"] == pytest.approx(obj.alignment(s, p).item(), rel=1e-5)
+    expected = obj.uniformity(s) + obj.uniformity(p) + obj.pair_uniformity(s, n)
+    assert terms["L_SU"] == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_gsau_rec_cross_entropy_uses_normalised_sequence_representation(split):
+    cfg, model = build("gsau-rec", split)
+    model.eval()
+    _, chunks = batches(cfg, split)
+    _, terms = model.loss(None, chunks)
+    table = model.item_table.weight
+    s = torch.nn.functional.normalize(torch.cat([model.sequence(table, c.seqs, c.lengths) for c in chunks]), dim=-1)
+    targets = torch.cat([c.targets for c in chunks])
+    expected = torch.nn.functional.cross_entropy(s @ table[1:].T, targets - 1)
+    assert terms["L_CE"] == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_bert4rec_cross_entropy_predicts_the_masked_items(split):
+    cfg, model = build("bert4rec", split)
+    model.eval()
+    with torch.no_grad():
+        model.output_bias.normal_()
+    _, chunks = batches(cfg, split)
+    _, terms = model.loss(None, chunks)
+    table = model.item_table.weight
+    reps = torch.cat([model.sequence.hidden(table, c.seqs, c.masked)[c.masked] for c in chunks])
+    targets = torch.cat([c.seqs[c.masked] for c in chunks])
+    assert (targets > 0).all()
+    logits = reps @ table.T + model.output_bias
+    expected = torch.nn.functional.cross_entropy(logits[:, 1:], targets - 1)
+    assert terms["L_CE"] == pytest.approx(expected.item(), rel=1e-5)
+
+
+# -- initialisation ------------------------------------------------------------------------------
+
+def test_xavier_normal_init_for_the_gsau_family():
+    cfg = resolve("gsau", None, ["embedding_dim=64"]).net
+    adjacency = normalized_adjacency(np.array([1]), np.array([1]), 500, 2000)
+    torch.manual_seed(0)
+    model = Recommender(cfg, 500, 2000, adjacency)
+    for table, n in ((model.item_table.weight, 2001), (model.user_table.weight, 501)):
+        assert torch.all(table[0] == 0)
+        std = math.sqrt(2.0 / (n + 64))
+        assert table[1:].std().item() == pytest.approx(std, rel=0.05)
+    linear = model.sequence.layers[0].ffn_in
+    assert linear.weight.std().item() == pytest.approx(math.sqrt(2.0 / (64 + cfg.inner_size)), rel=0.1)
+    assert torch.all(linear.bias == 0)
+
+
+def test_classic_init_is_bert_style_for_transformer_baselines():
+    for preset in ("sasrec", "bert4rec"):
+        cfg = resolve(preset, None, ["embedding_dim=64"]).net
+        torch.manual_seed(0)
+        model = Recommender(cfg, 10, 2000)
+        assert model.item_table.weight[1:].std().item() == pytest.approx(0.02, rel=0.05), preset
+        assert torch.all(model.item_table.weight[0] == 0)
+
+
+def test_classic_init_is_xavier_uniform_for_lightgcn():
+    cfg = resolve("lightgcn", None, ["embedding_dim=64"]).net
+    adjacency = normalized_adjacency(np.array([1]), np.array([1]), 500, 2000)
+    torch.manual_seed(0)
+    model = Recommender(cfg, 500, 2000, adjacency)
+    w = model.item_table.weight
+    bound = math.sqrt(6.0 / (2001 + 64))
+    assert w.abs().max().item() <= bound
+    assert w[1:].abs().max().item() > 0.9 * bound  # uniform: fills its range
+    assert w[1:].std().item() == pytest.approx(bound / math.sqrt(3), rel=0.05)
+
+
+# -- scoring cache ---------------------------------------------------------------------------------
+
+def test_graph_scores_follow_loaded_weights(split):
+    cfg, model = build("directau", split)
+    _, other = build("directau", split)
+    with torch.no_grad():
+        for p in other.parameters():
+            p.mul_(-2.0)
+    model.eval()
+    users = torch.arange(1, split.n_users + 1)
+    model.score(users)
+    model.load_state_dict(other.state_dict())
+    other.eval()
+    torch.testing.assert_close(model.score(users), other.score(users))

@@ -1,0 +1,227 @@
+"""Objectives against their formulas: explicit hand-checked numbers and naive references.
+
+    align(x, y)  = mean_b ||x_b/|x_b| - y_b/|y_b|||^2
+    unif(x)      = log mean_{i<j} exp(-2 ||x_i - x_j||^2)        (rows L2-normalised)
+    unif(x, y)   = log mean_b exp(-2 ||x_b - y_b||^2)            (rows L2-normalised)
+"""
+
+import itertools
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from gsau import objectives as obj
+
+
+def naive_alignment(x, y):
+    total = 0.0
+    for a, b in zip(x, y):
+        total += ((a / a.norm() - b / b.norm()) ** 2).sum()
+    return total / len(x)
+
+
+def naive_uniformity(x):
+    """Double loop over i < j, in float64."""
+    x = x.double()
+    terms = []
+    for i, j in itertools.combinations(range(len(x)), 2):
+        d = x[i] / x[i].norm() - x[j] / x[j].norm()
+        terms.append(torch.exp(-2 * (d ** 2).sum()))
+    return torch.log(torch.stack(terms).mean())
+
+
+def pdist_uniformity(x):
+    return torch.pdist(F.normalize(x, dim=-1)).pow(2).mul(-2).exp().mean().log()
+
+
+def naive_pair_uniformity(x, y):
+    x, y = x.double(), y.double()
+    terms = [torch.exp(-2 * ((a / a.norm() - b / b.norm()) ** 2).sum()) for a, b in zip(x, y)]
+    return torch.log(torch.stack(terms).mean())
+
+
+# -- alignment -------------------------------------------------------------------------------
+
+def test_alignment_explicit_numbers():
+    # Row 0: (3,4)/5 = (.6,.8) vs (1,0): diff (-.4,.8), squared norm .16 + .64 = .8.
+    # Row 1: (0,2) and (0,5) normalise to the same vector: 0.  Mean = .4.
+    x = torch.tensor([[3.0, 4.0], [0.0, 2.0]])
+    y = torch.tensor([[1.0, 0.0], [0.0, 5.0]])
+    assert obj.alignment(x, y).item() == pytest.approx(0.4, abs=1e-6)
+
+
+def test_alignment_opposite_unit_vectors_is_four():
+    x = torch.tensor([[1.0, 0.0, 0.0]])
+    assert obj.alignment(x, -x).item() == pytest.approx(4.0, abs=1e-6)
+
+
+def test_alignment_matches_naive_reference_and_is_scale_invariant():
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(9, 6, generator=g, dtype=torch.float64), torch.randn(9, 6, generator=g, dtype=torch.float64)
+    expected = naive_alignment(x, y)
+    assert obj.alignment(x, y).item() == pytest.approx(expected.item(), rel=1e-10)
+    scales = torch.rand(9, 1, generator=g, dtype=torch.float64) * 10 + 0.1
+    assert obj.alignment(x * scales, y).item() == pytest.approx(expected.item(), rel=1e-10)
+
+
+def test_alignment_gradient_matches_reference():
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(5, 4, generator=g, dtype=torch.float64, requires_grad=True)
+    y = torch.randn(5, 4, generator=g, dtype=torch.float64, requires_grad=True)
+    got = torch.autograd.grad(obj.alignment(x, y), (x, y))
+    want = torch.autograd.grad(naive_alignment(x, y), (x, y))
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b)
+
+
+# -- uniformity ------------------------------------------------------------------------------
+
+def test_uniformity_two_orthogonal_unit_vectors_is_minus_four():
+    # ||e1 - e2||^2 = 2, so log exp(-2 * 2) = -4.
+    assert obj.uniformity(torch.eye(2)).item() == pytest.approx(-4.0, abs=1e-5)
+
+
+def test_uniformity_three_vectors_at_120_degrees_is_minus_six():
+    # Unit vectors 120 degrees apart: ||x_i - x_j||^2 = 2 - 2 cos 120 = 3 for every pair.
+    angles = torch.tensor([0.0, 2 * math.pi / 3, 4 * math.pi / 3], dtype=torch.float64)
+    x = torch.stack([angles.cos(), angles.sin()], dim=1) * torch.tensor([[1.0], [3.0], [0.5]], dtype=torch.float64)
+    assert obj.uniformity(x).item() == pytest.approx(-6.0, abs=1e-9)
+
+
+def test_uniformity_mixed_pairs_explicit():
+    # e1, e2, -e1: pair distances^2 are 2, 4, 2 -> log((2 e^-4 + e^-8) / 3).
+    x = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]], dtype=torch.float64)
+    expected = math.log((2 * math.exp(-4) + math.exp(-8)) / 3)
+    assert obj.uniformity(x).item() == pytest.approx(expected, abs=1e-9)
+
+
+def test_uniformity_of_identical_directions_is_zero():
+    x = torch.tensor([[1.0, 2.0], [2.0, 4.0], [0.5, 1.0]])
+    assert obj.uniformity(x).item() == pytest.approx(0.0, abs=1e-5)
+
+
+@pytest.mark.parametrize("n, d", [(2, 3), (7, 5), (16, 8), (33, 4)])
+def test_uniformity_matches_double_loop_and_pdist(n, d):
+    g = torch.Generator().manual_seed(n * 100 + d)
+    x = torch.randn(n, d, generator=g, dtype=torch.float64) * 3
+    got = obj.uniformity(x).item()
+    assert got == pytest.approx(naive_uniformity(x).item(), abs=1e-9)
+    assert got == pytest.approx(pdist_uniformity(x).item(), abs=1e-9)
+
+
+def test_uniformity_float32_close_to_float64_reference():
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(64, 32, generator=g)
+    assert obj.uniformity(x).item() == pytest.approx(pdist_uniformity(x.double()).item(), abs=1e-4)
+
+
+def test_uniformity_gradient_matches_pdist_reference():
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(10, 6, generator=g, dtype=torch.float64, requires_grad=True)
+    (got,) = torch.autograd.grad(obj.uniformity(x), x)
+    (want,) = torch.autograd.grad(pdist_uniformity(x), x)
+    torch.testing.assert_close(got, want)
+
+
+def test_uniformity_prefers_spread_out_points():
+    clustered = torch.tensor([[1.0, 0.0], [1.0, 0.1], [1.0, -0.1]])
+    spread = torch.tensor([[1.0, 0.0], [-0.5, 0.87], [-0.5, -0.87]])
+    assert obj.uniformity(spread) < obj.uniformity(clustered)
+
+
+# -- paired uniformity -------------------------------------------------------------------------
+
+def test_pair_uniformity_explicit_numbers():
+    # Pair 0: e1 vs e2 -> ||.||^2 = 2; pair 1: e2 vs 3 e2 -> 0.  log((e^-4 + 1) / 2).
+    x = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    y = torch.tensor([[0.0, 1.0], [0.0, 3.0]])
+    assert obj.pair_uniformity(x, y).item() == pytest.approx(math.log((math.exp(-4) + 1) / 2), abs=1e-6)
+
+
+def test_pair_uniformity_only_pairs_rows_not_all_combinations():
+    # x_0 == y_1 but the pair (0, 1) is not one of the terms: only (0,0) and (1,1) are.
+    x = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    y = torch.tensor([[-1.0, 0.0], [1.0, 0.0]])
+    # distances^2: (e1, -e1) = 4, (e2, e1) = 2 -> log((e^-8 + e^-4) / 2)
+    assert obj.pair_uniformity(x, y).item() == pytest.approx(math.log((math.exp(-8) + math.exp(-4)) / 2), abs=1e-6)
+
+
+@pytest.mark.parametrize("n", [1, 5, 40])
+def test_pair_uniformity_matches_reference(n):
+    g = torch.Generator().manual_seed(n)
+    x, y = torch.randn(n, 7, generator=g, dtype=torch.float64), torch.randn(n, 7, generator=g, dtype=torch.float64)
+    assert obj.pair_uniformity(x, y).item() == pytest.approx(naive_pair_uniformity(x, y).item(), abs=1e-9)
+
+
+# -- derangement -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("n", [2, 3, 4, 5, 7, 16, 31, 64, 257])
+def test_derangement_is_a_permutation_without_fixed_points(n):
+    for seed in range(25):
+        out = obj.derangement(n, torch.Generator().manual_seed(seed))
+        assert out.dtype == torch.int64 and out.shape == (n,)
+        assert torch.equal(torch.sort(out).values, torch.arange(n)), (n, seed)
+        assert not (out == torch.arange(n)).any(), (n, seed, out)
+
+
+def test_derangement_with_global_rng_has_no_fixed_points():
+    torch.manual_seed(0)
+    for n in range(2, 60):
+        out = obj.derangement(n)
+        assert torch.equal(torch.sort(out).values, torch.arange(n))
+        assert not (out == torch.arange(n)).any()
+
+
+def test_derangement_is_seeded_and_random():
+    a = obj.derangement(20, torch.Generator().manual_seed(5))
+    b = obj.derangement(20, torch.Generator().manual_seed(5))
+    assert torch.equal(a, b)
+    seen = {tuple(obj.derangement(20, torch.Generator().manual_seed(s)).tolist()) for s in range(20)}
+    assert len(seen) > 15
+    # Row 0's partner is not always the same row: every other row is reachable.
+    partners = {int(obj.derangement(4, torch.Generator().manual_seed(s))[0]) for s in range(200)}
+    assert partners == {1, 2, 3}
+
+
+@pytest.mark.parametrize("n", [0, 1])
+def test_derangement_refuses_fewer_than_two_rows(n):
+    with pytest.raises(ValueError):
+        obj.derangement(n)
+
+
+# -- BPR and L2 ----------------------------------------------------------------------------------
+
+def test_bpr_explicit_numbers():
+    pos = torch.tensor([2.0, 0.0, -1.0])
+    neg = torch.tensor([0.0, 0.0, 1.0])
+    # -log sigmoid(d) = log(1 + e^-d) for d = 2, 0, -2
+    expected = (math.log1p(math.exp(-2)) + math.log(2) + math.log1p(math.exp(2))) / 3
+    assert obj.bpr(pos, neg).item() == pytest.approx(expected, abs=1e-6)
+
+
+def test_bpr_decreases_as_positive_outscores_negative():
+    pos = torch.tensor([0.5, 1.0], requires_grad=True)
+    neg = torch.tensor([0.2, 0.3], requires_grad=True)
+    obj.bpr(pos, neg).backward()
+    assert (pos.grad < 0).all() and (neg.grad > 0).all()
+    assert obj.bpr(torch.tensor([10.0]), torch.tensor([0.0])) < obj.bpr(torch.tensor([0.0]), torch.tensor([10.0]))
+
+
+def test_bpr_is_stable_for_large_margins():
+    v = obj.bpr(torch.tensor([-200.0]), torch.tensor([200.0]))
+    assert torch.isfinite(v) and v.item() == pytest.approx(400.0, rel=1e-6)
+
+
+def test_l2_regularizer_explicit_numbers():
+    a = torch.tensor([[1.0, 2.0], [0.0, 3.0]])  # squared sum 14
+    b = torch.tensor([[1.0, 1.0], [2.0, 0.0]])  # squared sum 6
+    assert obj.l2_regularizer(a, b).item() == pytest.approx((14 + 6) / 2)
+    assert obj.l2_regularizer(a).item() == pytest.approx(7.0)
+
+
+def test_l2_regularizer_gradient_is_two_x_over_batch():
+    a = torch.tensor([[1.0, -2.0], [0.5, 3.0], [0.0, 1.0]], requires_grad=True)
+    obj.l2_regularizer(a).backward()
+    torch.testing.assert_close(a.grad, 2 * a.detach() / 3)
