@@ -150,6 +150,7 @@ def epoch_flops(model_name: str, dataset: str) -> dict:
 # prefix padded to max_len), and that scheme implemented naively (also torch's Bernoulli dropout).
 VARIANTS = {
     "gsau": ("prefix", []),
+    "gsau, bf16 logits": ("prefix", ["bf16_logits=true"]),
     "paper batching": ("padded", []),
     "paper batching, naive": ("padded", ["fast_dropout=false"]),
 }
@@ -161,7 +162,7 @@ def suite(dataset: str, steps: int, repeats: int, epochs: int, threads: int, ech
     for model in MODELS:
         for variant, (batching, overrides) in VARIANTS.items():
             if model == "lightgcn" and variant != "gsau":
-                continue  # no sequential batching to vary
+                continue  # no sequential batching or logits to vary
             args = ["--model", model, "--dataset", dataset, "--batching", batching, "--steps", str(steps),
                     "--repeats", str(repeats), "--epochs", str(epochs), "--threads", str(threads)]
             for o in overrides:

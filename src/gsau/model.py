@@ -106,15 +106,18 @@ class Recommender(nn.Module):
 
     def _encode_chunks(self, chunks: list[SequenceChunk]) -> tuple[torch.Tensor, torch.Tensor]:
         """(representations [n, d], target items [n]) over all chunks of a batch."""
-        table = self.item_table.weight
+        # One lookup for every chunk: each lookup's backward zero-fills a whole table-sized gradient.
+        flat = torch.cat([c.seqs.reshape(-1) for c in chunks])
+        looked_up = F.embedding(flat, self.item_table.weight).split([c.seqs.numel() for c in chunks])
         reps, targets = [], []
-        for c in chunks:
+        for c, tokens in zip(chunks, looked_up):
+            tokens = tokens.view(*c.seqs.shape, -1)
             if isinstance(self.sequence, BERT4Rec):
-                h = self.sequence.hidden(table, c.seqs, c.masked)
+                h = self.sequence.encode(tokens, c.seqs, c.masked)
                 reps.append(h[c.masked])
                 targets.append(c.seqs[c.masked])
             else:
-                reps.append(self.sequence(table, c.seqs, c.lengths))
+                reps.append(SASRec.last(self.sequence.encode(tokens), c.lengths))
                 targets.append(c.targets)
         return torch.cat(reps), torch.cat(targets)
 
@@ -125,7 +128,14 @@ class Recommender(nn.Module):
         if self.cfg.sequence_loss == "au":
             terms["L_SA"] = obj.alignment(s, p)
         else:
-            terms["L_CE"] = obj.cross_entropy(self._logits(s, with_padding=False), targets - 1)
+            if self.cfg.bf16_logits:
+                # bfloat16 products (AVX-512 BF16 on CPU), float32 softmax: ~2x faster, ~3 digits per logit.
+                with torch.autocast(s.device.type, dtype=torch.bfloat16):
+                    logits = self._logits(s, with_padding=False)
+                logits = logits.float()
+            else:
+                logits = self._logits(s, with_padding=False)
+            terms["L_CE"] = obj.cross_entropy(logits, targets - 1)
         if self.cfg.sequence_uniformity:
             n = p[obj.derangement(len(p), device=p.device)]  # the user-negative-item pairs
             terms["L_SU"] = obj.uniformity(s) + obj.uniformity(p) + obj.pair_uniformity(s, n)

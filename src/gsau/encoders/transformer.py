@@ -108,15 +108,22 @@ class SASRec(_Encoder):
 
     def all_positions(self, item_table: torch.Tensor, seqs: torch.Tensor) -> torch.Tensor:
         """[B, L, d]: position t encodes the prefix seqs[:, :t + 1]."""
-        x = self.embed(F.embedding(seqs, item_table))
+        return self.encode(F.embedding(seqs, item_table))
+
+    def encode(self, tokens: torch.Tensor) -> torch.Tensor:
+        """All positions from already looked-up item embeddings [B, L, d]."""
+        x = self.embed(tokens)
         for layer in self.layers:
             x = layer(x, causal=True)
         return x
 
     def forward(self, item_table: torch.Tensor, seqs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """[B, d]: representation of each left-aligned sequence of `lengths[b]` items."""
-        x = self.all_positions(item_table, seqs)
-        return x[torch.arange(len(seqs), device=seqs.device), lengths - 1]
+        return self.last(self.all_positions(item_table, seqs), lengths)
+
+    @staticmethod
+    def last(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        return x[torch.arange(len(x), device=x.device), lengths - 1]
 
 
 class BERT4Rec(_Encoder):
@@ -130,7 +137,10 @@ class BERT4Rec(_Encoder):
     def hidden(self, item_table: torch.Tensor, seqs: torch.Tensor, masked: torch.Tensor) -> torch.Tensor:
         """[B, L, d] head outputs. seqs: item ids (0 = padding); masked: bool [B, L] positions
         whose item is replaced by the mask token."""
-        tokens = F.embedding(seqs, item_table)
+        return self.encode(F.embedding(seqs, item_table), seqs, masked)
+
+    def encode(self, tokens: torch.Tensor, seqs: torch.Tensor, masked: torch.Tensor) -> torch.Tensor:
+        """Head outputs from already looked-up item embeddings [B, L, d]."""
         tokens = torch.where(masked.unsqueeze(-1), self.mask_token.to(tokens.dtype), tokens)
         x = self.embed(tokens)
         attend = ((seqs > 0) | masked)[:, None, None, :]
