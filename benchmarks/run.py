@@ -80,6 +80,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--skip-recbole", action="store_true")
     ap.add_argument("--out", default=str(ROOT / "BENCHMARKS.md"))
+    ap.add_argument("--render-only", action="store_true", help="rewrite the page from the saved BENCHMARKS.json")
     a = ap.parse_args()
     sys.path.insert(0, str(ROOT / "src"))
     import torch
@@ -87,34 +88,51 @@ def main() -> None:
     from gsau import bench
 
     command = "python benchmarks/run.py " + " ".join(sys.argv[1:])
-    started = datetime.datetime.now(datetime.timezone.utc)
-    print(f"machine: {os.cpu_count()} cores, {cpu_model()}; torch {torch.__version__}", flush=True)
-    rate = bench.matmul_gflops(a.threads)
-    print(f"float32 matmul: {rate:.1f} GFLOP/s", flush=True)
-    print("gsau:", flush=True)
-    rows = bench.suite(a.dataset, a.steps, a.repeats, a.epochs, a.threads)
-    rb = [] if a.skip_recbole else (print("RecBole:", flush=True) or recbole(a.dataset, a.recbole_batches, a.repeats, a.threads))
-    rate_after = bench.matmul_gflops(a.threads)
+    json_path = Path(a.out).with_suffix(".json")
+    if a.render_only:
+        saved = json.loads(json_path.read_text())
+    else:
+        started = datetime.datetime.now(datetime.timezone.utc)
+        print(f"machine: {os.cpu_count()} cores, {cpu_model()}; torch {torch.__version__}", flush=True)
+        rate = bench.matmul_gflops(a.threads)
+        print(f"float32 matmul: {rate:.1f} GFLOP/s", flush=True)
+        print("gsau:", flush=True)
+        rows = bench.suite(a.dataset, a.steps, a.repeats, a.epochs, a.threads)
+        rb = [] if a.skip_recbole else (print("RecBole:", flush=True) or recbole(a.dataset, a.recbole_batches, a.repeats, a.threads))
+        rate_after = bench.matmul_gflops(a.threads)
+        saved = {"command": command, "started": f"{started:%Y-%m-%d %H:%M}", "cores": os.cpu_count(), "cpu": cpu_model(),
+                 "python": platform.python_version(), "torch": torch.__version__,
+                 "args": {k: v for k, v in vars(a).items() if k not in ("out", "render_only")},
+                 "gsau": rows, "recbole": rb, "matmul_gflops": [rate, rate_after]}
+        json_path.write_text(json.dumps(saved, indent=2))
+    Path(a.out).write_text(render(saved, bench))
+    print(f"wrote {a.out} and {json_path}")
+
+
+def render(saved: dict, bench) -> str:
+    args, rows, rb = saved["args"], saved["gsau"], saved["recbole"]
+    rate, rate_after = saved["matmul_gflops"]
 
     def find(model, variant="gsau"):
         return next(r for r in rows if r["model"] == model and r["variant"] == variant)
 
-    md = [f"# Benchmarks\n",
-          f"Produced by `{command}` on {started:%Y-%m-%d %H:%M} UTC.\n",
-          f"Machine: {os.cpu_count()} cores, {cpu_model()}, Python {platform.python_version()}, torch "
-          f"{torch.__version__}, {a.threads} threads. float32 matmul rate (2048^3): {rate:.1f} GFLOP/s before, "
-          f"{rate_after:.1f} after the run.\n",
-          f"Dataset: {a.dataset}. Epoch times are medians over {a.repeats} repeats of {a.steps} timed steps "
-          f"(gsau) or {a.recbole_batches} timed batches (RecBole) after warm-up, scaled to the batches of one "
-          "epoch. One batch is 512 training samples on both sides.\n",
-          "## gsau\n", bench.table(rows)]
+    md = ["# Benchmarks\n\n",
+          f"Produced by `{saved['command']}` on {saved['started']} UTC (`--render-only` re-renders this page "
+          "from BENCHMARKS.json without measuring).\n\n",
+          f"Machine: {saved['cores']} cores, {saved['cpu']}, Python {saved['python']}, torch {saved['torch']}, "
+          f"{args['threads']} threads. float32 matmul rate (2048^3): {rate:.1f} GFLOP/s before, {rate_after:.1f} after the run.\n\n",
+          f"Dataset: {args['dataset']}. Epoch times are medians over {args['repeats']} repeats of {args['steps']} timed steps "
+          f"(gsau) or {args['recbole_batches']} timed batches (RecBole) after warm-up, scaled to the batches of one "
+          "epoch. One batch is 512 training samples on both sides. Each gsau configuration runs in its own process "
+          "(peak RSS is that process's). The accuracy column trains a fresh model for that many full epochs.\n\n",
+          "## gsau\n\n", bench.table(rows)]
     if rb:
-        md += ["\n## RecBole 1.2.1 (stock models, same data, same batch size)\n",
+        md += ["\n## RecBole 1.2.1 (stock models, same data, same batch size)\n\n",
                "| model | s/batch (median) | batches/epoch | s/epoch | train samples |\n|---|---|---|---|---|\n"]
         md += [f"| {r['model']} | {r['seconds_per_batch']:.4f} | {r['batches_per_epoch']} | {r['seconds_per_epoch']:.1f} | "
                f"{r.get('train_samples', '-')} |\n" for r in rb]
         rbm = {r["model"]: r for r in rb}
-        md += ["\n### Ratios (RecBole s/epoch over gsau s/epoch; higher is faster for gsau)\n",
+        md += ["\n### Ratios (RecBole s/epoch over gsau s/epoch; higher is faster for gsau)\n\n",
                "| comparison | RecBole s/epoch | gsau s/epoch | speed-up |\n|---|---|---|---|\n"]
         for mine, theirs in (("sasrec", "SASRec"), ("lightgcn", "LightGCN")):
             g, r = find(mine)["seconds_per_epoch"], rbm[theirs]["seconds_per_epoch"]
@@ -127,7 +145,7 @@ def main() -> None:
               "batch shapes (backward = 2x forward), over the measured matmul rate.\n\n"
               "| model | GFLOP/epoch | of which | floor s/epoch | measured s/epoch | measured / floor |\n|---|---|---|---|---|---|\n")
     for model in ("gsau-rec", "sasrec"):
-        f = bench.epoch_flops(model, a.dataset)
+        f = bench.epoch_flops(model, args["dataset"])
         floor = f["total_flops"] / (max(rate, rate_after) * 1e9)
         parts = ", ".join(f"{k} {v / 1e9:.0f}" for k, v in f["flops"].items())
         m = find(model)["seconds_per_epoch"]
@@ -136,9 +154,7 @@ def main() -> None:
     if prof:
         md.append("\n## Where gsau-rec's step goes (torch.profiler, self CPU time)\n\n| op | share | calls/step |\n|---|---|---|\n")
         md += [f"| `{p['op']}` | {100 * p['share']:.1f}% | {p['calls_per_step']:.0f} |\n" for p in prof]
-    Path(a.out).write_text("".join(md))
-    Path(a.out).with_suffix(".json").write_text(json.dumps({"gsau": rows, "recbole": rb, "matmul_gflops": [rate, rate_after]}, indent=2))
-    print(f"wrote {a.out}")
+    return "".join(md)
 
 
 if __name__ == "__main__":
