@@ -55,7 +55,7 @@ EXPECTED = [((1,), 2), ((1, 2), 3), ((1, 2, 3), 4), ((2, 3, 4), 5), ((3, 4, 5), 
 def test_chunks_hold_the_prefix_before_each_target():
     split = split_from(SEQS)
     assert split.train_items.tolist() == [1, 2, 3, 4, 5, 6, 9, 10, 11]
-    stream = SequenceStream(split, max_len=3, batch_size=100)
+    stream = SequenceStream(split, max_len=3, batch_size=100, mode="prefix")
     # Flat positions: user 1's training items at 0..5, user 2's at 6..7, user 3's at 8.
     got = samples(stream.chunks(np.array([5, 7, 1]), np.random.default_rng(0)))
     assert sorted(got) == sorted([((3, 4, 5), 6), ((9,), 10), ((1,), 2)])
@@ -63,7 +63,7 @@ def test_chunks_hold_the_prefix_before_each_target():
 
 def test_every_sample_once_per_epoch():
     split = split_from(SEQS)
-    stream = SequenceStream(split, max_len=3, batch_size=4)
+    stream = SequenceStream(split, max_len=3, batch_size=4, mode="prefix")
     assert stream.n_samples == 6 and len(stream) == 2
     rng = np.random.default_rng(1)
     for _ in range(3):
@@ -75,7 +75,7 @@ def test_length_buckets_and_padded_mode():
     split = split_from({1: list(range(1, 13))})  # training row 1..10, targets 2..10
     rng = np.random.default_rng(0)
     g = np.arange(1, 10)
-    bucketed = SequenceStream(split, max_len=20, batch_size=64, bucket_edges=(2, 5)).chunks(g, rng)
+    bucketed = SequenceStream(split, max_len=20, batch_size=64, mode="prefix", bucket_edges=(2, 5)).chunks(g, rng)
     # Prefix lengths 1..9 cut at <=2, <=5, rest.
     assert [c.lengths.tolist() for c in bucketed] == [[1, 2], [3, 4, 5], [6, 7, 8, 9]]
     assert [c.seqs.shape[1] for c in bucketed] == [2, 5, 9]
@@ -87,7 +87,7 @@ def test_length_buckets_and_padded_mode():
 
 def test_masked_lm_windows_include_the_target():
     split = split_from(SEQS)
-    stream = SequenceStream(split, max_len=3, batch_size=100, masked_lm=True, mask_ratio=0.0)
+    stream = SequenceStream(split, max_len=3, batch_size=100, mode="prefix", masked_lm=True, mask_ratio=0.0)
     chunks = stream.chunks(np.array([5, 7]), np.random.default_rng(0))
     rows = {}
     for c in chunks:
@@ -124,3 +124,35 @@ def test_negatives_never_hit_training_items():
     for batch in stream.batches(rng):
         for u, n in zip(batch["users"].tolist(), batch["negatives"].tolist()):
             assert n not in train[u]
+
+
+def test_packed_rows_hold_every_prefix_whole_and_separately():
+    split = split_from({1: list(range(1, 23)), 2: [23, 24, 25, 26, 27]})  # training rows 1..20 and 23..25
+    stream = SequenceStream(split, max_len=8, batch_size=64, mode="packed", row_widths=(4,))
+    g = stream.targets_at
+    chunks = stream.chunks(g, np.random.default_rng(0))
+    assert [c.seqs.shape[1] for c in chunks] == [4, 8]  # short prefixes in rows of 4, the rest in rows of 8
+    got = []
+    for c in chunks:
+        seqs, seg, pos = c.seqs.numpy(), c.segments.numpy(), c.positions.numpy()
+        flat_seqs = seqs.reshape(-1)
+        for sample, (n, t, last) in enumerate(zip(c.lengths.numpy(), c.targets.numpy(), c.last.numpy())):
+            cells = np.flatnonzero(seg.reshape(-1) == sample)
+            assert len(cells) == n and cells[-1] == last  # contiguous, read at its last token
+            assert (np.diff(cells) == 1).all() and len(set(cells // seqs.shape[1])) == 1  # never split across rows
+            assert pos.reshape(-1)[cells].tolist() == list(range(n))
+            got.append((tuple(flat_seqs[cells].tolist()), int(t)))
+        assert (seqs[seg < 0] == 0).all()
+    want = [(tuple(range(max(1, t - 8), t)), t) for t in range(2, 21)] + [((23,), 24), ((23, 24), 25)]
+    assert Counter(got) == Counter(want)
+
+
+def test_pack_places_samples_without_overlap():
+    from gsau.data.batching import pack
+    lengths = np.random.default_rng(3).integers(1, 9, size=200)
+    row, col, n_rows = pack(lengths, 8)
+    grid = np.zeros((n_rows, 8), dtype=int)
+    for r, c, n in zip(row, col, lengths):
+        assert c + n <= 8
+        grid[r, c:c + n] += 1
+    assert grid.max() == 1 and grid.sum() == lengths.sum()

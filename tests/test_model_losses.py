@@ -62,7 +62,9 @@ def batches(cfg, split, seed=0):
     if n.graph_loss:
         graph = next(GraphStream(split, 16, negatives=n.graph_loss == "bpr").batches(rng))
     if n.sequence_loss:
-        stream = SequenceStream(split, n.max_len, 16, masked_lm=n.sequence_encoder == "bert4rec", mask_ratio=n.mask_ratio)
+        # Bucketed layout: the references below re-encode each chunk row by row (packing is tested apart).
+        stream = SequenceStream(split, n.max_len, 16, "prefix", masked_lm=n.sequence_encoder == "bert4rec",
+                                mask_ratio=n.mask_ratio)
         seq = next(stream.batches(rng))
     return graph, seq
 

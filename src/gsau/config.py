@@ -69,9 +69,10 @@ class TrainConfig:
     ks: list[int] = field(default_factory=lambda: [5, 10, 20, 50])
     seed: int = 2020
     eval_batch_size: int = 1024
-    # "prefix": the paper's (prefix, next item) samples, each encoded to its own length in length
-    # buckets; "padded": the same samples padded to max_len (the authors' pipeline, for benchmarks).
-    seq_batching: str = "prefix"
+    # How the paper's (prefix, next item) samples are laid out for the encoder (same samples, same
+    # model, same loss in every mode): "packed" end to end in rows with a per-sample attention mask,
+    # "prefix" in length buckets, "padded" each to max_len (the authors' pipeline, for benchmarks).
+    seq_batching: str = "packed"
     threads: int = 0  # torch intra-op threads; 0 keeps torch's default
 
 
@@ -127,7 +128,8 @@ class Config:
             (n.scorer != "sequence" or n.sequence_encoder, "scorer=sequence needs a sequence encoder"),
             (n.scorer != "graph" or n.graph_encoder, "scorer=graph needs a graph encoder"),
             (n.init in ("xavier_normal", "classic"), f"init must be xavier_normal or classic, not {n.init!r}"),
-            (self.train.seq_batching in ("prefix", "padded"), f"seq_batching must be prefix or padded, not {self.train.seq_batching!r}"),
+            (self.train.seq_batching in ("packed", "prefix", "padded"),
+             f"seq_batching must be packed, prefix or padded, not {self.train.seq_batching!r}"),
             (self.train.batch_size >= 2, "batch_size must be at least 2"),
             (0 <= n.hidden_dropout < 1 and 0 <= n.attn_dropout < 1, "dropout must be in [0, 1)"),
             (0 < n.mask_ratio < 1, "mask_ratio must be in (0, 1)"),

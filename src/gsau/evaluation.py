@@ -30,8 +30,9 @@ def user_ranks(model, split: LeaveOneOut, stage: str, mask_history: bool | None 
     cap = model.cfg.max_len - 1 if needs_slot else model.cfg.max_len
     full_lengths = np.diff(indptr)
     lengths = np.minimum(full_lengths, cap)
-    rows = np.arange(split.n_users) if users is None else np.asarray(users) - 1
-    rows = rows[np.argsort(lengths[rows], kind="stable")]
+    asked = np.arange(split.n_users) if users is None else np.asarray(users) - 1
+    by_length = np.argsort(lengths[asked], kind="stable")
+    rows = asked[by_length]
     ranks = np.empty(len(rows), dtype=np.int64)
     starts = range(0, len(rows), batch_size)
     if progress:
@@ -55,7 +56,7 @@ def user_ranks(model, split: LeaveOneOut, stage: str, mask_history: bool | None 
             exclude[torch.from_numpy(r), torch.from_numpy(cols)] = True
         ranks[start: start + len(chunk)] = target_ranks(scores, torch.from_numpy(targets[chunk]), exclude).numpy()
     out = np.empty_like(ranks)
-    out[np.argsort(rows)] = ranks  # back to the caller's user order
+    out[by_length] = ranks  # back to the caller's user order
     return out
 
 

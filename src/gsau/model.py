@@ -113,9 +113,13 @@ class Recommender(nn.Module):
         for c, tokens in zip(chunks, looked_up):
             tokens = tokens.view(*c.seqs.shape, -1)
             if isinstance(self.sequence, BERT4Rec):
-                h = self.sequence.encode(tokens, c.seqs, c.masked)
+                h = self.sequence.encode(tokens, c.seqs, c.masked, c.positions, c.segments)
                 reps.append(h[c.masked])
                 targets.append(c.seqs[c.masked])
+            elif c.segments is not None:  # packed rows: read each sample at its last token
+                x = self.sequence.encode(tokens, c.positions, c.segments)
+                reps.append(x.reshape(-1, x.shape[-1])[c.last])
+                targets.append(c.targets)
             else:
                 reps.append(SASRec.last(self.sequence.encode(tokens), c.lengths))
                 targets.append(c.targets)
@@ -137,8 +141,10 @@ class Recommender(nn.Module):
                 logits = self._logits(s, with_padding=False)
             terms["L_CE"] = obj.cross_entropy(logits, targets - 1)
         if self.cfg.sequence_uniformity:
-            n = p[obj.derangement(len(p), device=p.device)]  # the user-negative-item pairs
-            terms["L_SU"] = obj.uniformity(s) + obj.uniformity(p) + obj.pair_uniformity(s, n)
+            terms["L_SU"] = obj.uniformity(s) + obj.uniformity(p)
+            if len(p) >= 2:  # a lone sample (an epoch's last batch) has no other item to pair with
+                n = p[obj.derangement(len(p), device=p.device)]  # the user-negative-item pairs
+                terms["L_SU"] = terms["L_SU"] + obj.pair_uniformity(s, n)
         return terms
 
     def _logits(self, s: torch.Tensor, with_padding: bool = True) -> torch.Tensor:

@@ -58,7 +58,8 @@ def bpr(pos_scores: torch.Tensor, neg_scores: torch.Tensor) -> torch.Tensor:
 
 
 def l2_regularizer(*embeddings: torch.Tensor) -> torch.Tensor:
-    """Sum of squared L2 norms per example, averaged over the batch (LightGCN's reg term)."""
+    """Sum of squared L2 norms per example, averaged over the batch: sum_b (|u_b|^2 + |i_b|^2 + |j_b|^2) / B.
+    (LightGCN's paper writes the same with a factor 1/2; RecBole's default drops the square.)"""
     return sum(e.pow(2).sum() for e in embeddings) / embeddings[0].shape[0]
 
 

@@ -66,6 +66,19 @@ def make_optimizer(cfg: Config, model: torch.nn.Module) -> torch.optim.Optimizer
         return torch.optim.Adam(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay, foreach=True)
 
 
+def _check_same_run(saved: dict, now: dict, out: Path) -> None:
+    """A resumed run must continue under its own settings; only the epoch limit and threads may change."""
+    free = {("train", "epochs"), ("train", "threads")}
+    # Options newer than the checkpoint take their defaults; those cannot have differed.
+    diffs = [f"{section}.{k}: {saved[section][k]!r} -> {v!r}" for section in Config.SECTIONS
+             for k, v in now[section].items()
+             if (section, k) not in free and k in saved[section] and saved[section][k] != v]
+    if saved.get("model") != now.get("model"):
+        diffs.insert(0, f"model: {saved.get('model')!r} -> {now.get('model')!r}")
+    if diffs:
+        raise GsauError(f"{out}: cannot resume with different settings ({'; '.join(diffs)})")
+
+
 def _cycle(stream, rng):
     """Batches of a stream, reshuffled and restarted whenever it runs out."""
     while True:
@@ -91,6 +104,11 @@ class Trainer:
             torch.set_num_threads(t.threads)
         if not resume and (self.out / "last.pt").exists():
             raise GsauError(f"{self.out} already holds a run; use --resume to continue it or pick another --out")
+        if resume and not (self.out / "last.pt").exists():
+            resume = False  # stopped before its first epoch ended: nothing to continue, start afresh
+        state = checkpoint.load(self.out / "last.pt") if resume else None
+        if state is not None:
+            _check_same_run(json.loads(state["config"]), cfg.to_dict(), self.out)
         self.out.mkdir(parents=True, exist_ok=True)
         checkpoint.write_text(self.out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
@@ -101,8 +119,7 @@ class Trainer:
         torch.manual_seed(t.seed + 1)  # dropout and derangements; the model init used `seed`
         graph, seq = make_streams(cfg, split)
         start, best, history = 0, {"epoch": -1, "score": -1.0, "valid": {}}, []
-        if resume:
-            state = checkpoint.load(self.out / "last.pt")
+        if state is not None:
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
             torch.set_rng_state(state["torch_rng"])

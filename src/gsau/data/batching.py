@@ -7,9 +7,11 @@ Two streams feed the joint step:
   training CSR, so its prefix is the slice train_items[g - L:g] with L = min(t, max_len).
 
 Each sampled prefix keeps its own dropout draw (as in the paper's pipeline) but is only computed to
-its real length: a batch is sorted by length and cut into length buckets, each padded to its own
-longest prefix. The authors' pipeline pads every prefix to max_len ("padded" mode, kept for
-benchmarks).
+its real length. "packed" mode (the default) lays the prefixes of a batch end to end in rows of
+2 x max_len tokens, several short prefixes per row, and the encoder attends only within a prefix
+(a segment mask), so the whole batch is one dense tensor with almost no padding and one encoder
+call. "prefix" mode cuts the batch into length buckets instead, one encoder call per bucket. The
+authors' pipeline pads every prefix to max_len ("padded" mode, kept for benchmarks).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import torch
 from gsau.data.split import LeaveOneOut
 
 BUCKET_EDGES = (4, 8, 16, 32)
+ROW_WIDTHS = (16,)  # packed rows: prefixes of up to 16 items share rows of 16; longer ones get max_len
 
 
 def gather_windows(flat: np.ndarray, starts: np.ndarray, lengths: np.ndarray, width: int) -> np.ndarray:
@@ -45,6 +48,32 @@ class SequenceChunk:
     lengths: torch.Tensor  # [b]
     targets: torch.Tensor  # [b] next item (SASRec) ...
     masked: torch.Tensor | None = None  # [b, L] bool positions to predict (BERT4Rec)
+    # Packed rows (several samples per row): which sample each token belongs to (-1 = padding),
+    # its position within that sample, and the flat index (row * L + column) of each sample's last token.
+    segments: torch.Tensor | None = None
+    positions: torch.Tensor | None = None
+    last: torch.Tensor | None = None
+
+
+def pack(lengths: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """Place samples of the given lengths end to end in rows of `width` tokens, none split across
+    rows: (row, column offset) of each sample and the number of rows.
+
+    Samples of equal length share rows, width // length to a row, so the placement is a few array
+    operations per batch instead of a bin-packing loop.
+    """
+    order = np.argsort(lengths, kind="stable")
+    sorted_len = lengths[order]
+    values, first, counts = np.unique(sorted_len, return_index=True, return_counts=True)
+    per_row = width // values
+    rows_per_value = -(-counts // per_row)
+    row_start = np.concatenate([[0], np.cumsum(rows_per_value)[:-1]])
+    group = np.repeat(np.arange(len(values)), counts)
+    rank = np.arange(len(order)) - first[group]
+    row, col = np.empty_like(lengths), np.empty_like(lengths)
+    row[order] = row_start[group] + rank // per_row[group]
+    col[order] = (rank % per_row[group]) * sorted_len
+    return row, col, int(rows_per_value.sum())
 
 
 class GraphStream:
@@ -103,8 +132,9 @@ class SequenceStream:
     sequence items[:t + 1] with a random `mask_ratio` of its positions masked (at least one).
     """
 
-    def __init__(self, split: LeaveOneOut, max_len: int, batch_size: int, mode: str = "prefix",
-                 masked_lm: bool = False, mask_ratio: float = 0.2, bucket_edges=BUCKET_EDGES):
+    def __init__(self, split: LeaveOneOut, max_len: int, batch_size: int, mode: str = "packed",
+                 masked_lm: bool = False, mask_ratio: float = 0.2, bucket_edges=BUCKET_EDGES,
+                 row_widths=ROW_WIDTHS):
         self.flat = split.train_items
         indptr = split.train_indptr
         position = np.arange(len(self.flat)) - np.repeat(indptr[:-1], np.diff(indptr))
@@ -116,6 +146,7 @@ class SequenceStream:
         self.masked_lm = masked_lm
         self.mask_ratio = mask_ratio
         self.edges = np.asarray(bucket_edges)
+        self.row_widths = np.asarray(sorted({w for w in row_widths if w < max_len} | {max_len}))
 
     def __len__(self) -> int:
         return -(-len(self.targets_at) // self.batch_size)
@@ -138,6 +169,11 @@ class SequenceStream:
             lengths = np.minimum(t, self.max_len)
             starts = g - lengths
         targets = self.flat[g]
+        if self.mode == "packed":
+            # Rows of a few widths: attention costs width^2 per row, so short prefixes get short rows.
+            tier = np.searchsorted(self.row_widths, lengths)
+            return [self._packed(starts[tier == k], lengths[tier == k], targets[tier == k], width, rng)
+                    for k, width in enumerate(self.row_widths) if (tier == k).any()]
         if self.mode == "padded":
             groups = [np.arange(len(g))]
         else:
@@ -154,6 +190,28 @@ class SequenceStream:
                 chunk.masked = torch.from_numpy(self._mask(lengths[grp], width, rng))
             out.append(chunk)
         return out
+
+    def _packed(self, starts, lengths, targets, width, rng) -> SequenceChunk:
+        row, col, n_rows = pack(lengths, width)
+        sample = np.repeat(np.arange(len(lengths)), lengths)
+        within = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        cell = row[sample] * width + col[sample] + within
+        seqs = np.zeros(n_rows * width, dtype=np.int64)
+        seqs[cell] = self.flat[starts[sample] + within]
+        segments = np.full(n_rows * width, -1, dtype=np.int64)
+        segments[cell] = sample
+        positions = np.zeros(n_rows * width, dtype=np.int64)
+        positions[cell] = within
+        shape = (n_rows, width)
+        chunk = SequenceChunk(torch.from_numpy(seqs.reshape(shape)), torch.from_numpy(lengths),
+                              torch.from_numpy(targets), segments=torch.from_numpy(segments.reshape(shape)),
+                              positions=torch.from_numpy(positions.reshape(shape)),
+                              last=torch.from_numpy(row * width + col + lengths - 1))
+        if self.masked_lm:
+            masked = np.zeros(n_rows * width, dtype=bool)
+            masked[cell] = self._mask(lengths, int(lengths.max()), rng)[sample, within]
+            chunk.masked = torch.from_numpy(masked.reshape(shape))
+        return chunk
 
     def _mask(self, lengths: np.ndarray, width: int, rng: np.random.Generator) -> np.ndarray:
         real = np.arange(width)[None, :] < lengths[:, None]

@@ -89,6 +89,17 @@ class TransformerLayer(nn.Module):
         return self.ffn_norm(x + self.hidden_dropout(h))
 
 
+def segment_mask(segments: torch.Tensor, causal: bool) -> torch.Tensor:
+    """[R, 1, W, W] bool for packed rows: a token attends only to tokens of its own sample
+    (segment), and with `causal` only to earlier ones. Padding (segment -1) attends to padding, so
+    no row is empty and the softmax stays finite."""
+    mask = segments[:, :, None] == segments[:, None, :]
+    if causal:
+        width = segments.shape[1]
+        mask &= torch.ones(width, width, dtype=torch.bool, device=segments.device).tril()
+    return mask.unsqueeze(1)
+
+
 class _Encoder(nn.Module):
     def __init__(self, d, max_len, n_layers, n_heads, inner, hidden_dropout, attn_dropout, eps, fast_dropout=True):
         super().__init__()
@@ -99,8 +110,9 @@ class _Encoder(nn.Module):
         self.layers = nn.ModuleList(TransformerLayer(d, n_heads, inner, hidden_dropout, attn_dropout, eps, fast_dropout)
                                     for _ in range(n_layers))
 
-    def embed(self, tokens: torch.Tensor) -> torch.Tensor:
-        return self.input_dropout(self.input_norm(tokens + self.position.weight[: tokens.shape[1]]))
+    def embed(self, tokens: torch.Tensor, positions: torch.Tensor | None = None) -> torch.Tensor:
+        pos = self.position.weight[: tokens.shape[1]] if positions is None else self.position(positions)
+        return self.input_dropout(self.input_norm(tokens + pos))
 
 
 class SASRec(_Encoder):
@@ -110,11 +122,14 @@ class SASRec(_Encoder):
         """[B, L, d]: position t encodes the prefix seqs[:, :t + 1]."""
         return self.encode(F.embedding(seqs, item_table))
 
-    def encode(self, tokens: torch.Tensor) -> torch.Tensor:
-        """All positions from already looked-up item embeddings [B, L, d]."""
-        x = self.embed(tokens)
+    def encode(self, tokens: torch.Tensor, positions: torch.Tensor | None = None,
+               segments: torch.Tensor | None = None) -> torch.Tensor:
+        """All positions from already looked-up item embeddings [B, L, d]; for packed rows, each
+        token's position within its sample and its sample id (segment)."""
+        x = self.embed(tokens, positions)
+        attend = None if segments is None else segment_mask(segments, causal=True)
         for layer in self.layers:
-            x = layer(x, causal=True)
+            x = layer(x, causal=True, attend=attend)
         return x
 
     def forward(self, item_table: torch.Tensor, seqs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -139,11 +154,15 @@ class BERT4Rec(_Encoder):
         whose item is replaced by the mask token."""
         return self.encode(F.embedding(seqs, item_table), seqs, masked)
 
-    def encode(self, tokens: torch.Tensor, seqs: torch.Tensor, masked: torch.Tensor) -> torch.Tensor:
-        """Head outputs from already looked-up item embeddings [B, L, d]."""
+    def encode(self, tokens: torch.Tensor, seqs: torch.Tensor, masked: torch.Tensor,
+               positions: torch.Tensor | None = None, segments: torch.Tensor | None = None) -> torch.Tensor:
+        """Head outputs from already looked-up item embeddings [B, L, d] (packed rows: see SASRec)."""
         tokens = torch.where(masked.unsqueeze(-1), self.mask_token.to(tokens.dtype), tokens)
-        x = self.embed(tokens)
-        attend = ((seqs > 0) | masked)[:, None, None, :]
+        x = self.embed(tokens, positions)
+        if segments is None:
+            attend = ((seqs > 0) | masked)[:, None, None, :]
+        else:
+            attend = segment_mask(segments, causal=False)
         for layer in self.layers:
             x = layer(x, causal=False, attend=attend)
         return self.head(x)
