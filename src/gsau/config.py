@@ -54,8 +54,6 @@ class ModelConfig:
     bpr_reg: float = 1e-5
     # Dropout masks from random bits (fast on CPU); false uses torch's Bernoulli sampler (benchmarks).
     fast_dropout: bool = True
-    # Training-time logits of the CE loss in bfloat16 (float32 softmax); evaluation stays float32.
-    bf16_logits: bool = False
 
 
 @dataclass
