@@ -95,6 +95,8 @@ def cmd_train(args) -> None:
         cfg = Config.from_dict(yaml.safe_load((out / "config.yaml").read_text()))
         if args.epochs:
             cfg.train.epochs = args.epochs
+        if args.threads:  # the machine may differ from the one the run started on
+            cfg.train.threads = args.threads
         return Trainer(cfg, out, progress=not args.quiet).run(resume=True)
     if not args.model or not args.dataset:
         raise GsauError("train needs --model and --dataset (or --resume DIR)")
