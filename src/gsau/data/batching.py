@@ -126,7 +126,7 @@ class GraphStream:
 
 
 class SequenceStream:
-    """The paper's (prefix, next item) samples, in length-bucketed chunks.
+    """The paper's (prefix, next item) samples, laid out per `mode` (see the module docstring).
 
     For SASRec a sample is (items[:t] -> items[t]). For BERT4Rec (`masked_lm`) the sample is the
     sequence items[:t + 1] with a random `mask_ratio` of its positions masked (at least one).
