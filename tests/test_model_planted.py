@@ -33,15 +33,7 @@ OVERRIDES = ["batch_size=64", "eval_batch_size=512", "epochs=8", "patience=100",
              "hidden_dropout=0.1", "attn_dropout=0.1", "lr=0.005"]
 GRAPH_ONLY_LR = "lr=0.01"
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These models are tiny: one thread is as fast as two on an idle machine, and immune to OpenMP
-    spin-waiting (10x-100x slowdowns) when the CPUs are shared with other work."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def planted(seed=0) -> Interactions:

@@ -28,15 +28,7 @@ SETS = ["batch_size=64", "eval_batch_size=512", "patience=100", "ks=[5,10]", "me
 TIMING = {"seconds", "train_seconds"}
 BLOCK, N_USERS = 15, 300
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These models are tiny: one thread is as fast as two on an idle machine, and immune to OpenMP
-    spin-waiting (10x-100x slowdowns) when the CPUs are shared with other work."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def gsau_command() -> list[str]:
