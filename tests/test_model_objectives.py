@@ -225,3 +225,45 @@ def test_l2_regularizer_gradient_is_two_x_over_batch():
     a = torch.tensor([[1.0, -2.0], [0.5, 3.0], [0.0, 1.0]], requires_grad=True)
     obj.l2_regularizer(a).backward()
     torch.testing.assert_close(a.grad, 2 * a.detach() / 3)
+
+
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_full_softmax_ce_matches_torch_cross_entropy_value_and_gradients(with_bias):
+    torch.manual_seed(0)
+    s = (torch.randn(37, 8) * 3).requires_grad_()
+    table = torch.randn(21, 8).requires_grad_()  # row 0 is padding
+    bias = torch.randn(21).requires_grad_() if with_bias else None
+    targets = torch.randint(1, 21, (37,))
+    logits = s @ table[1:].T + (bias[1:] if with_bias else 0)
+    expected = torch.nn.functional.cross_entropy(logits, targets - 1)
+    want = torch.autograd.grad(expected, [s, table] + ([bias] if with_bias else []))
+    ce = obj.FullSoftmaxCE()
+    for _ in range(3):  # the reused buffer gives the same answer every step
+        got_loss = ce(s, table, targets, bias)
+        got = torch.autograd.grad(got_loss, [s, table] + ([bias] if with_bias else []))
+        torch.testing.assert_close(got_loss, expected)
+        for g, w in zip(got, want):
+            torch.testing.assert_close(g, w)
+        assert got[1][0].abs().sum() == 0  # the padding row is never a candidate
+    assert ce._buffer is not None and not ce._busy
+
+
+def test_full_softmax_ce_never_overwrites_a_buffer_awaiting_backward():
+    torch.manual_seed(0)
+    table = torch.randn(11, 4).requires_grad_()
+    s1, s2 = torch.randn(5, 4).requires_grad_(), torch.randn(5, 4).requires_grad_()
+    targets = torch.randint(1, 11, (5,))
+    ce = obj.FullSoftmaxCE()
+    first, second = ce(s1, table, targets), ce(s2, table, targets)  # two graphs alive at once
+    (g1,) = torch.autograd.grad(first, [s1])
+    (g2,) = torch.autograd.grad(second, [s2])
+    for s, g in ((s1, g1), (s2, g2)):
+        (want,) = torch.autograd.grad(torch.nn.functional.cross_entropy(s @ table[1:].T, targets - 1), [s])
+        torch.testing.assert_close(g, want)
+
+
+def test_full_softmax_ce_is_stable_for_huge_scores():
+    s = torch.tensor([[1000.0, 0.0], [-1000.0, 0.0]], requires_grad=True)
+    table = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    loss = obj.FullSoftmaxCE()(s, table, torch.tensor([2, 2]))
+    assert torch.isfinite(loss) and abs(loss.item() - 1000.0 / 2) < 1e-3

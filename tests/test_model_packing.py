@@ -61,3 +61,28 @@ def test_packed_equals_padded_in_eval_mode(split, name):
             a = torch.cat(outs)[torch.cat(keys).argsort()]
             b, _ = model._encode_chunks([ref])
             torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["sasrec", "bert4rec"])
+@pytest.mark.parametrize("mode", ["packed", "padded", "prefix"])
+def test_final_layer_at_reads_equals_full_final_layer(split, name, mode):
+    """Computing the last layer only where samples are read gives the same representations and the
+    same gradients as computing it everywhere and indexing (dropout off, so draws do not differ)."""
+    results = []
+    for at_reads in (True, False):
+        cfg = resolve(name, None, ["max_len=12", f"shortcuts={str(at_reads).lower()}",
+                                   "hidden_dropout=0", "attn_dropout=0"])
+        torch.manual_seed(0)
+        model = build_model(cfg, split).train()
+        stream = SequenceStream(split, 12, 64, mode, masked_lm=name == "bert4rec", row_widths=(4,))
+        chunks = stream.chunks(stream.targets_at[:60], np.random.default_rng(1))
+        reps, targets = model._encode_chunks(chunks)
+        (reps * torch.linspace(-1, 1, reps.numel()).view_as(reps)).sum().backward()
+        grads = {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}
+        results.append((reps.detach(), targets, grads))
+    (a, ta, ga), (b, tb, gb) = results
+    assert torch.equal(ta, tb)
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    assert ga.keys() == gb.keys()
+    for k in ga:
+        torch.testing.assert_close(ga[k], gb[k], atol=1e-5, rtol=1e-4, msg=k)

@@ -54,6 +54,10 @@ class ModelConfig:
     bpr_reg: float = 1e-5
     # Dropout masks from random bits (fast on CPU); false uses torch's Bernoulli sampler (benchmarks).
     fast_dropout: bool = True
+    # Exact shortcuts (same values and gradients, less work): the final Transformer layer computed
+    # only where samples are read, the all-item cross-entropy in one reused buffer, LightGCN's layer
+    # mean as one symmetric operator. false computes all of it the straightforward way (benchmarks).
+    shortcuts: bool = True
 
 
 @dataclass

@@ -40,6 +40,7 @@ class Recommender(nn.Module):
         if cfg.sequence_encoder == "bert4rec" and cfg.sequence_loss == "ce":
             self.output_bias = nn.Parameter(torch.zeros(n_items + 1))
         self._scoring_cache = None
+        self._softmax_ce = obj.FullSoftmaxCE()
         self.reset_parameters()
 
     # -- initialisation --------------------------------------------------------------------
@@ -86,23 +87,26 @@ class Recommender(nn.Module):
         return users - 1, self.n_users + items - 1
 
     def graph_terms(self, batch: dict) -> dict[str, torch.Tensor]:
-        layers = self.graph.layers(self.user_table.weight, self.item_table.weight)
+        users, items = self.user_table.weight, self.item_table.weight
         u, i = self._node_rows(batch["users"], batch["items"])
         kind = self.cfg.graph_loss
-        if kind == "au":  # DirectAU on the final LightGCN embeddings
-            final = sum(layers) / len(layers)
-            eu, ei = final[u], final[i]
-            return {"L_GA": obj.alignment(eu, ei), "L_GU": obj.uniformity(eu) + obj.uniformity(ei)}
         if kind == "layer_au":  # GraphAU: align each layer-0 node with its partner's layer-k view
+            layers = self.graph.layers(users, items)
             e0 = layers[0]
             align = sum(obj.alignment(e0[u], ek[i]) + obj.alignment(e0[i], ek[u]) for ek in layers[1:]) / 2
             return {"L_GA": align / (len(layers) - 1), "L_GU": obj.uniformity(e0[u]) + obj.uniformity(e0[i])}
-        # BPR with one negative per pair
-        final = sum(layers) / len(layers)
-        _, n = self._node_rows(batch["users"], batch["negatives"])
-        eu, ep, en = final[u], final[i], final[n]
+        if self.cfg.shortcuts:
+            final = self.graph.final(users, items)
+        else:
+            layers = self.graph.layers(users, items)
+            final = sum(layers) / len(layers)
+        if kind == "au":  # DirectAU on the final LightGCN embeddings
+            eu, ei = final[u], final[i]
+            return {"L_GA": obj.alignment(eu, ei), "L_GU": obj.uniformity(eu) + obj.uniformity(ei)}
+        # BPR with one negative per pair; the L2 term acts on the layer-0 (table) rows
+        eu, ep, en = final[u], final[i], final[self.n_users + batch["negatives"] - 1]
         return {"L_BPR": obj.bpr((eu * ep).sum(-1), (eu * en).sum(-1)),
-                "L_reg": obj.l2_regularizer(layers[0][u], layers[0][i], layers[0][n])}
+                "L_reg": obj.l2_regularizer(users[batch["users"]], items[batch["items"]], items[batch["negatives"]])}
 
     def _encode_chunks(self, chunks: list[SequenceChunk]) -> tuple[torch.Tensor, torch.Tensor]:
         """(representations [n, d], target items [n]) over all chunks of a batch."""
@@ -112,17 +116,23 @@ class Recommender(nn.Module):
         reps, targets = [], []
         for c, tokens in zip(chunks, looked_up):
             tokens = tokens.view(*c.seqs.shape, -1)
+            # Where each sample is read: BERT4Rec at its masked tokens, SASRec at the last token of
+            # each prefix (packed rows: `last` is a flat row * width + column index).
             if isinstance(self.sequence, BERT4Rec):
-                h = self.sequence.encode(tokens, c.seqs, c.masked, c.positions, c.segments)
-                reps.append(h[c.masked])
-                targets.append(c.seqs[c.masked])
-            elif c.segments is not None:  # packed rows: read each sample at its last token
-                x = self.sequence.encode(tokens, c.positions, c.segments)
-                reps.append(x.reshape(-1, x.shape[-1])[c.last])
+                rows, cols = c.masked.nonzero(as_tuple=True)
+                targets.append(c.seqs[rows, cols])
+            elif c.segments is not None:
+                rows, cols = c.last // c.seqs.shape[1], c.last % c.seqs.shape[1]
                 targets.append(c.targets)
             else:
-                reps.append(SASRec.last(self.sequence.encode(tokens), c.lengths))
+                rows, cols = torch.arange(len(c.seqs)), c.lengths - 1
                 targets.append(c.targets)
+            reads = (rows, cols) if self.cfg.shortcuts else None
+            if isinstance(self.sequence, BERT4Rec):
+                h = self.sequence.encode(tokens, c.seqs, c.masked, c.positions, c.segments, reads=reads)
+            else:
+                h = self.sequence.encode(tokens, c.positions, c.segments, reads=reads)
+            reps.append(h if reads is not None else h[rows, cols])
         return torch.cat(reps), torch.cat(targets)
 
     def sequence_terms(self, chunks: list[SequenceChunk]) -> dict[str, torch.Tensor]:
@@ -132,7 +142,11 @@ class Recommender(nn.Module):
         if self.cfg.sequence_loss == "au":
             terms["L_SA"] = obj.alignment(s, p)
         else:
-            terms["L_CE"] = obj.cross_entropy(self._logits(s, with_padding=False), targets - 1)
+            scored = F.normalize(s, dim=-1) if self.cfg.ce_normalize else s
+            if self.cfg.shortcuts:
+                terms["L_CE"] = self._softmax_ce(scored, self.item_table.weight, targets, self.output_bias)
+            else:
+                terms["L_CE"] = F.cross_entropy(self._logits(s)[:, 1:], targets - 1)
         if self.cfg.sequence_uniformity:
             terms["L_SU"] = obj.uniformity(s) + obj.uniformity(p)
             if len(p) >= 2:  # a lone sample (an epoch's last batch) has no other item to pair with
@@ -140,15 +154,13 @@ class Recommender(nn.Module):
                 terms["L_SU"] = terms["L_SU"] + obj.pair_uniformity(s, n)
         return terms
 
-    def _logits(self, s: torch.Tensor, with_padding: bool = True) -> torch.Tensor:
-        """Scores of every item for sequence representations s; column 0 is the padding item unless
-        `with_padding` is false (training leaves it out of the product rather than slicing a copy)."""
+    def _logits(self, s: torch.Tensor) -> torch.Tensor:
+        """Scores [B, I + 1] of every item for sequence representations s (column 0: padding)."""
         if self.cfg.ce_normalize:
             s = F.normalize(s, dim=-1)
-        first = 0 if with_padding else 1
         if self.output_bias is not None:
-            return torch.addmm(self.output_bias[first:], s, self.item_table.weight[first:].T)
-        return s @ self.item_table.weight[first:].T
+            return torch.addmm(self.output_bias, s, self.item_table.weight.T)
+        return s @ self.item_table.weight.T
 
     # -- scoring ---------------------------------------------------------------------------
     @torch.no_grad()

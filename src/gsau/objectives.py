@@ -63,5 +63,75 @@ def l2_regularizer(*embeddings: torch.Tensor) -> torch.Tensor:
     return sum(e.pow(2).sum() for e in embeddings) / embeddings[0].shape[0]
 
 
-def cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    return F.cross_entropy(logits, targets)
+class FullSoftmaxCE:
+    """Softmax cross-entropy over every item of the scores s @ table[1:]^T (+ bias[1:]), with
+    targets given as item ids (row 0 of the table is padding and never a candidate).
+
+    Same value and gradients as F.cross_entropy(s @ table[1:].T, targets - 1), with less memory
+    traffic: the [B, I] scores live in one buffer reused across steps (a fresh 25 MB tensor every
+    step costs as much in page faults as the matrix product itself), become the softmax in place,
+    and the backward pass turns them into the score gradient in place. No log-probability or
+    one-hot tensor is ever built. A buffer still awaiting its backward pass is never reused.
+    """
+
+    def __init__(self):
+        self._buffer: torch.Tensor | None = None
+        self._busy = False
+
+    def __call__(self, s: torch.Tensor, table: torch.Tensor, targets: torch.Tensor,
+                 bias: torch.Tensor | None = None) -> torch.Tensor:
+        return _FullSoftmaxCE.apply(s, table, bias, targets, self)
+
+    def _take(self, rows: int, cols: int, like: torch.Tensor, keep: bool) -> torch.Tensor:
+        buf = self._buffer
+        if self._busy or buf is None or buf.shape != (rows, cols) or buf.dtype != like.dtype \
+                or buf.device != like.device:
+            buf = torch.empty(rows, cols, dtype=like.dtype, device=like.device)
+            if not self._busy:
+                self._buffer = buf
+        if keep and buf is self._buffer:
+            self._busy = True
+        return buf
+
+
+class _FullSoftmaxCE(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, s, table, bias, targets, owner):
+        needs_grad = any(ctx.needs_input_grad[:3])
+        scores = owner._take(len(s), table.shape[0] - 1, s, keep=needs_grad)
+        if bias is None:
+            torch.mm(s, table[1:].T, out=scores)
+        else:
+            torch.addmm(bias[1:], s, table[1:].T, out=scores)
+        column = (targets - 1).unsqueeze(1)
+        target_score = scores.gather(1, column)
+        top = scores.amax(dim=1, keepdim=True)
+        scores.sub_(top).exp_()  # exp(score - max): the softmax numerators
+        z = scores.sum(dim=1, keepdim=True)
+        loss = (top + z.log() - target_score).mean()
+        if needs_grad:
+            ctx.save_for_backward(s, table, z, column)
+            ctx.scores, ctx.owner, ctx.has_bias = scores, owner, bias is not None
+        return loss
+
+    @staticmethod
+    def backward(ctx, grad):
+        s, table, z, column = ctx.saved_tensors
+        scores, owner = ctx.scores, ctx.owner
+        ctx.scores = None
+        if scores is owner._buffer:
+            owner._busy = False  # free for the next forward once this backward is done with it
+        c = grad / len(s)
+        # d loss / d score = c (softmax - one_hot): scale the numerators by c / z, subtract c at targets.
+        scores.mul_(c / z)
+        scores.scatter_add_(1, column, (-c).expand(len(s), 1).contiguous())
+        grad_s = scores @ table[1:] if ctx.needs_input_grad[0] else None
+        grad_table = None
+        if ctx.needs_input_grad[1]:
+            grad_table = torch.zeros_like(table)
+            torch.mm(scores.T, s, out=grad_table[1:])
+        grad_bias = None
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_bias = torch.zeros(table.shape[0], dtype=scores.dtype, device=scores.device)
+            grad_bias[1:] = scores.sum(dim=0)
+        return grad_s, grad_table, grad_bias, None, None

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import yaml
 
-from gsau import checkpoint
+from gsau import checkpoint, runtime
 from gsau.config import Config
 from gsau.data import LeaveOneOut, load_dataset
 from gsau.data.batching import GraphStream, SequenceStream
@@ -100,6 +100,7 @@ class Trainer:
 
     def run(self, resume: bool = False) -> dict:
         cfg, t = self.cfg, self.cfg.train
+        runtime.keep_freed_memory()
         if t.threads:
             torch.set_num_threads(t.threads)
         if not resume and (self.out / "last.pt").exists():

@@ -41,6 +41,29 @@ class _SymmetricPropagation(torch.autograd.Function):
         return None, torch.sparse.mm(ctx.adjacency, grad)
 
 
+def _mean_of_powers(adjacency: torch.Tensor, x: torch.Tensor, n_layers: int) -> torch.Tensor:
+    total = x.clone()
+    for _ in range(n_layers):
+        x = torch.sparse.mm(adjacency, x)
+        total += x
+    return total.div_(n_layers + 1)
+
+
+class _MeanPropagation(torch.autograd.Function):
+    """M x with M = (I + A + ... + A^K) / (K + 1). A is symmetric, so M is too and the backward
+    pass is M applied to the gradient: no layer output is kept for it, and the sum over layers and
+    its division happen in place instead of as graph nodes each with their own backward."""
+
+    @staticmethod
+    def forward(ctx, adjacency, x, n_layers):
+        ctx.adjacency, ctx.n_layers = adjacency, n_layers
+        return _mean_of_powers(adjacency, x, n_layers)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return None, _mean_of_powers(ctx.adjacency, grad, ctx.n_layers), None
+
+
 class LightGCN(nn.Module):
     """E^(k+1) = A_hat E^(k); the final embedding is the mean of layers 0..K."""
 
@@ -59,11 +82,14 @@ class LightGCN(nn.Module):
             out.append(x)
         return out
 
+    def final(self, user_table: torch.Tensor, item_table: torch.Tensor) -> torch.Tensor:
+        """[(U + I), d]: the mean of layers 0..K, the embedding LightGCN scores with."""
+        return _MeanPropagation.apply(self.adjacency, torch.cat([user_table[1:], item_table[1:]]), self.n_layers)
+
     def split(self, nodes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Node rows back to (user [U + 1, d], item [I + 1, d]) tables with a zero padding row."""
         zero = nodes.new_zeros(1, nodes.shape[1])
         return torch.cat([zero, nodes[: self.n_users]]), torch.cat([zero, nodes[self.n_users:]])
 
     def forward(self, user_table: torch.Tensor, item_table: torch.Tensor):
-        layers = self.layers(user_table, item_table)
-        return self.split(sum(layers) / len(layers))
+        return self.split(self.final(user_table, item_table))

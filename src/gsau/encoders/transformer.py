@@ -63,8 +63,13 @@ class TransformerLayer(nn.Module):
         self.attn_dropout = attn_dropout
         self.fast_dropout = fast_dropout
 
-    def forward(self, x: torch.Tensor, causal: bool, attend: torch.Tensor | None = None) -> torch.Tensor:
-        """x [B, L, d]; attend: optional bool [B, 1, 1, L], True where a key may be attended."""
+    def forward(self, x: torch.Tensor, causal: bool, attend: torch.Tensor | None = None, reads=None) -> torch.Tensor:
+        """x [B, L, d]; attend: optional bool [B, 1, 1 or L, L], True where a key may be attended.
+
+        With `reads` (rows, cols) the output [n, d] at those positions only. Training reads one
+        position per prefix (its last token), so in the final layer the feed-forward block, the
+        output projection and both norms, most of a layer's work, run there alone; equal to
+        forward(x)[rows, cols] apart from dropout draws."""
         b, length, d = x.shape
         weight = torch.cat([self.query.weight, self.key.weight, self.value.weight])
         bias = torch.cat([self.query.bias, self.key.bias, self.value.bias])
@@ -84,6 +89,8 @@ class TransformerLayer(nn.Module):
             a = F.scaled_dot_product_attention(q, k, v, attn_mask=attend, is_causal=causal and attend is None,
                                                dropout_p=p)
         a = a.transpose(1, 2).reshape(b, length, d)
+        if reads is not None:
+            x, a = x[reads], a[reads]
         x = self.attn_norm(x + self.hidden_dropout(self.attn_out(a)))
         h = self.ffn_out(F.gelu(self.ffn_in(x)))
         return self.ffn_norm(x + self.hidden_dropout(h))
@@ -114,6 +121,12 @@ class _Encoder(nn.Module):
         pos = self.position.weight[: tokens.shape[1]] if positions is None else self.position(positions)
         return self.input_dropout(self.input_norm(tokens + pos))
 
+    def _run(self, x: torch.Tensor, causal: bool, attend: torch.Tensor | None, reads) -> torch.Tensor:
+        """The layers; with `reads` (rows, cols) the final one is computed at those positions only."""
+        for layer in self.layers[:-1]:
+            x = layer(x, causal=causal, attend=attend)
+        return self.layers[-1](x, causal=causal, attend=attend, reads=reads)
+
 
 class SASRec(_Encoder):
     """Causal encoder; a prefix is represented by the output at its last position."""
@@ -123,18 +136,18 @@ class SASRec(_Encoder):
         return self.encode(F.embedding(seqs, item_table))
 
     def encode(self, tokens: torch.Tensor, positions: torch.Tensor | None = None,
-               segments: torch.Tensor | None = None) -> torch.Tensor:
-        """All positions from already looked-up item embeddings [B, L, d]; for packed rows, each
-        token's position within its sample and its sample id (segment)."""
+               segments: torch.Tensor | None = None, reads=None) -> torch.Tensor:
+        """All positions [B, L, d] from already looked-up item embeddings [B, L, d]; for packed rows,
+        each token's position within its sample and its sample id (segment). With `reads` (rows,
+        cols), only those positions [n, d], the final layer computed there alone."""
         x = self.embed(tokens, positions)
         attend = None if segments is None else segment_mask(segments, causal=True)
-        for layer in self.layers:
-            x = layer(x, causal=True, attend=attend)
-        return x
+        return self._run(x, True, attend, reads)
 
     def forward(self, item_table: torch.Tensor, seqs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """[B, d]: representation of each left-aligned sequence of `lengths[b]` items."""
-        return self.last(self.all_positions(item_table, seqs), lengths)
+        rows = torch.arange(len(seqs), device=seqs.device)
+        return self.encode(F.embedding(seqs, item_table), reads=(rows, lengths - 1))
 
     @staticmethod
     def last(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -155,17 +168,17 @@ class BERT4Rec(_Encoder):
         return self.encode(F.embedding(seqs, item_table), seqs, masked)
 
     def encode(self, tokens: torch.Tensor, seqs: torch.Tensor, masked: torch.Tensor,
-               positions: torch.Tensor | None = None, segments: torch.Tensor | None = None) -> torch.Tensor:
-        """Head outputs from already looked-up item embeddings [B, L, d] (packed rows: see SASRec)."""
+               positions: torch.Tensor | None = None, segments: torch.Tensor | None = None,
+               reads=None) -> torch.Tensor:
+        """Head outputs from already looked-up item embeddings [B, L, d] (packed rows and `reads`:
+        see SASRec)."""
         tokens = torch.where(masked.unsqueeze(-1), self.mask_token.to(tokens.dtype), tokens)
         x = self.embed(tokens, positions)
         if segments is None:
             attend = ((seqs > 0) | masked)[:, None, None, :]
         else:
             attend = segment_mask(segments, causal=False)
-        for layer in self.layers:
-            x = layer(x, causal=False, attend=attend)
-        return self.head(x)
+        return self.head(self._run(x, False, attend, reads))
 
     def forward(self, item_table: torch.Tensor, seqs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """[B, d]: representation for the next item, read at a mask token appended after each
@@ -173,4 +186,4 @@ class BERT4Rec(_Encoder):
         rows = torch.arange(len(seqs), device=seqs.device)
         masked = torch.zeros_like(seqs, dtype=torch.bool)
         masked[rows, lengths] = True
-        return self.hidden(item_table, seqs, masked)[rows, lengths]
+        return self.encode(F.embedding(seqs, item_table), seqs, masked, reads=(rows, lengths))
