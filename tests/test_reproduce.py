@@ -189,3 +189,16 @@ def test_report_only_recomputes_nothing(grid, tmp_path, monkeypatch):
     assert md[:section] == original[:original.index("## 6.")]
     assert "matplotlib is not installed" in md
     assert (out / "results.csv").read_text() == (grid["out"] / "results.csv").read_text()
+
+
+def test_report_lists_every_setting_that_departs_from_the_presets(grid):
+    md = (grid["out"] / "RESULTS.md").read_text()
+    lines = [line for line in md.splitlines() if line.startswith("- `")]
+    for s in SETS:
+        key, value = s.split("=")
+        if key in ("threads", "eval_batch_size"):
+            continue
+        section = next(sec for sec in ("data", "net", "train") if any(f"`{sec}.{key}`" in line for line in lines))
+        line = next(line for line in lines if line.startswith(f"- `{section}.{key}` = "))
+        assert "all 2 finished runs" in line and str(value) in line.split("(preset")[0], line
+    assert not any(word in line for line in lines for word in ("threads", "epochs", "eval_batch_size"))

@@ -109,12 +109,15 @@ def matmul_gflops(threads: int = 0, n: int = 2048, repeats: int = 5) -> float:
     return 2 * n ** 3 / statistics.median(times) / 1e9
 
 
-def epoch_flops(model_name: str, dataset: str) -> dict:
+def epoch_flops(model_name: str, dataset: str, shortcuts: bool = True) -> dict:
     """Floating-point operations of one training epoch, counted from the real batch shapes.
 
     Forward multiply-adds of every matrix product (Transformer projections, attention over each
     prefix's real length, logits over all items, graph propagation, uniformity Gram matrices);
-    backward counted as twice the forward. Elementwise work is left out: the floor is a bound.
+    backward counted as twice the forward, except graph propagation (the adjacency has no
+    gradient: once). Elementwise work is left out: the floor is a bound. With `shortcuts` the count
+    is of the work gsau does (the final layer's output projection and feed-forward block only at
+    each prefix's last token); without, of every position through every layer.
     """
     from gsau.config import resolve
     from gsau.data import LeaveOneOut, load_dataset
@@ -123,14 +126,19 @@ def epoch_flops(model_name: str, dataset: str) -> dict:
     n, t = cfg.net, cfg.train
     split = LeaveOneOut.from_interactions(load_dataset(dataset))
     d, items = n.embedding_dim, split.n_items + 1
-    macs = {}
+    macs, backward = {}, {}
     steps = 0
     if n.sequence_loss:
         seq = SequenceStream(split, n.max_len, t.batch_size)
         lengths = np.minimum(seq.position[seq.targets_at], n.max_len).astype(np.float64)
-        tokens = lengths.sum()
-        per_token = 4 * d * d + 2 * d * n.inner_size  # q, k, v, out; feed-forward in and out
-        macs["transformer"] = n.n_layers * (tokens * per_token + (lengths * (lengths + 1) / 2).sum() * 2 * d)
+        tokens, samples = lengths.sum(), len(lengths)
+        qkv, rest = 3 * d * d, d * d + 2 * d * n.inner_size  # q, k, v; output projection and feed-forward
+        attention = (lengths * (lengths + 1) / 2).sum() * 2 * d
+        if shortcuts:
+            last = tokens * qkv + samples * rest + attention
+        else:
+            last = tokens * (qkv + rest) + attention
+        macs["transformer"] = (n.n_layers - 1) * (tokens * (qkv + rest) + attention) + last
         steps = len(seq)
         if n.sequence_loss == "ce":
             macs["logits"] = seq.n_samples * d * items
@@ -142,11 +150,12 @@ def epoch_flops(model_name: str, dataset: str) -> dict:
         graph_steps = -(-len(users) // t.batch_size)
         steps = max(steps, graph_steps)
         macs["graph_propagation"] = steps * n.graph_layers * nnz * d
+        backward["graph_propagation"] = 1
         if n.graph_loss in ("au", "layer_au"):
             macs["graph_uniformity"] = 2 * steps * t.batch_size ** 2 * d
-    flops = {k: 2 * 3 * v for k, v in macs.items()}  # 2 FLOPs per MAC; forward + 2x backward
+    flops = {k: 2 * (1 + backward.get(k, 2)) * v for k, v in macs.items()}  # 2 FLOPs per multiply-add
     return {"model": model_name, "dataset": dataset, "flops": flops, "total_flops": sum(flops.values()),
-            "steps": steps}
+            "steps": steps, "shortcuts": shortcuts}
 
 
 # The configurations compared: gsau's default (packed) batching, length-bucketed batching, the

@@ -29,7 +29,7 @@ import numpy as np
 import yaml
 
 from gsau import __version__, checkpoint
-from gsau.config import Config, resolve
+from gsau.config import Config, load_preset, resolve
 from gsau.data.interactions import BUNDLED
 from gsau.errors import GsauError
 from gsau.evaluation import evaluate
@@ -170,7 +170,7 @@ def collect(out: Path) -> list[dict]:
         path = path.parent
         cfg = yaml.safe_load((path / "config.yaml").read_text())
         run = {"path": path, "model": cfg["model"], "dataset": dataset_label(cfg["data"]["dataset"]),
-               "seed": cfg["train"]["seed"], "metrics": None, "masked": None, "log": []}
+               "seed": cfg["train"]["seed"], "config": cfg, "metrics": None, "masked": None, "log": []}
         for key, name in (("metrics", "metrics.json"), ("masked", "masked.json")):
             if (path / name).exists():
                 run[key] = json.loads((path / name).read_text())
@@ -178,6 +178,41 @@ def collect(out: Path) -> list[dict]:
             run["log"] = [json.loads(line) for line in (path / "log.jsonl").read_text().splitlines() if line.strip()]
         runs.append(run)
     return runs
+
+
+# Settings that say how a run was executed, not what was trained.
+_EXECUTION = {("train", "threads"), ("train", "epochs"), ("train", "seed"), ("train", "eval_batch_size"),
+              ("data", "dataset")}
+
+
+def settings_section(runs: list[dict]) -> str:
+    """Every setting in which a finished run departs from its preset, with the runs it applies to,
+    so a table built with overrides (e.g. a learning rate) says so."""
+    seen: dict[tuple, list[str]] = {}
+    for run in runs:
+        if run["metrics"] is None:
+            continue
+        try:
+            preset = Config(model=run["model"])
+            preset.update(load_preset(run["model"]))
+            preset = preset.to_dict()
+        except GsauError:  # a custom preset that is no longer installed
+            continue
+        for section, values in run["config"].items():
+            if not isinstance(values, dict):
+                continue
+            for k, v in values.items():
+                default = preset.get(section, {}).get(k, v)
+                if (section, k) not in _EXECUTION and v != default:
+                    seen.setdefault((section, k, repr(v), repr(default)), []).append(f"{run['model']}/{run['dataset']}")
+    finished = sum(r["metrics"] is not None for r in runs)
+    if not seen:
+        return "Every finished run uses its preset's settings unchanged.\n"
+    lines = ["Settings that differ from the presets (`gsau config MODEL` shows a preset):\n"]
+    for (section, k, v, default), where in sorted(seen.items()):
+        scope = f"all {finished} finished runs" if len(where) == finished else ", ".join(where)
+        lines.append(f"- `{section}.{k}` = {v} (preset: {default}) in {scope}")
+    return "\n".join(lines) + "\n"
 
 
 def csv_columns() -> list[str]:
@@ -396,6 +431,7 @@ def write_report(out: Path, models, datasets, command: str) -> None:
         "sequential models rank every item, graph models (lightgcn, directau, graphau) mask training items. "
         "Model selection is always on the paper protocol (validation NDCG@20); section 5 re-scores the same "
         "weights with history masking.\n",
+        settings_section(runs),
         "## 1. Test results, paper protocol\n",
     ]
     for metric in ("recall@10", "ndcg@10", "recall@20", "ndcg@20"):

@@ -30,8 +30,8 @@ def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
         return x
     n = x.numel()
     words = torch.randint(-(2**63), 2**63 - 1, ((n + 3) // 4,), dtype=torch.int64, device=x.device)
-    lanes = words.view(torch.int16)[:n].view(x.shape).to(torch.int32) + 32768  # uniform in [0, 65536)
-    keep = lanes >= round(p * 65536)
+    lanes = words.view(torch.int16)[:n].view(x.shape)  # uniform in [-32768, 32768)
+    keep = lanes >= round(p * 65536) - 32768
     return x * keep * (1.0 / (1.0 - p))
 
 

@@ -1,0 +1,90 @@
+#!/usr/bin/env python3
+"""Time to accuracy: one `gsau train` from start to early stop, timed by the wall clock, its test
+metrics set against the authors' published run; the record goes into BENCHMARKS.json and onto
+BENCHMARKS.md (via benchmarks/run.py --render-only).
+
+    python benchmarks/time_to_accuracy.py [--model gsau-rec] [--dataset toys] [--threads 2]
+                                          [--set lr=0.003 ...] [--out runs/tta/NAME]
+    python benchmarks/time_to_accuracy.py --record runs/tta/NAME --wall-seconds S
+
+The second form records a run that was started by hand (the same `gsau train` command): its wall
+clock must then be given, as measured around the command (e.g. by /usr/bin/time).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+# The authors' published GSAU (rec) run on Toys (RecBole fork, a GPU): test metrics at best epoch 161.
+PUBLISHED = {("gsau-rec", "toys"): {"recall@10": 0.0924, "ndcg@10": 0.0470, "recall@20": 0.1328, "ndcg@20": 0.0572,
+                                    "best_epoch": 161, "minutes": 56}}
+
+
+def record(run_dir: Path, wall_seconds: float, command: str) -> dict:
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    log = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines() if line.strip()]
+    cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
+    key = (metrics["model"], metrics["dataset"])
+    return {"command": command, "recorded": f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M}",
+            "model": metrics["model"], "dataset": metrics["dataset"], "wall_seconds": round(wall_seconds, 1),
+            "epochs_run": metrics["epochs_run"], "best_epoch": metrics["best_epoch"],
+            "median_train_seconds_per_epoch": metrics["seconds_per_epoch"],
+            "median_epoch_seconds_with_validation": sorted(h["seconds"] for h in log)[len(log) // 2],
+            "lr": cfg["train"]["lr"], "threads": cfg["train"]["threads"],
+            "test": metrics["test"], "valid": metrics["valid"], "published": PUBLISHED.get(key)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", default="gsau-rec")
+    ap.add_argument("--dataset", default="toys")
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--out", help="run directory (default runs/tta/MODEL-DATASET)")
+    ap.add_argument("--record", metavar="RUN_DIR", help="record a finished run instead of training")
+    ap.add_argument("--wall-seconds", type=float, help="with --record: the run's measured wall clock")
+    ap.add_argument("--json", default=str(ROOT / "BENCHMARKS.json"))
+    a = ap.parse_args()
+    if a.record:
+        if a.wall_seconds is None:
+            ap.error("--record needs --wall-seconds")
+        run_dir = Path(a.record)
+        cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
+        sets = " ".join(f"--set {k}={v}" for k, v in (("lr", cfg["train"]["lr"]),))
+        command = (f"gsau train --model {cfg['model']} --dataset {cfg['data']['dataset']} {sets} "
+                   f"--threads {cfg['train']['threads']} --out {run_dir}")
+        wall = a.wall_seconds
+    else:
+        run_dir = Path(a.out or ROOT / "runs" / "tta" / f"{a.model}-{a.dataset}")
+        cmd = ["gsau", "train", "--model", a.model, "--dataset", a.dataset, "--threads", str(a.threads),
+               "--out", str(run_dir), "--quiet"]
+        for s in a.set:
+            cmd += ["--set", s]
+        command = " ".join(cmd)
+        print(command, flush=True)
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "gsau.cli", *cmd[1:]], check=True)
+        wall = time.perf_counter() - t0
+    rec = record(run_dir, wall, command)
+    path = Path(a.json)
+    saved = json.loads(path.read_text()) if path.exists() else {}
+    saved["time_to_accuracy"] = rec
+    path.write_text(json.dumps(saved, indent=2))
+    t = rec["test"]
+    print(f"{rec['model']} on {rec['dataset']}: {wall / 60:.1f} min to early stop, best epoch {rec['best_epoch']} "
+          f"of {rec['epochs_run']}; test R@10 {t['recall@10']:.4f} N@10 {t['ndcg@10']:.4f} "
+          f"R@20 {t['recall@20']:.4f} N@20 {t['ndcg@20']:.4f}")
+
+
+if __name__ == "__main__":
+    main()
