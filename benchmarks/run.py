@@ -172,13 +172,25 @@ def render(saved: dict, bench) -> str:
                   f"`{tta['command']}` (recorded by `benchmarks/time_to_accuracy.py` on {tta['recorded']} UTC): "
                   f"**{tta['wall_seconds'] / 60:.1f} minutes** from start to early stop on this machine "
                   f"({tta['threads']} threads), {tta['epochs_run']} epochs, best epoch {tta['best_epoch']}, median "
-                  f"{tta['median_epoch_seconds_with_validation']:.1f} s per epoch with validation.\n\n"
+                  f"{tta['median_epoch_seconds_with_validation']:.1f} s per epoch with validation."
+                  + (f" {tta['note']}" if tta.get("note") else "") + "\n\n"
                   "| test | R@10 | N@10 | R@20 | N@20 | best epoch | minutes |\n|---|---|---|---|---|---|---|\n"
                   f"| gsau, lr {tta['lr']} | {t['recall@10']:.4f} | {t['ndcg@10']:.4f} | {t['recall@20']:.4f} | "
                   f"{t['ndcg@20']:.4f} | {tta['best_epoch']} | {tta['wall_seconds'] / 60:.1f} |\n")
         if pub:
             md.append(f"| authors' published run (GPU, lr 0.001) | {pub['recall@10']:.4f} | {pub['ndcg@10']:.4f} | "
                       f"{pub['recall@20']:.4f} | {pub['ndcg@20']:.4f} | {pub['best_epoch']} | {pub['minutes']} |\n")
+        if tta.get("schedule"):
+            thresholds = list(tta["schedule"][0]["first_epoch_reaching"])
+            md.append("\nThe learning rate is the schedule's lever: the first epoch at which validation NDCG@20 "
+                      "reached each level (same model, data and seed; '-' = not reached in the epochs run):\n\n"
+                      "| lr | epochs run | finished | best valid NDCG@20 | "
+                      + " | ".join(f"epoch to {t}" for t in thresholds) + " |\n|---|---|---|---|"
+                      + "---|" * len(thresholds) + "\n")
+            for r in tta["schedule"]:
+                cells = " | ".join(str(r["first_epoch_reaching"][t] or "-") for t in thresholds)
+                md.append(f"| {r['lr']} | {r['epochs_run']} | {'early stop' if r['finished'] else 'stopped by hand'} | "
+                          f"{r['best_valid_ndcg@20']:.4f} | {cells} |\n")
     return "".join(md)
 
 

@@ -44,6 +44,25 @@ def record(run_dir: Path, wall_seconds: float, command: str) -> dict:
             "test": metrics["test"], "valid": metrics["valid"], "published": PUBLISHED.get(key)}
 
 
+THRESHOLDS = (0.02, 0.04, 0.05, 0.06, 0.065)
+
+
+def schedule(run_dirs: list[str]) -> list[dict]:
+    """For each run (same model and data, different settings): its learning rate, epochs run, best
+    validation NDCG@20, and the first epoch at which validation NDCG@20 reached each threshold."""
+    rows = []
+    for d in run_dirs:
+        d = Path(d)
+        cfg = yaml.safe_load((d / "config.yaml").read_text())
+        log = [json.loads(line) for line in (d / "log.jsonl").read_text().splitlines() if line.strip()]
+        scores = [h["valid_ndcg@20"] for h in log]
+        rows.append({"run": str(d), "lr": cfg["train"]["lr"], "epochs_run": len(log),
+                     "finished": (d / "metrics.json").exists(), "best_valid_ndcg@20": max(scores),
+                     "first_epoch_reaching": {str(t): next((h["epoch"] for h in log if h["valid_ndcg@20"] >= t), None)
+                                              for t in THRESHOLDS}})
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default="gsau-rec")
@@ -53,6 +72,10 @@ def main() -> None:
     ap.add_argument("--out", help="run directory (default runs/tta/MODEL-DATASET)")
     ap.add_argument("--record", metavar="RUN_DIR", help="record a finished run instead of training")
     ap.add_argument("--wall-seconds", type=float, help="with --record: the run's measured wall clock")
+    ap.add_argument("--note", default="", help="with --record: how the wall clock was measured")
+    ap.add_argument("--compare", nargs="+", metavar="RUN_DIR",
+                    help="with --record: runs of the same model and data under other settings (learning rates), "
+                         "for the epochs-to-accuracy table")
     ap.add_argument("--json", default=str(ROOT / "BENCHMARKS.json"))
     a = ap.parse_args()
     if a.record:
@@ -76,6 +99,10 @@ def main() -> None:
         subprocess.run([sys.executable, "-m", "gsau.cli", *cmd[1:]], check=True)
         wall = time.perf_counter() - t0
     rec = record(run_dir, wall, command)
+    if a.record and a.note:
+        rec["note"] = a.note
+    if a.compare:
+        rec["schedule"] = schedule([str(run_dir), *a.compare])
     path = Path(a.json)
     saved = json.loads(path.read_text()) if path.exists() else {}
     saved["time_to_accuracy"] = rec
