@@ -202,3 +202,13 @@ def test_report_lists_every_setting_that_departs_from_the_presets(grid):
         line = next(line for line in lines if line.startswith(f"- `{section}.{key}` = "))
         assert "all 2 finished runs" in line and str(value) in line.split("(preset")[0], line
     assert not any(word in line for line in lines for word in ("threads", "epochs", "eval_batch_size"))
+
+
+def test_hand_written_notes_are_kept_in_the_report(grid, tmp_path):
+    out = tmp_path / "noted"
+    shutil.copytree(grid["out"], out)
+    (out / "NOTES.md").write_text("sasrec-u collapsed at gamma 0.05 (L_SA 0.002).\n")
+    run(*[a if a != grid["out"] else out for a in grid["args"]], "--report-only")
+    md = (out / "RESULTS.md").read_text()
+    assert md.index("## 8. Notes") > md.index("## 7. Provenance")
+    assert md.rstrip().endswith("sasrec-u collapsed at gamma 0.05 (L_SA 0.002).")

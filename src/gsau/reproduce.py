@@ -446,5 +446,8 @@ def write_report(out: Path, models, datasets, command: str) -> None:
               f"Written by `{command}` (gsau {__version__}) on "
               f"{datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}. Each run's full settings are in "
               "its runs/*/config.yaml.\n"]
+    notes = out / "NOTES.md"
+    if notes.exists():  # findings written by hand beside the generated tables
+        parts += ["## 8. Notes\n", notes.read_text()]
     checkpoint.write_text(out / "RESULTS.md", "\n".join(parts))
     print(f"wrote {out / 'RESULTS.md'} and {out / 'results.csv'} ({finished} finished runs)")
