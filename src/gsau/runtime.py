@@ -1,11 +1,11 @@
 """Process-wide settings for long CPU training runs.
 
-A training step allocates and frees several tensors of 5-25 MB (graph layers, their gradients,
-the all-item scores). glibc hands blocks that large back to the kernel on every free and maps them
-again on the next allocation, so each step pays thousands of page faults (LightGCN on Beauty:
-13,700 a step, 41 ms a step; with this setting 350 and 28 ms). Raising the mmap and trim
-thresholds keeps those blocks in the heap for reuse. Called by the trainer and the benchmarks, never on import: it changes the
-allocator for the whole process.
+A training step allocates and frees several tensors of 5-25 MB (graph layers, their gradients, the
+all-item scores). With glibc's default thresholds much of that memory goes back to the kernel
+between steps and is faulted in again page by page on the next one: LightGCN on Beauty pays
+13,600 page faults and 43 ms a step; with the mmap and trim thresholds raised, 70-170 faults and
+29 ms (tests/test_runtime.py checks the effect on real steps). Called by the trainer and the
+benchmarks, never on import: it changes the allocator for the whole process.
 """
 
 from __future__ import annotations
