@@ -4,6 +4,7 @@ import os
 # Must be set before torch loads its thread pool.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
@@ -19,3 +20,17 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def random_sequences_split(seed: int, n_users: int, max_length: int, n_items: int):
+    """Leave-one-out split of random sequences (4 .. max_length - 1 items each): small data for
+    tests that compare two ways of computing the same thing."""
+    from gsau.data.interactions import Interactions
+    from gsau.data.split import LeaveOneOut
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(4, max_length, size=n_users)
+    items = rng.integers(1, n_items + 1, size=lengths.sum())
+    indptr = np.concatenate([[0], np.cumsum(lengths)])
+    data = Interactions("t", np.array([str(u) for u in range(n_users)]),
+                        np.array([str(i) for i in range(1, n_items + 1)]), indptr, items)
+    return LeaveOneOut.from_interactions(data)

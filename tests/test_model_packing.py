@@ -5,22 +5,15 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import random_sequences_split
 from gsau.config import resolve
 from gsau.data.batching import SequenceStream
-from gsau.data.interactions import Interactions
-from gsau.data.split import LeaveOneOut
 from gsau.trainer import build_model
 
 
 @pytest.fixture(scope="module")
 def split():
-    rng = np.random.default_rng(0)
-    lengths = rng.integers(4, 30, size=40)
-    items = rng.integers(1, 51, size=lengths.sum())
-    indptr = np.concatenate([[0], np.cumsum(lengths)])
-    data = Interactions("t", np.array([str(u) for u in range(40)]), np.array([str(i) for i in range(1, 51)]),
-                        indptr, items)
-    return LeaveOneOut.from_interactions(data)
+    return random_sequences_split(0, 40, 30, 50)
 
 
 @pytest.mark.parametrize("name", ["sasrec", "bert4rec"])

@@ -6,21 +6,14 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import random_sequences_split
 from gsau.config import resolve
-from gsau.data.interactions import Interactions
-from gsau.data.split import LeaveOneOut
 from gsau.trainer import build_model, make_streams
 
 
 @pytest.fixture(scope="module")
 def split():
-    rng = np.random.default_rng(3)
-    lengths = rng.integers(4, 25, size=30)
-    items = rng.integers(1, 41, size=lengths.sum())
-    indptr = np.concatenate([[0], np.cumsum(lengths)])
-    data = Interactions("t", np.array([str(u) for u in range(30)]), np.array([str(i) for i in range(1, 41)]),
-                        indptr, items)
-    return LeaveOneOut.from_interactions(data)
+    return random_sequences_split(3, 30, 25, 40)
 
 
 @pytest.mark.parametrize("name", ["gsau", "gsau-rec", "gsau-bert4rec", "sasrec", "bert4rec", "lightgcn", "directau"])

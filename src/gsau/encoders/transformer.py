@@ -149,10 +149,6 @@ class SASRec(_Encoder):
         rows = torch.arange(len(seqs), device=seqs.device)
         return self.encode(F.embedding(seqs, item_table), reads=(rows, lengths - 1))
 
-    @staticmethod
-    def last(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        return x[torch.arange(len(x), device=x.device), lengths - 1]
-
 
 class BERT4Rec(_Encoder):
     """Bidirectional encoder with a learned mask token; a masked position predicts its item."""
