@@ -40,7 +40,8 @@ def record(run_dir: Path, wall_seconds: float, command: str) -> dict:
             "epochs_run": metrics["epochs_run"], "best_epoch": metrics["best_epoch"],
             "median_train_seconds_per_epoch": metrics["seconds_per_epoch"],
             "median_epoch_seconds_with_validation": sorted(h["seconds"] for h in log)[len(log) // 2],
-            "lr": cfg["train"]["lr"], "threads": cfg["train"]["threads"],
+            "lr": cfg["train"]["lr"], "lr_schedule": cfg["train"].get("lr_schedule", "constant"),
+            "schedule_epochs": cfg["train"]["epochs"], "threads": cfg["train"]["threads"],
             "test": metrics["test"], "valid": metrics["valid"], "published": PUBLISHED.get(key)}
 
 
@@ -56,7 +57,8 @@ def schedule(run_dirs: list[str]) -> list[dict]:
         cfg = yaml.safe_load((d / "config.yaml").read_text())
         log = [json.loads(line) for line in (d / "log.jsonl").read_text().splitlines() if line.strip()]
         scores = [h["valid_ndcg@20"] for h in log]
-        rows.append({"run": str(d), "lr": cfg["train"]["lr"], "epochs_run": len(log),
+        rows.append({"run": str(d), "lr": cfg["train"]["lr"], "lr_schedule": cfg["train"].get("lr_schedule", "constant"),
+                     "schedule_epochs": cfg["train"]["epochs"], "epochs_run": len(log),
                      "finished": (d / "metrics.json").exists(), "best_valid_ndcg@20": max(scores),
                      "first_epoch_reaching": {str(t): next((h["epoch"] for h in log if h["valid_ndcg@20"] >= t), None)
                                               for t in THRESHOLDS}})
@@ -83,7 +85,10 @@ def main() -> None:
             ap.error("--record needs --wall-seconds")
         run_dir = Path(a.record)
         cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
-        sets = " ".join(f"--set {k}={v}" for k, v in (("lr", cfg["train"]["lr"]),))
+        t = cfg["train"]
+        values = [("lr", t["lr"])] + ([("lr_schedule", t["lr_schedule"]), ("epochs", t["epochs"])]
+                                      if t.get("lr_schedule", "constant") != "constant" else [])
+        sets = " ".join(f"--set {k}={v}" for k, v in values)
         command = (f"gsau train --model {cfg['model']} --dataset {cfg['data']['dataset']} {sets} "
                    f"--threads {cfg['train']['threads']} --out {run_dir}")
         wall = a.wall_seconds
@@ -105,6 +110,11 @@ def main() -> None:
         rec["schedule"] = schedule([str(run_dir), *a.compare])
     path = Path(a.json)
     saved = json.loads(path.read_text()) if path.exists() else {}
+    earlier = saved.get("time_to_accuracy")
+    if earlier and earlier.get("command") != rec["command"]:
+        # Earlier records stay on file (and on BENCHMARKS.md) beside the new one.
+        saved["time_to_accuracy_earlier"] = [earlier] + [e for e in saved.get("time_to_accuracy_earlier", [])
+                                                         if e.get("command") != rec["command"]]
     saved["time_to_accuracy"] = rec
     path.write_text(json.dumps(saved, indent=2))
     t = rec["test"]

@@ -24,7 +24,7 @@ from gsau.errors import GsauError
 EPOCHS = 5
 SETS = ["batch_size=64", "eval_batch_size=512", "patience=100", "ks=[5,10]", "metric=ndcg@10",
         "embedding_dim=64", "inner_size=64", "n_layers=1", "n_heads=2", "max_len=8",
-        "hidden_dropout=0.1", "attn_dropout=0.1", "lr=0.005"]
+        "hidden_dropout=0.1", "attn_dropout=0.1", "lr=0.005", "lr_schedule=cosine", "warmup_epochs=1"]
 TIMING = {"seconds", "train_seconds"}
 BLOCK, N_USERS = 15, 300
 
@@ -98,6 +98,10 @@ def test_train_writes_a_complete_run(run_a):
     assert report["valid"]["ndcg@10"] == max(h["valid_ndcg@10"] for h in log)
     assert report["config"]["net"]["embedding_dim"] == 64 and report["config"]["train"]["seed"] == 3
     assert report["test"]["recall@10"] > 0.8  # the chains are learnt
+    # Warm-up ends at full rate after epoch 1, then the cosine reaches 0 at the last step.
+    assert log[0]["lr"] == pytest.approx(0.005)
+    assert log[2]["lr"] == pytest.approx(0.005 * 0.5 * (1 + np.cos(np.pi * 0.5)), rel=0.05)
+    assert 0 < log[-1]["lr"] < 0.005 * 1e-3  # the rate of the run's last step
 
 
 def test_killed_run_resumes_to_the_same_result(run_a):

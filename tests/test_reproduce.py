@@ -212,3 +212,22 @@ def test_hand_written_notes_are_kept_in_the_report(grid, tmp_path):
     md = (out / "RESULTS.md").read_text()
     assert md.index("## 8. Notes") > md.index("## 7. Provenance")
     assert md.rstrip().endswith("sasrec-u collapsed at gamma 0.05 (L_SA 0.002).")
+
+
+def test_claims_are_also_checked_against_the_strongest_baseline_run():
+    from gsau.reproduce import claims_section
+
+    def run(model, r10):
+        return {"model": model, "dataset": "toys", "metrics": {"test": {"recall@10": r10}}}
+
+    runs = [run("sasrec-u", 0.01), run("sasrec", 0.08), run("lightgcn", 0.05), run("gsau-rec", 0.09)]
+    line = next(x for x in claims_section(runs, ["gsau-rec", "gsau", "sasrec-u", "sasrec", "lightgcn"],
+                                          ["toys"]).splitlines() if x.startswith("- **toys**"))
+    assert "gsau-rec R@10 0.0900 beats sasrec-u 0.0100: +800.00% (paper: +5.16%)" in line
+    assert "gsau-rec R@10 0.0900 beats sasrec 0.0800: +12.50% (strongest baseline run here)" in line
+    assert "lightgcn" not in line and "gsau not run yet" in line
+    # When sasrec-u is the strongest baseline, it is compared once.
+    runs[0] = run("sasrec-u", 0.095)
+    line = next(x for x in claims_section(runs, ["gsau-rec", "sasrec-u", "sasrec"], ["toys"]).splitlines()
+                if x.startswith("- **toys**"))
+    assert line.count("sasrec-u") == 1 and "does not beat sasrec-u 0.0950: -5.26%" in line

@@ -58,12 +58,21 @@ class ModelConfig:
     # only where samples are read, the all-item cross-entropy in one reused buffer, LightGCN's layer
     # mean as one symmetric operator. false computes all of it the straightforward way (benchmarks).
     shortcuts: bool = True
+    # Operand precision of the all-item cross-entropy's two backward products ("float32" or
+    # "bfloat16"; needs shortcuts). Forward scores, softmax and loss are always float32.
+    ce_grad_dtype: str = "float32"
 
 
 @dataclass
 class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 0.0
+    # Learning-rate schedule over the whole run (`epochs`), set every step: "constant" (the paper),
+    # "cosine" or "linear" decay to 0 at the last step of `epochs`, after `warmup_epochs` of linear
+    # warm-up from 0. A decaying schedule ends training at `epochs`, so fewer epochs reach the
+    # plateau that a constant rate only creeps toward (see BENCHMARKS.md, time to accuracy).
+    lr_schedule: str = "constant"
+    warmup_epochs: float = 0.0
     batch_size: int = 512
     epochs: int = 300
     patience: int = 10
@@ -129,6 +138,8 @@ class Config:
             (n.scorer in ("sequence", "graph"), f"scorer must be sequence or graph, not {n.scorer!r}"),
             (n.scorer != "sequence" or n.sequence_encoder, "scorer=sequence needs a sequence encoder"),
             (n.scorer != "graph" or n.graph_encoder, "scorer=graph needs a graph encoder"),
+            (n.ce_grad_dtype in ("float32", "bfloat16"), f"ce_grad_dtype must be float32 or bfloat16, not {n.ce_grad_dtype!r}"),
+            (n.ce_grad_dtype == "float32" or n.shortcuts, "ce_grad_dtype=bfloat16 needs shortcuts=true"),
             (n.init in ("xavier_normal", "classic"), f"init must be xavier_normal or classic, not {n.init!r}"),
             (self.train.seq_batching in ("packed", "prefix", "padded"),
              f"seq_batching must be packed, prefix or padded, not {self.train.seq_batching!r}"),
@@ -143,6 +154,10 @@ class Config:
             (n.graph_layers >= 0, "graph_layers must be at least 0"),
             (n.graph_loss != "layer_au" or n.graph_layers >= 1, "layer_au (GraphAU) needs graph_layers >= 1"),
             (self.train.lr > 0 and self.train.weight_decay >= 0, "lr must be > 0 and weight_decay >= 0"),
+            (self.train.lr_schedule in ("constant", "cosine", "linear"),
+             f"lr_schedule must be constant, cosine or linear, not {self.train.lr_schedule!r}"),
+            (0 <= self.train.warmup_epochs < self.train.epochs,
+             f"warmup_epochs must be in [0, epochs), not {self.train.warmup_epochs}"),
             (self.train.eval_batch_size >= 1, "eval_batch_size must be at least 1"),
             (self.train.threads >= 0, "threads must be >= 0 (0 keeps torch's default)"),
             (self.train.epochs >= 1 and self.train.patience >= 0, "epochs must be >= 1 and patience >= 0"),

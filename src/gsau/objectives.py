@@ -74,9 +74,14 @@ class FullSoftmaxCE:
     one-hot tensor is ever built. A buffer still awaiting its backward pass is never reused.
     """
 
-    def __init__(self):
+    def __init__(self, grad_dtype: torch.dtype = torch.float32):
         self._buffer: torch.Tensor | None = None
         self._busy = False
+        # bfloat16: the two backward products (score gradient times the item table, and its
+        # transpose times s) take bfloat16 operands, ~2.5x faster on CPUs with AVX-512 BF16. The
+        # forward scores, the softmax and the loss stay float32; each gradient entry then carries a
+        # relative rounding error of about 2^-8, far below the noise of a 512-sample mini-batch.
+        self.grad_dtype = grad_dtype
 
     def __call__(self, s: torch.Tensor, table: torch.Tensor, targets: torch.Tensor,
                  bias: torch.Tensor | None = None) -> torch.Tensor:
@@ -125,11 +130,17 @@ class _FullSoftmaxCE(torch.autograd.Function):
         # d loss / d score = c (softmax - one_hot): scale the numerators by c / z, subtract c at targets.
         scores.mul_(c / z)
         scores.scatter_add_(1, column, (-c).expand(len(s), 1).contiguous())
-        grad_s = scores @ table[1:] if ctx.needs_input_grad[0] else None
+        g, items, s_ = scores, table[1:], s
+        if owner.grad_dtype != scores.dtype:
+            g, items, s_ = scores.to(owner.grad_dtype), items.to(owner.grad_dtype), s.to(owner.grad_dtype)
+        grad_s = (g @ items).to(s.dtype) if ctx.needs_input_grad[0] else None
         grad_table = None
         if ctx.needs_input_grad[1]:
             grad_table = torch.zeros_like(table)
-            torch.mm(scores.T, s, out=grad_table[1:])
+            if g is scores:
+                torch.mm(scores.T, s, out=grad_table[1:])
+            else:
+                grad_table[1:] = g.T @ s_
         grad_bias = None
         if ctx.has_bias and ctx.needs_input_grad[2]:
             grad_bias = torch.zeros(table.shape[0], dtype=scores.dtype, device=scores.device)

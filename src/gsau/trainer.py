@@ -12,6 +12,7 @@ Run directory:
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -66,9 +67,26 @@ def make_optimizer(cfg: Config, model: torch.nn.Module) -> torch.optim.Optimizer
         return torch.optim.Adam(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay, foreach=True)
 
 
+def learning_rate(t, step: int, steps_per_epoch: int) -> float:
+    """The rate for optimiser step `step` (0-based, counted over the whole run) under t.lr_schedule."""
+    total = t.epochs * steps_per_epoch
+    warmup = round(t.warmup_epochs * steps_per_epoch)
+    if step < warmup:
+        return t.lr * (step + 1) / warmup
+    if t.lr_schedule == "constant":
+        return t.lr
+    done = (step - warmup) / max(total - warmup, 1)  # 0 at the end of warm-up, -> 1 at the last step
+    if t.lr_schedule == "cosine":
+        return t.lr * 0.5 * (1.0 + math.cos(math.pi * done))
+    return t.lr * (1.0 - done)
+
+
 def _check_same_run(saved: dict, now: dict, out: Path) -> None:
-    """A resumed run must continue under its own settings; only the epoch limit and threads may change."""
-    free = {("train", "epochs"), ("train", "threads")}
+    """A resumed run must continue under its own settings; only the epoch limit and threads may
+    change (the epoch limit only under a constant rate: a decaying schedule is laid over it)."""
+    free = {("train", "threads")}
+    if now["train"].get("lr_schedule", "constant") == "constant":
+        free.add(("train", "epochs"))
     # Options newer than the checkpoint take their defaults; those cannot have differed.
     diffs = [f"{section}.{k}: {saved[section][k]!r} -> {v!r}" for section in Config.SECTIONS
              for k, v in now[section].items()
@@ -142,7 +160,7 @@ class Trainer:
             if score > best["score"]:
                 best = {"epoch": epoch, "score": score, "valid": valid}
                 checkpoint.save(self.model.state_dict(), self.out / "best.pt")
-            history.append({"epoch": epoch + 1, **terms, **{f"valid_{k}": v for k, v in valid.items()},
+            history.append({"epoch": epoch + 1, **terms, "lr": learning_rate(t, (epoch + 1) * steps - 1, steps), **{f"valid_{k}": v for k, v in valid.items()},
                             "train_seconds": train_s, "seconds": time.perf_counter() - t0})
             checkpoint.save(self._state(epoch, best, history, rng), self.out / "last.pt")
             checkpoint.write_text(self.out / "log.jsonl", "".join(json.dumps(h) + "\n" for h in history))
@@ -161,7 +179,10 @@ class Trainer:
         if self.progress:
             from tqdm import tqdm
             bar = tqdm(total=steps, desc=f"epoch {epoch + 1}", leave=False, file=sys.stderr, dynamic_ncols=True)
-        for _ in range(steps):
+        for i in range(steps):
+            lr = learning_rate(self.cfg.train, epoch * steps + i, steps)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
             total, terms = self.model.loss(next(graph_it) if graph_it else None, next(seq_it) if seq_it else None)
             self.optimizer.zero_grad(set_to_none=True)
             total.backward()
