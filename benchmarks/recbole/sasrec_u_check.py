@@ -87,9 +87,11 @@ class SASRecU(SASRec):
 
 
 def main():
+    data_dir = os.path.abspath(ARGS.data_dir)
     with tempfile.TemporaryDirectory(prefix="sasrec-u-check-") as scratch:
+        os.chdir(scratch)  # RecBole's Trainer writes a tensorboard directory into the working directory
         cfg = {
-            "data_path": os.path.abspath(ARGS.data_dir), "load_col": {"inter": ["user_id", "item_id", "timestamp"]},
+            "data_path": data_dir, "load_col": {"inter": ["user_id", "item_id", "timestamp"]},
             "USER_ID_FIELD": "user_id", "ITEM_ID_FIELD": "item_id", "TIME_FIELD": "timestamp",
             "user_inter_num_interval": "[0,inf)", "item_inter_num_interval": "[0,inf)", "rm_dup_inter": None,
             "val_interval": None,
