@@ -81,6 +81,21 @@ def learning_rate(t, step: int, steps_per_epoch: int) -> float:
     return t.lr * (1.0 - done)
 
 
+# A uniformity term is log mean exp(-2 ||x - y||^2) over unit vectors: about -4 when they are spread
+# over the sphere (||x - y||^2 ~ 2), 0 when they all coincide. An epoch mean this close to 0 means
+# the representations have collapsed, which the paper's L_SA presets do on the bundled data.
+COLLAPSED_ABOVE = {"L_SU": -0.5, "L_GU": -0.3}  # L_SU sums 3 uniformity terms, L_GU 2
+
+
+def collapse_warning(terms: dict) -> str | None:
+    """A warning when an epoch's mean uniformity says its embeddings have collapsed, else None."""
+    hit = [f"{k} {terms[k]:.3f}" for k, limit in COLLAPSED_ABOVE.items() if k in terms and terms[k] > limit]
+    if not hit:
+        return None
+    return (f"warning: {', '.join(hit)}: the embeddings have collapsed onto nearly one direction, so "
+            "ranking is close to random; a larger gamma keeps them apart (see results/NOTES.md on SASRec (u))")
+
+
 def _check_same_run(saved: dict, now: dict, out: Path) -> None:
     """A resumed run must continue under its own settings; only the epoch limit and threads may
     change (the epoch limit only under a constant rate: a decaying schedule is laid over it)."""
@@ -149,6 +164,7 @@ class Trainer:
         streams = [s for s in (graph, seq) if s is not None]
         steps = max(len(s) for s in streams)
         epoch = start - 1
+        warned = False
         for epoch in range(start, t.epochs):
             if history and epoch - best["epoch"] > t.patience:
                 break
@@ -165,6 +181,10 @@ class Trainer:
             checkpoint.save(self._state(epoch, best, history, rng), self.out / "last.pt")
             checkpoint.write_text(self.out / "log.jsonl", "".join(json.dumps(h) + "\n" for h in history))
             self.echo(self._line(history[-1], t.metric, epoch == best["epoch"]))
+            warning = collapse_warning(terms)
+            if warning and not warned:
+                self.echo(warning)
+                warned = True
             if epoch - best["epoch"] >= t.patience:
                 self.echo(f"early stop: no {t.metric} improvement for {t.patience} epochs")
                 break

@@ -1,0 +1,42 @@
+"""The trainer flags collapsed embeddings: thresholds checked against the uniformity of real point sets."""
+
+import torch
+
+from gsau import objectives as obj
+from gsau.trainer import collapse_warning
+
+
+def l_su(points: torch.Tensor, targets: torch.Tensor) -> float:
+    """L_SU as the model computes it: within outputs, within targets, outputs against shuffled targets."""
+    n = targets[obj.derangement(len(targets))]
+    return float(obj.uniformity(points) + obj.uniformity(targets) + obj.pair_uniformity(points, n))
+
+
+def test_collapsed_sequence_embeddings_are_flagged():
+    torch.manual_seed(0)
+    centre = torch.randn(64)
+    s = centre + 0.05 * torch.randn(512, 64)  # all within a few degrees of one direction
+    p = centre + 0.05 * torch.randn(512, 64)
+    value = l_su(s, p)
+    warning = collapse_warning({"L_SA": 0.002, "L_SU": value})
+    assert warning is not None and f"L_SU {value:.3f}" in warning and "collapsed" in warning
+
+
+def test_spread_embeddings_are_not_flagged():
+    torch.manual_seed(0)
+    s, p = torch.randn(512, 64), torch.randn(512, 64)
+    value = l_su(s, p)
+    assert value < -10  # about 3 x -4 on a 64-d sphere
+    assert collapse_warning({"L_SA": 1.9, "L_SU": value}) is None
+    assert collapse_warning({"L_CE": 9.0}) is None  # no uniformity term, nothing to judge
+
+
+def test_graph_uniformity_collapse_is_flagged_and_named():
+    torch.manual_seed(0)
+    centre = torch.randn(64)
+    u, i = centre + 0.05 * torch.randn(512, 64), centre + 0.05 * torch.randn(512, 64)
+    collapsed = float(obj.uniformity(u) + obj.uniformity(i))
+    warning = collapse_warning({"L_GA": 0.01, "L_GU": collapsed, "L_SU": -11.0})
+    assert warning is not None and "L_GU" in warning and "L_SU" not in warning
+    spread = float(obj.uniformity(torch.randn(512, 64)) + obj.uniformity(torch.randn(512, 64)))
+    assert collapse_warning({"L_GU": spread}) is None
