@@ -335,14 +335,16 @@ def claims_section(runs, models, datasets) -> str:
             if base is None:
                 parts.append(f"not run yet ({base_name} has no finished run; {paper})")
                 continue
+            note = paper if base_name == "sasrec-u" else "the strongest baseline run here"
+            verdicts = []
             for ours in ("gsau-rec", "gsau"):
                 mine = t.mean(ours, d)
                 if mine is None:
-                    parts.append(f"{ours} not run yet")
+                    verdicts.append(f"{ours} not run yet")
                 else:
-                    verdict = "beats" if mine > base else "ties with" if mine == base else "does not beat"
-                    note = f" ({paper})" if base_name == "sasrec-u" else " (strongest baseline run here)"
-                    parts.append(f"{ours} R@10 {mine:.4f} {verdict} {base_name} {base:.4f}: {gain(mine, base):+.2f}%{note}")
+                    verdict = "beats it" if mine > base else "ties" if mine == base else "does not beat it"
+                    verdicts.append(f"{ours} R@10 {mine:.4f} {verdict}, {gain(mine, base):+.2f}%")
+            parts.append(f"against {base_name} R@10 {base:.4f} ({note}): " + ", ".join(verdicts))
         lines.append(f"- **{d}**: " + "; ".join(parts) + ".")
     return "\n".join(lines) + "\n"
 
