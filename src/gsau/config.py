@@ -58,9 +58,9 @@ class ModelConfig:
     # only where samples are read, the all-item cross-entropy in one reused buffer, LightGCN's layer
     # mean as one symmetric operator. false computes all of it the straightforward way (benchmarks).
     shortcuts: bool = True
-    # Operand precision of the all-item cross-entropy's two backward products ("float32" or
-    # "bfloat16"; needs shortcuts). Forward scores, softmax and loss are always float32.
-    ce_grad_dtype: str = "float32"
+    # Operand precision of the all-item cross-entropy's three [B, I]-sized products ("float32" or
+    # "bfloat16", opt-in, needs shortcuts); max, softmax, loss and gradients stay float32.
+    ce_dtype: str = "float32"
 
 
 @dataclass
@@ -138,8 +138,8 @@ class Config:
             (n.scorer in ("sequence", "graph"), f"scorer must be sequence or graph, not {n.scorer!r}"),
             (n.scorer != "sequence" or n.sequence_encoder, "scorer=sequence needs a sequence encoder"),
             (n.scorer != "graph" or n.graph_encoder, "scorer=graph needs a graph encoder"),
-            (n.ce_grad_dtype in ("float32", "bfloat16"), f"ce_grad_dtype must be float32 or bfloat16, not {n.ce_grad_dtype!r}"),
-            (n.ce_grad_dtype == "float32" or n.shortcuts, "ce_grad_dtype=bfloat16 needs shortcuts=true"),
+            (n.ce_dtype in ("float32", "bfloat16"), f"ce_dtype must be float32 or bfloat16, not {n.ce_dtype!r}"),
+            (n.ce_dtype == "float32" or n.shortcuts, "ce_dtype=bfloat16 needs shortcuts=true"),
             (n.init in ("xavier_normal", "classic"), f"init must be xavier_normal or classic, not {n.init!r}"),
             (self.train.seq_batching in ("packed", "prefix", "padded"),
              f"seq_batching must be packed, prefix or padded, not {self.train.seq_batching!r}"),

@@ -40,7 +40,7 @@ class Recommender(nn.Module):
         if cfg.sequence_encoder == "bert4rec" and cfg.sequence_loss == "ce":
             self.output_bias = nn.Parameter(torch.zeros(n_items + 1))
         self._scoring_cache = None
-        self._softmax_ce = obj.FullSoftmaxCE(getattr(torch, cfg.ce_grad_dtype))
+        self._softmax_ce = obj.FullSoftmaxCE(getattr(torch, cfg.ce_dtype))
         self.reset_parameters()
 
     # -- initialisation --------------------------------------------------------------------
