@@ -193,7 +193,7 @@ def render(saved: dict, bench) -> str:
                       + "---|" * len(thresholds) + "\n")
             for r in tta["schedule"]:
                 cells = " | ".join(str(r["first_epoch_reaching"][t] or "-") for t in thresholds)
-                md.append(f"| {_schedule_name(r)} | {r['epochs_run']} | {'finished' if r['finished'] else 'stopped by hand'} | "
+                md.append(f"| {_schedule_name(r)} | {r['epochs_run']} | {r.get('ended') or ('finished' if r['finished'] else 'stopped by hand')} | "
                           f"{r['best_valid_ndcg@20']:.4f} | {cells} |\n")
     return "".join(md)
 

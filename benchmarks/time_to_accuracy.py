@@ -35,7 +35,7 @@ def record(run_dir: Path, wall_seconds: float, command: str) -> dict:
     log = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines() if line.strip()]
     cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
     key = (metrics["model"], metrics["dataset"])
-    return {"command": command, "recorded": f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M}",
+    return {"command": command, "run": str(run_dir), "recorded": f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M}",
             "model": metrics["model"], "dataset": metrics["dataset"], "wall_seconds": round(wall_seconds, 1),
             "epochs_run": metrics["epochs_run"], "best_epoch": metrics["best_epoch"],
             "median_train_seconds_per_epoch": metrics["seconds_per_epoch"],
@@ -57,9 +57,12 @@ def schedule(run_dirs: list[str]) -> list[dict]:
         cfg = yaml.safe_load((d / "config.yaml").read_text())
         log = [json.loads(line) for line in (d / "log.jsonl").read_text().splitlines() if line.strip()]
         scores = [h["valid_ndcg@20"] for h in log]
+        finished = (d / "metrics.json").exists()
+        ended = ("stopped by hand" if not finished else
+                 "epoch limit" if len(log) >= cfg["train"]["epochs"] else "early stop")
         rows.append({"run": str(d), "lr": cfg["train"]["lr"], "lr_schedule": cfg["train"].get("lr_schedule", "constant"),
                      "schedule_epochs": cfg["train"]["epochs"], "epochs_run": len(log),
-                     "finished": (d / "metrics.json").exists(), "best_valid_ndcg@20": max(scores),
+                     "finished": finished, "ended": ended, "best_valid_ndcg@20": max(scores),
                      "first_epoch_reaching": {str(t): next((h["epoch"] for h in log if h["valid_ndcg@20"] >= t), None)
                                               for t in THRESHOLDS}})
     return rows
@@ -110,15 +113,18 @@ def main() -> None:
         rec["schedule"] = schedule([str(run_dir), *a.compare])
     path = Path(a.json)
     saved = json.loads(path.read_text()) if path.exists() else {}
-    earlier = saved.get("time_to_accuracy")
-    if earlier and earlier.get("command") != rec["command"]:
-        # Earlier records stay on file (and on BENCHMARKS.md) beside the new one.
-        saved["time_to_accuracy_earlier"] = [earlier] + [e for e in saved.get("time_to_accuracy_earlier", [])
-                                                         if e.get("command") != rec["command"]]
+    def same_run(r: dict) -> bool:  # records made before "run" was kept name it in their command
+        return r.get("run", "") == rec["run"] or f"--out {rec['run']}" in r.get("command", "")
+
+    # Earlier records of other runs stay on file (and on BENCHMARKS.md) beside the new one.
+    earlier = [saved["time_to_accuracy"]] if "time_to_accuracy" in saved else []
+    earlier = [r for r in earlier + saved.get("time_to_accuracy_earlier", []) if not same_run(r)]
+    if earlier:
+        saved["time_to_accuracy_earlier"] = earlier
     saved["time_to_accuracy"] = rec
     path.write_text(json.dumps(saved, indent=2))
     t = rec["test"]
-    print(f"{rec['model']} on {rec['dataset']}: {wall / 60:.1f} min to early stop, best epoch {rec['best_epoch']} "
+    print(f"{rec['model']} on {rec['dataset']}: {wall / 60:.1f} min to the end of training, best epoch {rec['best_epoch']} "
           f"of {rec['epochs_run']}; test R@10 {t['recall@10']:.4f} N@10 {t['ndcg@10']:.4f} "
           f"R@20 {t['recall@20']:.4f} N@20 {t['ndcg@20']:.4f}")
 
