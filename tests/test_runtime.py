@@ -43,6 +43,7 @@ def faults_per_step(setting: str) -> float:
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
 def test_training_steps_stop_page_faulting_their_large_tensors():
     on, off = faults_per_step("on"), faults_per_step("off")
-    # Each step frees and re-allocates several 8.8 MB node matrices (2,150 pages each).
-    assert off > 5000, off
+    # Each step frees and re-allocates 8.8 MB node matrices (2,150 pages each): measured 4,300-6,600
+    # faults per step without the setting, 0-420 with it.
+    assert off > 2000, off
     assert on < off / 4, (on, off)
