@@ -200,10 +200,11 @@ def render(saved: dict, bench) -> str:
 
 def _schedule_name(r: dict) -> str:
     kind = r.get("lr_schedule", "constant")
+    warmup = f", {r['warmup_epochs']} warm-up epochs" if r.get("warmup_epochs") else ""
     if kind == "constant":
-        return f"lr {r['lr']} constant"
+        return f"lr {r['lr']} constant{warmup}"
     epochs = r.get("schedule_epochs")
-    return f"lr {r['lr']} {kind} over {epochs} epochs" if epochs else f"lr {r['lr']} {kind}"
+    return (f"lr {r['lr']} {kind} over {epochs} epochs" if epochs else f"lr {r['lr']} {kind}") + warmup
 
 
 if __name__ == "__main__":

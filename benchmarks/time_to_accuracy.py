@@ -17,6 +17,7 @@ import argparse
 import datetime
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -41,7 +42,7 @@ def record(run_dir: Path, wall_seconds: float, command: str) -> dict:
             "median_train_seconds_per_epoch": metrics["seconds_per_epoch"],
             "median_epoch_seconds_with_validation": sorted(h["seconds"] for h in log)[len(log) // 2],
             "lr": cfg["train"]["lr"], "lr_schedule": cfg["train"].get("lr_schedule", "constant"),
-            "schedule_epochs": cfg["train"]["epochs"], "threads": cfg["train"]["threads"],
+            "warmup_epochs": cfg["train"].get("warmup_epochs", 0), "schedule_epochs": cfg["train"]["epochs"], "threads": cfg["train"]["threads"],
             "test": metrics["test"], "valid": metrics["valid"], "published": PUBLISHED.get(key)}
 
 
@@ -61,7 +62,7 @@ def schedule(run_dirs: list[str]) -> list[dict]:
         ended = ("stopped by hand" if not finished else
                  "epoch limit" if len(log) >= cfg["train"]["epochs"] else "early stop")
         rows.append({"run": str(d), "lr": cfg["train"]["lr"], "lr_schedule": cfg["train"].get("lr_schedule", "constant"),
-                     "schedule_epochs": cfg["train"]["epochs"], "epochs_run": len(log),
+                     "warmup_epochs": cfg["train"].get("warmup_epochs", 0), "schedule_epochs": cfg["train"]["epochs"], "epochs_run": len(log),
                      "finished": finished, "ended": ended, "best_valid_ndcg@20": max(scores),
                      "first_epoch_reaching": {str(t): next((h["epoch"] for h in log if h["valid_ndcg@20"] >= t), None)
                                               for t in THRESHOLDS}})
@@ -91,6 +92,8 @@ def main() -> None:
         t = cfg["train"]
         values = [("lr", t["lr"])] + ([("lr_schedule", t["lr_schedule"]), ("epochs", t["epochs"])]
                                       if t.get("lr_schedule", "constant") != "constant" else [])
+        if t.get("warmup_epochs", 0):
+            values.append(("warmup_epochs", t["warmup_epochs"]))
         sets = " ".join(f"--set {k}={v}" for k, v in values)
         command = (f"gsau train --model {cfg['model']} --dataset {cfg['data']['dataset']} {sets} "
                    f"--threads {cfg['train']['threads']} --out {run_dir}")
@@ -113,12 +116,14 @@ def main() -> None:
         rec["schedule"] = schedule([str(run_dir), *a.compare])
     path = Path(a.json)
     saved = json.loads(path.read_text()) if path.exists() else {}
-    def same_run(r: dict) -> bool:  # records made before "run" was kept name it in their command
-        return r.get("run", "") == rec["run"] or f"--out {rec['run']}" in r.get("command", "")
+    def run_of(r: dict) -> Path | None:  # records made before "run" was kept name it in their command
+        out = r.get("run") or next(iter(re.findall(r"--out (\S+)", r.get("command", ""))), None)
+        return Path(out).resolve() if out else None
 
     # Earlier records of other runs stay on file (and on BENCHMARKS.md) beside the new one.
     earlier = [saved["time_to_accuracy"]] if "time_to_accuracy" in saved else []
-    earlier = [r for r in earlier + saved.get("time_to_accuracy_earlier", []) if not same_run(r)]
+    earlier = [r for r in earlier + saved.get("time_to_accuracy_earlier", []) if run_of(r) != run_of(rec)]
+    saved.pop("time_to_accuracy_earlier", None)
     if earlier:
         saved["time_to_accuracy_earlier"] = earlier
     saved["time_to_accuracy"] = rec

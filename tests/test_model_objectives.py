@@ -271,6 +271,16 @@ def test_full_softmax_ce_in_bfloat16_is_close_to_float32(with_bias):
         assert got[1][0].abs().sum() == 0
 
 
+def test_full_softmax_ce_keeps_float64_inputs_in_float64():
+    torch.manual_seed(0)
+    s = torch.randn(9, 4, dtype=torch.float64, requires_grad=True)
+    table = torch.randn(7, 4, dtype=torch.float64)
+    targets = torch.randint(1, 7, (9,))
+    got = obj.FullSoftmaxCE()(s, table, targets)
+    want = torch.nn.functional.cross_entropy(s @ table[1:].T, targets - 1)
+    assert got.dtype == torch.float64 and abs(got.item() - want.item()) < 1e-12
+
+
 def test_full_softmax_ce_never_overwrites_a_buffer_awaiting_backward():
     torch.manual_seed(0)
     table = torch.randn(11, 4).requires_grad_()

@@ -63,3 +63,11 @@ def test_resume_may_extend_a_constant_run_but_not_a_decaying_one(tmp_path):
     cos_longer = resolve("sasrec", overrides=["lr_schedule=cosine", "epochs=60"]).to_dict()
     with pytest.raises(Exception, match="train.epochs: 40 -> 60"):
         _check_same_run(cos, cos_longer, tmp_path)
+
+
+def test_resume_of_a_checkpoint_older_than_an_option_compares_it_with_the_default(tmp_path):
+    older = resolve("sasrec").to_dict()
+    del older["train"]["lr_schedule"], older["train"]["warmup_epochs"]  # saved before these existed
+    _check_same_run(older, resolve("sasrec").to_dict(), tmp_path)
+    with pytest.raises(Exception, match="train.lr_schedule: 'constant' -> 'cosine'"):
+        _check_same_run(older, resolve("sasrec", overrides=["lr_schedule=cosine"]).to_dict(), tmp_path)

@@ -68,9 +68,10 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 0.0
     # Learning-rate schedule over the whole run (`epochs`), set every step: "constant" (the paper),
-    # "cosine" or "linear" decay to 0 at the last step of `epochs`, after `warmup_epochs` of linear
-    # warm-up from 0. A decaying schedule makes `epochs` the run's length rather than a cap. (On the
-    # bundled data a 40-epoch cosine stalled far below the constant rate's accuracy: BENCHMARKS.md.)
+    # "cosine" or "linear" decay toward 0 at the end of `epochs` (the last step gets about lr / steps),
+    # after `warmup_epochs` of linear warm-up from 0. A decaying schedule is laid over `epochs`;
+    # early stopping still applies. (On the bundled data a 40-epoch cosine stalled far below the
+    # constant rate's accuracy: BENCHMARKS.md.)
     lr_schedule: str = "constant"
     warmup_epochs: float = 0.0
     batch_size: int = 512

@@ -105,7 +105,7 @@ class _FullSoftmaxCE(torch.autograd.Function):
     def forward(ctx, s, table, bias, targets, owner):
         needs_grad = any(ctx.needs_input_grad[:3])
         scores = owner._take(len(s), table.shape[0] - 1, s, keep=needs_grad)
-        if owner.dtype != s.dtype:
+        if owner.dtype == torch.bfloat16 and s.dtype != torch.bfloat16:
             scores.copy_(s.to(owner.dtype) @ table[1:].to(owner.dtype).T)
             if bias is not None:
                 scores.add_(bias[1:])
@@ -136,7 +136,7 @@ class _FullSoftmaxCE(torch.autograd.Function):
         scores.mul_(c / z)
         scores.scatter_add_(1, column, (-c).expand(len(s), 1).contiguous())
         g, items, s_ = scores, table[1:], s
-        if owner.dtype != scores.dtype:
+        if owner.dtype == torch.bfloat16 and scores.dtype != torch.bfloat16:
             g, items, s_ = scores.to(owner.dtype), items.to(owner.dtype), s.to(owner.dtype)
         grad_s = (g @ items).to(s.dtype) if ctx.needs_input_grad[0] else None
         grad_table = None

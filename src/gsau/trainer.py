@@ -102,10 +102,11 @@ def _check_same_run(saved: dict, now: dict, out: Path) -> None:
     free = {("train", "threads")}
     if now["train"].get("lr_schedule", "constant") == "constant":
         free.add(("train", "epochs"))
-    # Options newer than the checkpoint take their defaults; those cannot have differed.
-    diffs = [f"{section}.{k}: {saved[section][k]!r} -> {v!r}" for section in Config.SECTIONS
-             for k, v in now[section].items()
-             if (section, k) not in free and k in saved[section] and saved[section][k] != v]
+    # An option newer than the checkpoint was, in effect, at its default when the run started.
+    defaults = Config().to_dict()
+    diffs = [f"{section}.{k}: {saved[section].get(k, defaults[section][k])!r} -> {v!r}"
+             for section in Config.SECTIONS for k, v in now[section].items()
+             if (section, k) not in free and saved[section].get(k, defaults[section][k]) != v]
     if saved.get("model") != now.get("model"):
         diffs.insert(0, f"model: {saved.get('model')!r} -> {now.get('model')!r}")
     if diffs:
