@@ -40,3 +40,12 @@ def test_graph_uniformity_collapse_is_flagged_and_named():
     assert warning is not None and "L_GU" in warning and "L_SU" not in warning
     spread = float(obj.uniformity(torch.randn(512, 64)) + obj.uniformity(torch.randn(512, 64)))
     assert collapse_warning({"L_GU": spread}) is None
+
+
+def test_epochs_logged_by_real_runs_are_judged_as_they_turned_out():
+    # gsau on Toys, epoch 2 (log.jsonl): uniformity had sunk but the run went on learning.
+    assert collapse_warning({"L_GA": 0.1755, "L_GU": -2.1042, "L_SA": 0.3031, "L_SU": -2.7631}) is None
+    # gsau-rec on Toys, epoch 1: healthy.
+    assert collapse_warning({"L_GA": 0.7662, "L_GU": -4.3683, "L_CE": 9.3781, "L_SU": -11.35}) is None
+    # sasrec-u on Toys, epoch 2: collapsed (validation Recall@10 0.0006, random level).
+    assert "L_SU -0.314" in collapse_warning({"L_SA": 0.0595, "L_SU": -0.3139})

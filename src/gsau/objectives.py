@@ -105,8 +105,10 @@ class _FullSoftmaxCE(torch.autograd.Function):
     def forward(ctx, s, table, bias, targets, owner):
         needs_grad = any(ctx.needs_input_grad[:3])
         scores = owner._take(len(s), table.shape[0] - 1, s, keep=needs_grad)
-        if owner.dtype == torch.bfloat16 and s.dtype != torch.bfloat16:
-            scores.copy_(s.to(owner.dtype) @ table[1:].to(owner.dtype).T)
+        # Reduced-precision operands are made once here and reused by the backward pass.
+        low = (s.to(owner.dtype), table[1:].to(owner.dtype)) if owner.dtype == torch.bfloat16 and s.dtype != torch.bfloat16 else None
+        if low is not None:
+            scores.copy_(low[0] @ low[1].T)
             if bias is not None:
                 scores.add_(bias[1:])
         elif bias is None:
@@ -121,7 +123,7 @@ class _FullSoftmaxCE(torch.autograd.Function):
         loss = (top + z.log() - target_score).mean()
         if needs_grad:
             ctx.save_for_backward(s, table, z, column)
-            ctx.scores, ctx.owner, ctx.has_bias = scores, owner, bias is not None
+            ctx.scores, ctx.owner, ctx.has_bias, ctx.low = scores, owner, bias is not None, low
         return loss
 
     @staticmethod
@@ -136,8 +138,9 @@ class _FullSoftmaxCE(torch.autograd.Function):
         scores.mul_(c / z)
         scores.scatter_add_(1, column, (-c).expand(len(s), 1).contiguous())
         g, items, s_ = scores, table[1:], s
-        if owner.dtype == torch.bfloat16 and scores.dtype != torch.bfloat16:
-            g, items, s_ = scores.to(owner.dtype), items.to(owner.dtype), s.to(owner.dtype)
+        if ctx.low is not None:
+            (s_, items), ctx.low = ctx.low, None
+            g = scores.to(owner.dtype)
         grad_s = (g @ items).to(s.dtype) if ctx.needs_input_grad[0] else None
         grad_table = None
         if ctx.needs_input_grad[1]:
