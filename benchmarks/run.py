@@ -8,11 +8,14 @@
    prefix padded to 50) and that scheme done naively (also torch's Bernoulli dropout); evaluation
    throughput; peak resident memory; validation NDCG@20 after --epochs full epochs.
 2. RecBole 1.2.1 in its own virtual environment (benchmarks/recbole/setup.sh): stock SASRec (CE,
-   max length 50, batch 512) and LightGCN on the same data, converted to atomic files.
+   max length 50, batch 512) and LightGCN on the same data, converted to atomic files; and GSAU (rec)
+   assembled from those two stock modules the way the paper's RecBole fork assembles it
+   (benchmarks/recbole/run_recbole.py).
 3. The floor: FLOPs of one epoch over this machine's float32 matmul rate.
 
-Both sides are timed the same way: a bounded number of training batches after warm-up, median over
-repeats, scaled to the number of batches in an epoch.
+Both sides are timed the same way: a bounded number of training batches after warm-up, scaled to the
+number of batches in an epoch, median over rounds; each round measures every configuration of both
+sides once, each in a fresh process.
 """
 
 from __future__ import annotations
@@ -44,29 +47,39 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def recbole(dataset: str, batches: int, repeats: int, threads: int) -> list[dict]:
+def recbole_setup(dataset: str) -> str:
     subprocess.run(["bash", str(RECBOLE / "setup.sh")], check=True)
     name = RECBOLE_NAMES[dataset]
     src = ROOT / "src" / "gsau" / "data" / "bundled" / f"{name}.txt.gz"
     subprocess.run([sys.executable, str(RECBOLE / "convert.py"), "--input", str(src), "--name", name,
                     "--out-dir", str(RECBOLE_DATA)], check=True, stdout=subprocess.DEVNULL)
+    return name
+
+
+def recbole_round(name: str, batches: int, threads: int) -> list[dict]:
+    """Each RecBole model once, in its own process."""
     rows = []
-    for model in ("SASRec", "LightGCN"):
-        runs = []
-        for _ in range(repeats):
-            proc = subprocess.run([str(RECBOLE_VENV / "bin" / "python"), str(RECBOLE / "run_recbole.py"),
-                                   "--model", model, "--data-dir", str(RECBOLE_DATA), "--dataset", name,
-                                   "--batches", str(batches), "--threads", str(threads)],
-                                  capture_output=True, text=True)
-            if proc.returncode:
-                raise RuntimeError(f"RecBole {model} failed:\n{proc.stderr[-3000:]}")
-            runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    for model in ("SASRec", "LightGCN", "GSAU-rec"):
+        proc = subprocess.run([str(RECBOLE_VENV / "bin" / "python"), str(RECBOLE / "run_recbole.py"),
+                               "--model", model, "--data-dir", str(RECBOLE_DATA), "--dataset", name,
+                               "--batches", str(batches), "--threads", str(threads)],
+                              capture_output=True, text=True)
+        if proc.returncode:
+            raise RuntimeError(f"RecBole {model} failed:\n{proc.stderr[-3000:]}")
+        row = json.loads(proc.stdout.strip().splitlines()[-1])
+        print(f"  RecBole {model:<9} {row['seconds_per_epoch_scaled']:8.1f} s/epoch", flush=True)
+        rows.append(row)
+    return rows
+
+
+def merge_recbole(rounds: list[list[dict]]) -> list[dict]:
+    rows = []
+    for runs in zip(*rounds):
         row = dict(runs[-1])
         row["seconds_per_epoch"] = statistics.median(r["seconds_per_epoch_scaled"] for r in runs)
         row["seconds_per_batch"] = statistics.median(r["seconds"] / r["batches_timed"] for r in runs)
-        row["repeats"] = repeats
+        row["repeats"] = len(runs)
         rows.append(row)
-        print(f"  RecBole {model:<9} {row['seconds_per_epoch']:8.1f} s/epoch", flush=True)
     return rows
 
 
@@ -96,9 +109,18 @@ def main() -> None:
         print(f"machine: {os.cpu_count()} cores, {cpu_model()}; torch {torch.__version__}", flush=True)
         rate = bench.matmul_gflops(a.threads)
         print(f"float32 matmul: {rate:.1f} GFLOP/s", flush=True)
-        print("gsau:", flush=True)
-        rows = bench.suite(a.dataset, a.steps, a.repeats, a.epochs, a.threads)
-        rb = [] if a.skip_recbole else (print("RecBole:", flush=True) or recbole(a.dataset, a.recbole_batches, a.repeats, a.threads))
+        name = None if a.skip_recbole else recbole_setup(a.dataset)
+        # Rounds: every gsau configuration and every RecBole model once per round, so a slow spell
+        # of the machine lands on both sides rather than on one configuration's repeats.
+        rounds, rb_rounds = [], []
+        for r in range(a.repeats):
+            print(f"round {r + 1} of {a.repeats}, gsau:", flush=True)
+            rounds.append(bench.one_round(a.dataset, a.steps, a.epochs if r == 0 else 0, a.threads, profile=r == 0))
+            if name:
+                print("RecBole:", flush=True)
+                rb_rounds.append(recbole_round(name, a.recbole_batches, a.threads))
+        rows = bench.merge_rounds(rounds)
+        rb = merge_recbole(rb_rounds) if rb_rounds else []
         rate_after = bench.matmul_gflops(a.threads)
         saved = {"command": command, "started": f"{started:%Y-%m-%d %H:%M}", "cores": os.cpu_count(), "cpu": cpu_model(),
                  "python": platform.python_version(), "torch": torch.__version__,
@@ -126,26 +148,47 @@ def render(saved: dict, bench) -> str:
           "from BENCHMARKS.json without measuring).\n\n",
           f"Machine: {saved['cores']} cores, {saved['cpu']}, Python {saved['python']}, torch {saved['torch']}, "
           f"{args['threads']} threads. float32 matmul rate (2048^3): {rate:.1f} GFLOP/s before, {rate_after:.1f} after the run.\n\n",
-          f"Dataset: {args['dataset']}. Epoch times are medians over {args['repeats']} repeats of {args['steps']} timed steps "
-          f"(gsau) or {args['recbole_batches']} timed batches (RecBole) after warm-up, scaled to the batches of one "
-          "epoch. One batch is 512 training samples on both sides. Each gsau configuration runs in its own process "
-          "(peak RSS is that process's). The accuracy column trains a fresh model for that many full epochs.\n\n",
+          f"Dataset: {args['dataset']}. Epoch times are medians over {args['repeats']} "
+          + ("rounds" if any("rounds" in r for r in rows) else "repeats")
+          + f" of {args['steps']} timed steps (gsau) or {args['recbole_batches']} timed batches (RecBole) after warm-up, "
+          "scaled to the batches of one epoch"
+          + ("; a round measures every configuration of both sides once, each in a fresh process, so a slow spell "
+             "of the machine falls on all of them" if any("rounds" in r for r in rows) else "")
+          + ". One batch is 512 training samples on both sides. Each gsau configuration runs in its own process "
+          "(peak RSS is the largest over its processes). The accuracy column trains a fresh model for that many "
+          "full epochs.\n\n",
           "## gsau\n\n", bench.table(rows)]
     if rb:
         md += ["\n## RecBole 1.2.1 (stock models, same data, same batch size)\n\n",
                "| model | s/batch (median) | batches/epoch | s/epoch | train samples |\n|---|---|---|---|---|\n"]
         md += [f"| {r['model']} | {r['seconds_per_batch']:.4f} | {r['batches_per_epoch']} | {r['seconds_per_epoch']:.1f} | "
-               f"{r.get('train_samples', '-')} |\n" for r in rb]
+               f"{r.get('train_samples', '-')}{' + ' + str(r['graph_train_samples']) + ' pairs' if r.get('graph_train_samples') else ''} |\n"
+               for r in rb]
+        if any(r["model"] == "GSAU-rec" for r in rb):
+            md.append("\nGSAU-rec: RecBole's stock SASRec and LightGCN sharing one item table, its per-prefix and "
+                      "(user, item) loaders drawn in lockstep, the paper's joint loss (benchmarks/recbole/run_recbole.py; "
+                      "the design of the paper's RecBole fork, none of its code).\n")
         rbm = {r["model"]: r for r in rb}
         md += ["\n### Ratios (RecBole s/epoch over gsau s/epoch; higher is faster for gsau)\n\n",
                "| comparison | RecBole s/epoch | gsau s/epoch | speed-up |\n|---|---|---|---|\n"]
-        for mine, theirs in (("sasrec", "SASRec"), ("lightgcn", "LightGCN")):
-            g, r = find(mine)["seconds_per_epoch"], rbm[theirs]["seconds_per_epoch"]
-            md.append(f"| {mine} vs RecBole {theirs} | {r:.1f} | {g:.1f} | {r / g:.1f}x |\n")
+        for mine, theirs in (("sasrec", "SASRec"), ("lightgcn", "LightGCN"), ("gsau-rec", "GSAU-rec")):
+            if theirs not in rbm:
+                continue
+            for variant in [v for v in bench.VARIANTS if v == "gsau" or v.startswith("gsau,")]:
+                if not any(r["model"] == mine and r["variant"] == variant for r in rows):
+                    continue
+                g, r = find(mine, variant)["seconds_per_epoch"], rbm[theirs]["seconds_per_epoch"]
+                label = mine if variant == "gsau" else f"{mine} ({variant[6:]})"
+                md.append(f"| {label} vs RecBole {theirs} | {r:.1f} | {g:.1f} | {r / g:.1f}x |\n")
     naive = find("gsau-rec", "paper batching, naive")["seconds_per_epoch"]
     fast = find("gsau-rec")["seconds_per_epoch"]
     md.append(f"\ngsau-rec, paper's per-prefix scheme done naively over gsau's batching: {naive:.1f} / {fast:.1f} s = "
-              f"{naive / fast:.1f}x.\n")
+              f"{naive / fast:.1f}x")
+    low = [r for r in rows if r["model"] == "gsau-rec" and r["variant"] == "gsau, bfloat16 CE"]
+    if low:
+        md.append(f"; with the bfloat16 CE: {naive:.1f} / {low[0]['seconds_per_epoch']:.1f} s = "
+                  f"{naive / low[0]['seconds_per_epoch']:.1f}x")
+    md.append(".\n")
     md.append("\n## FLOP floor\n\nMultiply-adds of every matrix product of one epoch, counted from the real batch "
               "shapes (backward = 2x forward; graph propagation once more, the adjacency has no gradient), over the "
               "measured matmul rate. 'gsau work' counts what gsau computes (the final Transformer layer's output "
@@ -159,9 +202,11 @@ def render(saved: dict, bench) -> str:
         full = bench.epoch_flops(model, args["dataset"], shortcuts=False)
         floor = f["total_flops"] / (max(rate, rate_after) * 1e9)
         parts = ", ".join(f"{k} {v / 1e9:.0f}" for k, v in f["flops"].items())
-        m = find(model)["seconds_per_epoch"]
-        md.append(f"| {model} | {f['total_flops'] / 1e9:.0f} | {parts} | {full['total_flops'] / 1e9:.0f} | {floor:.1f} | "
-                  f"{m:.1f} | {m / floor:.1f}x |\n")
+        for r in [r for r in rows if r["model"] == model and r["variant"] in ("gsau", "gsau, bfloat16 CE")]:
+            m = r["seconds_per_epoch"]
+            label = model if r["variant"] == "gsau" else f"{model} (bfloat16 CE, against the float32 floor)"
+            md.append(f"| {label} | {f['total_flops'] / 1e9:.0f} | {parts} | {full['total_flops'] / 1e9:.0f} | "
+                      f"{floor:.1f} | {m:.1f} | {m / floor:.1f}x |\n")
     prof = find("gsau-rec").get("top_ops")
     if prof:
         md.append("\n## Where gsau-rec's step goes (torch.profiler, self CPU time)\n\n| op | share | calls/step |\n|---|---|---|\n")

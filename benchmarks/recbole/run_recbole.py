@@ -20,6 +20,15 @@ checkpoint saving or loading, no tensorboard, no log files: RecBole's
 Trainer is not instantiated because its constructor creates a checkpoint
 directory and a tensorboard writer in the working directory.
 
+``GSAU-rec`` is GSAU (rec) assembled the way the paper's code assembles it (a
+RecBole fork; nothing of it is copied here): RecBole's stock SASRec and
+LightGCN modules sharing one item table, two stock train dataloaders (the
+per-prefix sequential one and the (user, item) pair one) drawn in lockstep for
+max(len) batches an epoch, the shorter restarting, and the joint loss
+L_GA + CE + gamma (L_GU + L_SU) on L2-normalised embeddings (uniformity by
+``torch.pdist``, as the paper defines it). Each step runs the LightGCN
+propagation over the whole graph, as the paper's code does.
+
 Prints exactly one JSON line on stdout. RecBole's own logging is left at its
 default (no handlers installed), so only warnings reach stderr.
 """
@@ -32,7 +41,7 @@ import time
 
 def _parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", required=True, choices=["SASRec", "LightGCN"])
+    ap.add_argument("--model", required=True, choices=["SASRec", "LightGCN", "GSAU-rec"])
     ap.add_argument("--data-dir", required=True, help="RecBole data_path (holds <dataset>/<dataset>.inter)")
     ap.add_argument("--dataset", required=True, help="dataset name, e.g. Beauty")
     ap.add_argument("--batches", type=int, required=True, help="number of timed batches (after 2 warm-up batches)")
@@ -59,6 +68,7 @@ import warnings  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 
 torch.set_num_threads(ARGS.threads)
 
@@ -131,7 +141,7 @@ def build_config_dict(args, scratch_dir):
                 "train_neg_sample_args": None,
             }
         )
-    elif args.model == "LightGCN":
+    elif args.model in ("LightGCN", "LightGCN-pairs"):
         cfg.update(
             {
                 "embedding_size": 64,
@@ -147,7 +157,51 @@ def build_config_dict(args, scratch_dir):
                 },
             }
         )
+        if args.model == "LightGCN-pairs":  # GSAU's graph side: positive pairs only (alignment needs no negatives)
+            cfg["train_neg_sample_args"] = None
     return cfg
+
+
+def _alignment(x, y):
+    return (x - y).pow(2).sum(dim=1).mean()
+
+
+def _uniformity(x, y=None):
+    sq = torch.pdist(x).pow(2) if y is None else (x - y).pow(2).sum(dim=1)
+    return sq.mul(-2).exp().mean().log()
+
+
+class GSAURec(torch.nn.Module):
+    """GSAU (rec) from RecBole's stock modules: one item table shared by SASRec and LightGCN."""
+
+    def __init__(self, seq_config, seq_dataset, graph_config, graph_dataset, gamma=0.1):
+        super().__init__()
+        from recbole.model.general_recommender.lightgcn import LightGCN
+        from recbole.model.init import xavier_normal_initialization
+        from recbole.model.sequential_recommender.sasrec import SASRec
+        self.seq = SASRec(seq_config, seq_dataset)
+        self.graph = LightGCN(graph_config, graph_dataset)
+        if self.graph.n_items != self.seq.n_items:
+            raise SystemExit(f"item ids differ between the two RecBole datasets ({self.graph.n_items} vs {self.seq.n_items})")
+        self.graph.item_embedding = self.seq.item_embedding
+        self.gamma = gamma
+        self.apply(xavier_normal_initialization)
+
+    def calculate_loss(self, graph_batch, seq_batch):
+        g, s_ = self.graph, self.seq
+        users, items = g.forward()  # mean of the LightGCN layers over the whole graph
+        eu = F.normalize(users[graph_batch[g.USER_ID]], dim=-1)
+        ei = F.normalize(items[graph_batch[g.ITEM_ID]], dim=-1)
+        s = F.normalize(s_.forward(seq_batch[s_.ITEM_SEQ], seq_batch[s_.ITEM_SEQ_LEN]), dim=-1)
+        targets = seq_batch[s_.POS_ITEM_ID]
+        ce = F.cross_entropy(s @ s_.item_embedding.weight.T, targets)
+        p = F.normalize(s_.item_embedding(targets), dim=-1)
+        order = torch.randperm(len(p))  # each sample paired with another sample's target
+        negatives = torch.empty_like(p)
+        negatives[order] = p[order.roll(1)]
+        graph_terms = _alignment(eu, ei) + self.gamma * (_uniformity(eu) + _uniformity(ei))
+        seq_terms = ce + self.gamma * (_uniformity(s) + _uniformity(p) + _uniformity(s, negatives))
+        return graph_terms + seq_terms
 
 
 def main(args):
@@ -162,24 +216,36 @@ def main(args):
         cfg = build_config_dict(args, scratch)
 
         t0 = time.perf_counter()
-        config = Config(model=args.model, dataset=args.dataset, config_dict=cfg)
+        joint = args.model == "GSAU-rec"
+        config = Config(model="SASRec" if joint else args.model, dataset=args.dataset,
+                        config_dict=build_config_dict(argparse.Namespace(**{**vars(args), "model": "SASRec"}), scratch)
+                        if joint else cfg)
         init_seed(config["seed"], config["reproducibility"])
         t1 = time.perf_counter()
         dataset = create_dataset(config)
         t2 = time.perf_counter()
         train_data, _valid_data, _test_data = data_preparation(config, dataset)
+        graph_data = None
+        if joint:
+            graph_config = Config(model="LightGCN", dataset=args.dataset, config_dict=build_config_dict(
+                argparse.Namespace(**{**vars(args), "model": "LightGCN-pairs"}), scratch))
+            init_seed(graph_config["seed"], graph_config["reproducibility"])
+            graph_data, _, _ = data_preparation(graph_config, create_dataset(graph_config))
         t3 = time.perf_counter()
 
         # as in recbole.quick_start.run_recbole
         init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
         device = config["device"]
-        model = get_model(config["model"])(config, train_data._dataset).to(device)
+        if joint:
+            model = GSAURec(config, train_data._dataset, graph_config, graph_data._dataset).to(device)
+        else:
+            model = get_model(config["model"])(config, train_data._dataset).to(device)
         optimizer = torch.optim.Adam(
             model.parameters(), lr=config["learning_rate"], weight_decay=config["weight_decay"]
         )
         t4 = time.perf_counter()
 
-        batches_per_epoch = len(train_data)
+        batches_per_epoch = len(train_data) if graph_data is None else max(len(train_data), len(graph_data))
         warmup = max(0, args.warmup)
         if warmup + args.batches > batches_per_epoch:
             warnings.warn(
@@ -190,9 +256,12 @@ def main(args):
 
         def step(interaction):
             # Trainer._train_epoch, single process, no AMP, no grad clipping
-            interaction = interaction.to(device)
             optimizer.zero_grad()
-            losses = model.calculate_loss(interaction)
+            if joint:
+                graph_batch, seq_batch = interaction
+                losses = model.calculate_loss(graph_batch.to(device), seq_batch.to(device))
+            else:
+                losses = model.calculate_loss(interaction.to(device))
             loss = sum(losses) if isinstance(losses, tuple) else losses
             value = loss.item()
             if torch.isnan(loss):
@@ -202,7 +271,24 @@ def main(args):
             return value
 
         model.train()
-        it = iter(train_data)  # shuffles the index order for this epoch
+        if joint:  # the two loaders in lockstep; the shorter one restarts (max(len) batches an epoch)
+            def lockstep():
+                g_it, s_it = iter(graph_data), iter(train_data)
+                while True:
+                    try:
+                        g = next(g_it)
+                    except StopIteration:
+                        g_it = iter(graph_data)
+                        g = next(g_it)
+                    try:
+                        q = next(s_it)
+                    except StopIteration:
+                        s_it = iter(train_data)
+                        q = next(s_it)
+                    yield g, q
+            it = lockstep()
+        else:
+            it = iter(train_data)  # shuffles the index order for this epoch
         losses_seen = []
         for _ in range(warmup):
             losses_seen.append(step(next(it)))
@@ -224,6 +310,7 @@ def main(args):
             "batches_per_epoch": batches_per_epoch,
             "seconds_per_epoch_scaled": round(seconds / n_timed * batches_per_epoch, 6),
             "train_samples": len(train_dataset),
+            "graph_train_samples": len(graph_data._dataset) if joint else None,
             "batch_size": train_data._batch_size,
             "data_prep_seconds": round(t3 - t1, 6),
             "dataset_seconds": round(t2 - t1, 6),
