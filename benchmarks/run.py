@@ -10,7 +10,7 @@
 2. RecBole 1.2.1 in its own virtual environment (benchmarks/recbole/setup.sh): stock SASRec (CE,
    max length 50, batch 512) and LightGCN on the same data, converted to atomic files; and GSAU (rec)
    assembled from those two stock modules the way the paper's RecBole fork assembles it
-   (benchmarks/recbole/run_recbole.py).
+   (benchmarks/recbole/gsau_on_recbole.py).
 3. The floor: FLOPs of one epoch over this machine's float32 matmul rate.
 
 Both sides are timed the same way: a bounded number of training batches after warm-up, scaled to the
@@ -166,7 +166,7 @@ def render(saved: dict, bench) -> str:
                for r in rb]
         if any(r["model"] == "GSAU-rec" for r in rb):
             md.append("\nGSAU-rec: RecBole's stock SASRec and LightGCN sharing one item table, its per-prefix and "
-                      "(user, item) loaders drawn in lockstep, the paper's joint loss (benchmarks/recbole/run_recbole.py; "
+                      "(user, item) loaders drawn in lockstep, the paper's joint loss (benchmarks/recbole/gsau_on_recbole.py; "
                       "the design of the paper's RecBole fork, none of its code).\n")
         rbm = {r["model"]: r for r in rb}
         md += ["\n### Ratios (RecBole s/epoch over gsau s/epoch; higher is faster for gsau)\n\n",

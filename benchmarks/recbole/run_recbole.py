@@ -20,14 +20,10 @@ checkpoint saving or loading, no tensorboard, no log files: RecBole's
 Trainer is not instantiated because its constructor creates a checkpoint
 directory and a tensorboard writer in the working directory.
 
-``GSAU-rec`` is GSAU (rec) assembled the way the paper's code assembles it (a
-RecBole fork; nothing of it is copied here): RecBole's stock SASRec and
-LightGCN modules sharing one item table, two stock train dataloaders (the
-per-prefix sequential one and the (user, item) pair one) drawn in lockstep for
-max(len) batches an epoch, the shorter restarting, and the joint loss
-L_GA + CE + gamma (L_GU + L_SU) on L2-normalised embeddings (uniformity by
-``torch.pdist``, as the paper defines it). Each step runs the LightGCN
-propagation over the whole graph, as the paper's code does.
+``GSAU-rec`` is GSAU (rec) assembled the way the paper's code assembles it
+(gsau_on_recbole.py: RecBole's stock SASRec and LightGCN sharing one item
+table, the per-prefix and the (user, item) train loaders drawn in lockstep for
+max(len) batches an epoch, the joint loss on L2-normalised embeddings).
 
 Prints exactly one JSON line on stdout. RecBole's own logging is left at its
 default (no handlers installed), so only warnings reach stderr.
@@ -68,7 +64,6 @@ import warnings  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
 
 torch.set_num_threads(ARGS.threads)
 
@@ -162,48 +157,6 @@ def build_config_dict(args, scratch_dir):
     return cfg
 
 
-def _alignment(x, y):
-    return (x - y).pow(2).sum(dim=1).mean()
-
-
-def _uniformity(x, y=None):
-    sq = torch.pdist(x).pow(2) if y is None else (x - y).pow(2).sum(dim=1)
-    return sq.mul(-2).exp().mean().log()
-
-
-class GSAURec(torch.nn.Module):
-    """GSAU (rec) from RecBole's stock modules: one item table shared by SASRec and LightGCN."""
-
-    def __init__(self, seq_config, seq_dataset, graph_config, graph_dataset, gamma=0.1):
-        super().__init__()
-        from recbole.model.general_recommender.lightgcn import LightGCN
-        from recbole.model.init import xavier_normal_initialization
-        from recbole.model.sequential_recommender.sasrec import SASRec
-        self.seq = SASRec(seq_config, seq_dataset)
-        self.graph = LightGCN(graph_config, graph_dataset)
-        if self.graph.n_items != self.seq.n_items:
-            raise SystemExit(f"item ids differ between the two RecBole datasets ({self.graph.n_items} vs {self.seq.n_items})")
-        self.graph.item_embedding = self.seq.item_embedding
-        self.gamma = gamma
-        self.apply(xavier_normal_initialization)
-
-    def calculate_loss(self, graph_batch, seq_batch):
-        g, s_ = self.graph, self.seq
-        users, items = g.forward()  # mean of the LightGCN layers over the whole graph
-        eu = F.normalize(users[graph_batch[g.USER_ID]], dim=-1)
-        ei = F.normalize(items[graph_batch[g.ITEM_ID]], dim=-1)
-        s = F.normalize(s_.forward(seq_batch[s_.ITEM_SEQ], seq_batch[s_.ITEM_SEQ_LEN]), dim=-1)
-        targets = seq_batch[s_.POS_ITEM_ID]
-        ce = F.cross_entropy(s @ s_.item_embedding.weight.T, targets)
-        p = F.normalize(s_.item_embedding(targets), dim=-1)
-        order = torch.randperm(len(p))  # each sample paired with another sample's target
-        negatives = torch.empty_like(p)
-        negatives[order] = p[order.roll(1)]
-        graph_terms = _alignment(eu, ei) + self.gamma * (_uniformity(eu) + _uniformity(ei))
-        seq_terms = ce + self.gamma * (_uniformity(s) + _uniformity(p) + _uniformity(s, negatives))
-        return graph_terms + seq_terms
-
-
 def main(args):
     if args.batches < 1:
         raise SystemExit("--batches must be >= 1")
@@ -237,7 +190,8 @@ def main(args):
         init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
         device = config["device"]
         if joint:
-            model = GSAURec(config, train_data._dataset, graph_config, graph_data._dataset).to(device)
+            from gsau_on_recbole import GSAUOnRecBole  # benchmarks/recbole/, this script's directory
+            model = GSAUOnRecBole(config, train_data._dataset, graph_config, graph_data._dataset).to(device)
         else:
             model = get_model(config["model"])(config, train_data._dataset).to(device)
         optimizer = torch.optim.Adam(
@@ -271,22 +225,9 @@ def main(args):
             return value
 
         model.train()
-        if joint:  # the two loaders in lockstep; the shorter one restarts (max(len) batches an epoch)
-            def lockstep():
-                g_it, s_it = iter(graph_data), iter(train_data)
-                while True:
-                    try:
-                        g = next(g_it)
-                    except StopIteration:
-                        g_it = iter(graph_data)
-                        g = next(g_it)
-                    try:
-                        q = next(s_it)
-                    except StopIteration:
-                        s_it = iter(train_data)
-                        q = next(s_it)
-                    yield g, q
-            it = lockstep()
+        if joint:
+            from gsau_on_recbole import lockstep
+            it = lockstep(graph_data, train_data)
         else:
             it = iter(train_data)  # shuffles the index order for this epoch
         losses_seen = []

@@ -48,16 +48,9 @@ from recbole.model.sequential_recommender.sasrec import SASRec  # noqa: E402
 from recbole.trainer import Trainer  # noqa: E402
 from recbole.utils import init_seed  # noqa: E402
 
+from gsau_on_recbole import alignment, uniformity  # noqa: E402  (this script's directory)
+
 torch.set_num_threads(ARGS.threads)
-
-
-def alignment(x, y):
-    return (x - y).pow(2).sum(dim=1).mean()
-
-
-def uniformity(x, y=None):
-    sq = torch.pdist(x).pow(2) if y is None else (x - y).pow(2).sum(dim=1)
-    return sq.mul(-2).exp().mean().log()
 
 
 class SASRecU(SASRec):
