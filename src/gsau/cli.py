@@ -124,7 +124,7 @@ def cmd_evaluate(args) -> None:
 
 def cmd_bench(args) -> None:
     from gsau import bench
-    print(f"gsau bench on {args.dataset}: {args.steps} steps x {args.repeats} repeats per configuration, "
+    print(f"gsau bench on {args.dataset}: {args.steps} steps per configuration in each of {args.repeats} rounds, "
           f"{args.threads or 'default'} threads")
     rows = bench.suite(args.dataset, args.steps, args.repeats, args.epochs, args.threads)
     print(bench.table(rows), end="")
@@ -216,11 +216,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="time training epochs, evaluation and memory of gsau's presets",
                        description="Seconds per training epoch (bounded steps scaled to an epoch, median of "
-                       "repeats) for sasrec, gsau-rec and lightgcn with gsau's batching and the paper's, plus "
+                       "rounds; a round runs every configuration once, each in a fresh process) for sasrec, gsau-rec and "
+                       "lightgcn with gsau's batching and the paper's, plus "
                        "evaluation throughput and peak memory. benchmarks/run.py adds RecBole beside it.")
     p.add_argument("--dataset", default="beauty")
     p.add_argument("--steps", type=int, default=30)
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=3, help="rounds (the median over them is reported)")
     p.add_argument("--epochs", type=int, default=0, help="also train this many full epochs and report validation NDCG@20")
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--json", metavar="FILE", help="write the raw measurements here")
