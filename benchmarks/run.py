@@ -121,11 +121,17 @@ def main() -> None:
                 rb_rounds.append(recbole_round(name, a.recbole_batches, a.threads))
         rows = bench.merge_rounds(rounds)
         rb = merge_recbole(rb_rounds) if rb_rounds else []
+        print("gsau-rec step by part:", flush=True)
+        parts = json.loads(subprocess.run(
+            [sys.executable, "-m", "gsau.bench", "components", "--model", "gsau-rec", "--dataset", a.dataset,
+             "--steps", str(a.steps), "--repeats", str(a.repeats), "--threads", str(a.threads), "--json"],
+            check=True, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
+        ).stdout.strip().splitlines()[-1])
         rate_after = bench.matmul_gflops(a.threads)
         saved = {"command": command, "started": f"{started:%Y-%m-%d %H:%M}", "cores": os.cpu_count(), "cpu": cpu_model(),
                  "python": platform.python_version(), "torch": torch.__version__,
                  "args": {k: v for k, v in vars(a).items() if k not in ("out", "render_only")},
-                 "gsau": rows, "recbole": rb, "matmul_gflops": [rate, rate_after]}
+                 "gsau": rows, "recbole": rb, "components": parts, "matmul_gflops": [rate, rate_after]}
         if json_path.exists():  # keep the time-to-accuracy record (benchmarks/time_to_accuracy.py)
             previous = json.loads(json_path.read_text())
             for key in ("time_to_accuracy", "time_to_accuracy_earlier"):
@@ -207,6 +213,13 @@ def render(saved: dict, bench) -> str:
             label = model if r["variant"] == "gsau" else f"{model} (bfloat16 CE, against the float32 floor)"
             md.append(f"| {label} | {f['total_flops'] / 1e9:.0f} | {parts} | {full['total_flops'] / 1e9:.0f} | "
                       f"{floor:.1f} | {m:.1f} | {m / floor:.1f}x |\n")
+    parts = saved.get("components")
+    if parts:
+        md.append("\n## Where gsau-rec's step goes, by part\n\n`python -m gsau.bench components --model gsau-rec` "
+                  "(part of the same run): each part timed on its own over the same batches, forward and backward; "
+                  "the encoder-and-objectives part contains the encoder part.\n\n"
+                  "| part | ms per step | share of a step |\n|---|---|---|\n")
+        md += [f"| {p['part']} | {p['ms_per_step']:.1f} | {100 * p['share_of_step']:.0f}% |\n" for p in parts]
     prof = find("gsau-rec").get("top_ops")
     if prof:
         md.append("\n## Where gsau-rec's step goes (torch.profiler, self CPU time)\n\n| op | share | calls/step |\n|---|---|---|\n")

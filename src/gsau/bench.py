@@ -95,6 +95,66 @@ def measure_one(model_name: str, dataset: str, batching: str, steps: int, repeat
     return out
 
 
+def components(model_name: str, dataset: str, steps: int = 15, repeats: int = 3, threads: int = 0,
+               overrides: list[str] | None = None) -> list[dict]:
+    """Milliseconds per step of each part of a joint training step, timed separately on the same
+    pre-built batches: the whole step, the graph objectives (forward + backward), the sequential
+    encoder alone and with its objectives (forward + backward), the optimiser step, and building
+    the next batches. Parts are timed in interleaved rounds (median over rounds of the mean over
+    `steps` calls), so a slow spell of a shared machine falls on all of them."""
+    from gsau.config import resolve
+    from gsau.runtime import keep_freed_memory
+    from gsau.trainer import _cycle, make_optimizer, make_streams, prepare
+    if threads:
+        torch.set_num_threads(threads)
+    keep_freed_memory()
+    cfg = resolve(model_name, None, list(overrides or []), dataset=dataset)
+    split, model = prepare(cfg)
+    graph, seq = make_streams(cfg, split)
+    rng = np.random.default_rng(cfg.train.seed)
+    opt = make_optimizer(cfg, model)
+    model.train()
+    g_it = _cycle(graph, rng) if graph else None
+    s_it = _cycle(seq, rng) if seq else None
+    batches = [(next(g_it) if g_it else None, next(s_it) if s_it else None) for _ in range(steps)]
+
+    def whole(g, q):
+        total, _ = model.loss(g, q)
+        opt.zero_grad(set_to_none=True)
+        total.backward()
+        opt.step()
+
+    def backward_of(terms: dict):
+        model.zero_grad(set_to_none=True)
+        weights = {"L_GU": model.cfg.gamma, "L_SU": model.cfg.gamma, "L_reg": model.cfg.bpr_reg}
+        sum(weights.get(k, 1.0) * v for k, v in terms.items()).backward()
+
+    parts = {"whole step": whole}
+    if graph is not None:
+        parts["graph objectives (forward + backward)"] = lambda g, q: backward_of(model.graph_terms(g))
+    if seq is not None:
+        parts["sequential encoder (forward + backward)"] = lambda g, q: backward_of(
+            {"h": model._encode_chunks(q)[0].sum()})
+        parts["sequential encoder and objectives (forward + backward)"] = lambda g, q: backward_of(
+            model.sequence_terms(q))
+    parts["optimiser step"] = lambda g, q: opt.step()
+    parts["next batches"] = lambda g, q: (next(g_it) if g_it else None, next(s_it) if s_it else None)
+
+    for fn in parts.values():  # warm-up: allocator, thread pool, kernels
+        for g, q in batches[:3]:
+            fn(g, q)
+    times: dict[str, list[float]] = {name: [] for name in parts}
+    for _ in range(repeats):
+        for name, fn in parts.items():
+            t0 = time.perf_counter()
+            for g, q in batches:
+                fn(g, q)
+            times[name].append((time.perf_counter() - t0) / len(batches) * 1000)
+    whole_ms = statistics.median(times["whole step"])
+    return [{"part": name, "ms_per_step": statistics.median(t), "ms_all": t,
+             "share_of_step": statistics.median(t) / whole_ms} for name, t in times.items()]
+
+
 def matmul_gflops(threads: int = 0, n: int = 2048, repeats: int = 5) -> float:
     """This machine's float32 matmul rate (median of repeats), the yardstick of the floor."""
     if threads:
@@ -261,7 +321,25 @@ def main(argv=None) -> None:
     one.add_argument("--threads", type=int, default=0)
     one.add_argument("--set", action="append", default=[])
     one.add_argument("--profile", action="store_true")
+    parts = sub.add_parser("components", help="time each part of a training step separately")
+    parts.add_argument("--model", required=True)
+    parts.add_argument("--dataset", default="beauty")
+    parts.add_argument("--steps", type=int, default=15)
+    parts.add_argument("--repeats", type=int, default=3)
+    parts.add_argument("--threads", type=int, default=0)
+    parts.add_argument("--set", action="append", default=[])
+    parts.add_argument("--json", action="store_true", help="one JSON line instead of a table")
     a = p.parse_args(argv)
+    if a.cmd == "components":
+        rows = components(a.model, a.dataset, a.steps, a.repeats, a.threads, a.set)
+        if a.json:
+            print(json.dumps(rows))
+        else:
+            print(f"{a.model} on {a.dataset}, {torch.get_num_threads()} threads, median of {a.repeats} rounds "
+                  f"of {a.steps} steps:")
+            for r in rows:
+                print(f"  {r['part']:<56} {r['ms_per_step']:8.1f} ms  {100 * r['share_of_step']:5.1f}% of a step")
+        return
     print(json.dumps(measure_one(a.model, a.dataset, a.batching, a.steps, a.repeats, a.epochs, a.threads, a.set,
                                  a.profile)))
 
