@@ -122,11 +122,13 @@ def main() -> None:
         rows = bench.merge_rounds(rounds)
         rb = merge_recbole(rb_rounds) if rb_rounds else []
         print("gsau-rec step by part:", flush=True)
-        parts = json.loads(subprocess.run(
+        proc = subprocess.run(
             [sys.executable, "-m", "gsau.bench", "components", "--model", "gsau-rec", "--dataset", a.dataset,
              "--steps", str(a.steps), "--repeats", str(a.repeats), "--threads", str(a.threads), "--json"],
-            check=True, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
-        ).stdout.strip().splitlines()[-1])
+            capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+        if proc.returncode:
+            raise RuntimeError(f"gsau.bench components failed:\n{proc.stderr[-3000:]}")
+        parts = json.loads(proc.stdout.strip().splitlines()[-1])
         rate_after = bench.matmul_gflops(a.threads)
         saved = {"command": command, "started": f"{started:%Y-%m-%d %H:%M}", "cores": os.cpu_count(), "cpu": cpu_model(),
                  "python": platform.python_version(), "torch": torch.__version__,
@@ -161,8 +163,9 @@ def render(saved: dict, bench) -> str:
           + ("; a round measures every configuration of both sides once, each in a fresh process, so a slow spell "
              "of the machine falls on all of them" if any("rounds" in r for r in rows) else "")
           + ". One batch is 512 training samples on both sides. Each gsau configuration runs in its own process "
-          "(peak RSS is the largest over its processes). The accuracy column trains a fresh model for that many "
-          "full epochs.\n\n",
+          + ("(peak RSS is the largest over its processes; the first also trains the accuracy epochs). "
+             if any("rounds" in r for r in rows) else "(peak RSS is that process's). ")
+          + "The accuracy column trains a fresh model for that many full epochs.\n\n",
           "## gsau\n\n", bench.table(rows)]
     if rb:
         md += ["\n## RecBole 1.2.1 (stock models, same data, same batch size)\n\n",
@@ -216,10 +219,14 @@ def render(saved: dict, bench) -> str:
     parts = saved.get("components")
     if parts:
         md.append("\n## Where gsau-rec's step goes, by part\n\n`python -m gsau.bench components --model gsau-rec` "
-                  "(part of the same run): each part timed on its own over the same batches, forward and backward; "
-                  "the encoder-and-objectives part contains the encoder part.\n\n"
+                  "(part of the same run): each part timed on its own over the same pre-built batches, forward and "
+                  "backward; the encoder-and-objectives part contains the encoder part. The whole step here leaves "
+                  "out building the batches (the last row), which the table above includes.\n\n"
                   "| part | ms per step | share of a step |\n|---|---|---|\n")
         md += [f"| {p['part']} | {p['ms_per_step']:.1f} | {100 * p['share_of_step']:.0f}% |\n" for p in parts]
+        if any(p["part"] == "whole step" for p in parts):  # measured before the optimiser part was fixed
+            md.append("\nIn this run the optimiser step was timed with gradients on the sequential side's "
+                      "parameters only (fused Adam skips the rest), so its row under-counts.\n")
     prof = find("gsau-rec").get("top_ops")
     if prof:
         md.append("\n## Where gsau-rec's step goes (torch.profiler, self CPU time)\n\n| op | share | calls/step |\n|---|---|---|\n")

@@ -26,6 +26,8 @@ def alignment(x, y):
 
 
 def uniformity(x, y=None):
+    if len(x) < 2:  # a lone sample has no pair (as in gsau, the term is 0)
+        return x.new_zeros(())
     sq = torch.pdist(x).pow(2) if y is None else (x - y).pow(2).sum(dim=1)
     return sq.mul(-2).exp().mean().log()
 
@@ -45,8 +47,8 @@ class GSAUOnRecBole(SASRec):
     def __init__(self, config, dataset, graph_config, graph_dataset, gamma=0.1, rec=True):
         super().__init__(config, dataset)
         self.graph = LightGCN(graph_config, graph_dataset)
-        if self.graph.n_items != self.n_items:
-            raise SystemExit(f"item ids differ between the two RecBole datasets ({self.graph.n_items} vs {self.n_items})")
+        if list(graph_dataset.field2id_token[graph_dataset.iid_field]) != list(dataset.field2id_token[dataset.iid_field]):
+            raise SystemExit("item ids differ between the two RecBole datasets (graph and sequential)")
         self.graph.item_embedding = self.item_embedding
         self.gamma, self.rec = gamma, rec
         self.apply(xavier_normal_initialization)

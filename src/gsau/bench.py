@@ -129,7 +129,9 @@ def components(model_name: str, dataset: str, steps: int = 15, repeats: int = 3,
         weights = {"L_GU": model.cfg.gamma, "L_SU": model.cfg.gamma, "L_reg": model.cfg.bpr_reg}
         sum(weights.get(k, 1.0) * v for k, v in terms.items()).backward()
 
-    parts = {"whole step": whole}
+    # The optimiser step right after the whole step, whose backward left a gradient on every
+    # parameter (the parts below zero all but their own, and fused Adam skips gradient-less ones).
+    parts = {"whole step (batches pre-built)": whole, "optimiser step": lambda g, q: opt.step()}
     if graph is not None:
         parts["graph objectives (forward + backward)"] = lambda g, q: backward_of(model.graph_terms(g))
     if seq is not None:
@@ -137,7 +139,6 @@ def components(model_name: str, dataset: str, steps: int = 15, repeats: int = 3,
             {"h": model._encode_chunks(q)[0].sum()})
         parts["sequential encoder and objectives (forward + backward)"] = lambda g, q: backward_of(
             model.sequence_terms(q))
-    parts["optimiser step"] = lambda g, q: opt.step()
     parts["next batches"] = lambda g, q: (next(g_it) if g_it else None, next(s_it) if s_it else None)
 
     for fn in parts.values():  # warm-up: allocator, thread pool, kernels
@@ -150,7 +151,7 @@ def components(model_name: str, dataset: str, steps: int = 15, repeats: int = 3,
             for g, q in batches:
                 fn(g, q)
             times[name].append((time.perf_counter() - t0) / len(batches) * 1000)
-    whole_ms = statistics.median(times["whole step"])
+    whole_ms = statistics.median(times["whole step (batches pre-built)"])
     return [{"part": name, "ms_per_step": statistics.median(t), "ms_all": t,
              "share_of_step": statistics.median(t) / whole_ms} for name, t in times.items()]
 
@@ -277,7 +278,11 @@ def merge_rounds(rounds: list[list[dict]]) -> list[dict]:
     """One row per configuration: the first round's row (accuracy, profile) with the median step
     time and evaluation throughput over all rounds and the largest peak memory."""
     merged = []
+    if len({len(r) for r in rounds}) > 1:
+        raise ValueError("benchmark rounds measured different numbers of configurations")
     for runs in zip(*rounds):
+        if len({(r["model"], r["variant"]) for r in runs}) > 1:
+            raise ValueError(f"benchmark rounds out of step: {[(r['model'], r['variant']) for r in runs]}")
         row = dict(runs[0])
         row["seconds_per_step_all"] = [r["seconds_per_step"] for r in runs]
         row["seconds_per_step"] = statistics.median(row["seconds_per_step_all"])
