@@ -1,0 +1,69 @@
+"""benchmarks/run.py's report: ratios computed from the measured rows, and pages from older result
+files (no RecBole GSAU row, no bfloat16 rows, no rounds, no step-by-part table) still render."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def report():
+    spec = importlib.util.spec_from_file_location("benchmarks_run", ROOT / "benchmarks" / "run.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _gsau(model, variant, per_step, steps, **extra):
+    return {"model": model, "variant": variant, "seconds_per_step": per_step, "steps_per_epoch": steps,
+            "seconds_per_epoch": per_step * steps, "eval_users_per_second": 10000.0, "peak_rss_mib": 900.0,
+            **extra}
+
+
+def _recbole(model, per_epoch, batches):
+    return {"model": model, "seconds_per_batch": per_epoch / batches, "batches_per_epoch": batches,
+            "seconds_per_epoch": per_epoch, "train_samples": 1000}
+
+
+def _saved(gsau, recbole, **extra):
+    return {"command": "python benchmarks/run.py", "started": "2026-11-30 00:00", "cores": 2, "cpu": "test",
+            "python": "3.11", "torch": "2.13.0", "matmul_gflops": [100.0, 100.0],
+            "args": {"dataset": "beauty", "threads": 2, "repeats": 3, "steps": 20, "recbole_batches": 20},
+            "gsau": gsau, "recbole": recbole, **extra}
+
+
+def test_ratios_come_from_the_rows(report, monkeypatch):
+    from gsau import bench
+    monkeypatch.setattr(bench, "epoch_flops", lambda model, dataset, shortcuts=True: {
+        "flops": {"logits": 400e9, "transformer": 600e9}, "total_flops": 1000e9})
+    gsau = [_gsau("sasrec", "gsau", 0.08, 250, rounds=3), _gsau("sasrec", "gsau, bfloat16 CE", 0.05, 250, rounds=3),
+            _gsau("gsau-rec", "gsau", 0.10, 300, rounds=3),
+            _gsau("gsau-rec", "paper batching, naive", 0.50, 300, rounds=3),
+            _gsau("lightgcn", "gsau", 0.03, 300, rounds=3)]
+    recbole = [_recbole("SASRec", 200.0, 250), _recbole("LightGCN", 27.0, 300), _recbole("GSAU-rec", 270.0, 300)]
+    parts = [{"part": "whole step (batches pre-built)", "ms_per_step": 100.0, "share_of_step": 1.0}]
+    md = report.render(_saved(gsau, recbole, components=parts), bench)
+    assert "| sasrec vs RecBole SASRec | 200.0 | 20.0 | 10.0x |" in md
+    assert "| sasrec (bfloat16 CE) vs RecBole SASRec | 200.0 | 12.5 | 16.0x |" in md
+    assert "| lightgcn vs RecBole LightGCN | 27.0 | 9.0 | 3.0x |" in md
+    assert "| gsau-rec vs RecBole GSAU-rec | 270.0 | 30.0 | 9.0x |" in md
+    assert "150.0 / 30.0 s = 5.0x" in md  # the naive per-prefix scheme over gsau's
+    assert "| 10.0 | 20.0 | 2.0x |" in md  # floor: 1000 GFLOP at 100 GFLOP/s, against 20 s
+    assert "median" in md and "3 rounds" in md and "step goes, by part" in md
+
+
+def test_an_older_result_file_still_renders(report, monkeypatch):
+    from gsau import bench
+    monkeypatch.setattr(bench, "epoch_flops", lambda model, dataset, shortcuts=True: {
+        "flops": {"logits": 1e9}, "total_flops": 1e9})
+    gsau = [_gsau("sasrec", "gsau", 0.08, 250), _gsau("gsau-rec", "gsau", 0.10, 300),
+            _gsau("gsau-rec", "paper batching, naive", 0.50, 300), _gsau("lightgcn", "gsau", 0.03, 300)]
+    md = report.render(_saved(gsau, [_recbole("SASRec", 200.0, 250), _recbole("LightGCN", 27.0, 300)]), bench)
+    assert "| sasrec vs RecBole SASRec | 200.0 | 20.0 | 10.0x |" in md
+    assert "GSAU-rec" not in md and "bfloat16" not in md and "by part" not in md
+    assert "3 repeats" in md and "(peak RSS is that process's)" in md
+    no_recbole = report.render(_saved(gsau, []), bench)
+    assert "RecBole 1.2.1 (stock" not in no_recbole and "5.0x" in no_recbole
