@@ -95,6 +95,8 @@ def main() -> None:
     ap.add_argument("--out", default=str(ROOT / "BENCHMARKS.md"))
     ap.add_argument("--render-only", action="store_true", help="rewrite the page from the saved BENCHMARKS.json")
     a = ap.parse_args()
+    if a.repeats < 1 or a.steps < 1 or a.recbole_batches < 1:
+        ap.error("--repeats, --steps and --recbole-batches must be at least 1")
     sys.path.insert(0, str(ROOT / "src"))
     import torch
 

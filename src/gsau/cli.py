@@ -124,6 +124,8 @@ def cmd_evaluate(args) -> None:
 
 def cmd_bench(args) -> None:
     from gsau import bench
+    if args.repeats < 1 or args.steps < 1:
+        raise GsauError("gsau bench: --repeats and --steps must be at least 1")
     print(f"gsau bench on {args.dataset}: {args.steps} steps per configuration in each of {args.repeats} rounds, "
           f"{args.threads or 'default'} threads")
     rows = bench.suite(args.dataset, args.steps, args.repeats, args.epochs, args.threads)
