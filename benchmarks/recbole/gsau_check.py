@@ -41,7 +41,7 @@ from recbole.data import create_dataset, data_preparation  # noqa: E402
 from recbole.trainer import Trainer  # noqa: E402
 from recbole.utils import init_seed  # noqa: E402
 
-from gsau_on_recbole import GSAUOnRecBole, lockstep  # noqa: E402  (this script's directory)
+from gsau_on_recbole import GSAUOnRecBole, lockstep, training_config  # noqa: E402  (this script's directory)
 
 torch.set_num_threads(ARGS.threads)
 
@@ -50,19 +50,7 @@ def main():
     data_dir = os.path.abspath(ARGS.data_dir)
     with tempfile.TemporaryDirectory(prefix="gsau-check-") as scratch:
         os.chdir(scratch)  # RecBole's Trainer writes a tensorboard directory into the working directory
-        cfg = {
-            "data_path": data_dir, "load_col": {"inter": ["user_id", "item_id", "timestamp"]},
-            "USER_ID_FIELD": "user_id", "ITEM_ID_FIELD": "item_id", "TIME_FIELD": "timestamp",
-            "user_inter_num_interval": "[0,inf)", "item_inter_num_interval": "[0,inf)", "rm_dup_inter": None,
-            "val_interval": None,
-            "eval_args": {"split": {"LS": "valid_and_test"}, "group_by": "user", "order": "TO", "mode": "full"},
-            "gpu_id": "", "use_gpu": False, "worker": 0, "seed": 2020, "reproducibility": True,
-            "checkpoint_dir": scratch, "show_progress": False, "log_wandb": False, "state": "WARNING",
-            "learning_rate": ARGS.lr, "weight_decay": 0.0, "train_batch_size": 512, "eval_batch_size": 4096,
-            "epochs": ARGS.epochs, "loss_type": "CE", "MAX_ITEM_LIST_LENGTH": 50, "train_neg_sample_args": None,
-            "metrics": ["Recall", "NDCG"], "topk": [10, 20], "valid_metric": "NDCG@20",
-            "embedding_size": 64, "n_layers": 2,
-        }
+        cfg = {**training_config(data_dir, scratch, ARGS.lr, ARGS.epochs), "embedding_size": 64, "n_layers": 2}
         config = Config(model="SASRec", dataset=ARGS.dataset, config_dict=cfg)
         graph_config = Config(model="LightGCN", dataset=ARGS.dataset, config_dict=cfg)
         init_seed(config["seed"], config["reproducibility"])

@@ -21,6 +21,24 @@ from recbole.model.init import xavier_normal_initialization
 from recbole.model.sequential_recommender.sasrec import SASRec
 
 
+def training_config(data_dir, scratch, lr, epochs):
+    """RecBole settings of the loss checks: the bundled 5-core data as is, leave-one-out by time,
+    full ranking, batch 512, max length 50, Adam at `lr`, validation by NDCG@20; nothing written
+    outside `scratch`."""
+    return {
+        "data_path": data_dir, "load_col": {"inter": ["user_id", "item_id", "timestamp"]},
+        "USER_ID_FIELD": "user_id", "ITEM_ID_FIELD": "item_id", "TIME_FIELD": "timestamp",
+        "user_inter_num_interval": "[0,inf)", "item_inter_num_interval": "[0,inf)", "rm_dup_inter": None,
+        "val_interval": None,
+        "eval_args": {"split": {"LS": "valid_and_test"}, "group_by": "user", "order": "TO", "mode": "full"},
+        "gpu_id": "", "use_gpu": False, "worker": 0, "seed": 2020, "reproducibility": True,
+        "checkpoint_dir": scratch, "show_progress": False, "log_wandb": False, "state": "WARNING",
+        "learning_rate": lr, "weight_decay": 0.0, "train_batch_size": 512, "eval_batch_size": 4096,
+        "epochs": epochs, "loss_type": "CE", "MAX_ITEM_LIST_LENGTH": 50, "train_neg_sample_args": None,
+        "metrics": ["Recall", "NDCG"], "topk": [10, 20], "valid_metric": "NDCG@20",
+    }
+
+
 def alignment(x, y):
     return (x - y).pow(2).sum(dim=1).mean()
 
