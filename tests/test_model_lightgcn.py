@@ -151,3 +151,51 @@ def test_recommender_graph_scores_use_propagated_embeddings():
     scores = model.score(torch.tensor([1, 2, 3]))
     assert scores.shape == (3, N_ITEMS + 1)
     torch.testing.assert_close(scores[:, 1:], ref_u @ ref_i.T, atol=1e-5, rtol=1e-4)
+
+
+def _dense_layers_at(a, user_table, item_table, n_layers, nodes):
+    x = torch.cat([user_table[1:], item_table[1:]])
+    layers = [x]
+    for _ in range(n_layers):
+        layers.append(a @ layers[-1])
+    return torch.stack([layer[nodes] for layer in layers])
+
+
+@pytest.mark.parametrize("n_layers", [0, 1, 2, 3])
+def test_layers_at_equals_dense_layers_with_their_gradients(n_layers):
+    """Propagation read at a batch's nodes (the last layer computed at those rows only) against
+    dense powers of A, nodes in any order with repeats, the isolated item among them."""
+    gcn = LightGCN(normalized_adjacency(USERS, ITEMS, N_USERS, N_ITEMS), N_USERS, n_layers)
+    a = dense_adjacency(USERS, ITEMS, N_USERS, N_ITEMS).float()
+    nodes = torch.tensor([N_USERS + 4, 0, 0, N_USERS + 1, 2, N_USERS + 1])  # item 5, user 1 twice, item 2 ...
+    weights = torch.randn(n_layers + 1, len(nodes), 4, generator=torch.Generator().manual_seed(n_layers))
+    user_table, item_table = tables(seed=6, requires_grad=True)
+    got = gcn.layers_at(user_table, item_table, nodes)
+    want = _dense_layers_at(a, user_table, item_table, n_layers, nodes)
+    torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-5)
+    grads = [torch.autograd.grad((weights * out).tanh().sum(), (user_table, item_table)) for out in (got, want)]
+    for got_g, want_g in zip(*grads):
+        torch.testing.assert_close(got_g, want_g, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("n_layers", [1, 2, 3])
+def test_layers_at_equals_full_propagation_on_a_random_graph(n_layers):
+    """A graph where K hops from a few nodes reach part of it, not all: each layer's rows and the
+    tables' gradients match the full propagation's."""
+    rng = np.random.default_rng(n_layers)
+    n_users, n_items = 60, 45
+    users = rng.integers(1, n_users + 1, 150)
+    items = np.minimum(rng.geometric(0.08, 150), n_items)  # a few popular items, a long tail
+    gcn = LightGCN(normalized_adjacency(users, items, n_users, n_items), n_users, n_layers)
+    g = torch.Generator().manual_seed(7)
+    user_table = torch.randn(n_users + 1, 8, generator=g, requires_grad=True)
+    item_table = torch.randn(n_items + 1, 8, generator=g, requires_grad=True)
+    nodes = torch.from_numpy(np.concatenate([rng.integers(0, n_users, 6), n_users + rng.integers(0, n_items, 6)]))
+    got = gcn.layers_at(user_table, item_table, nodes)
+    want = torch.stack([layer[nodes] for layer in gcn.layers(user_table, item_table)])
+    torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-5)
+    weights = torch.randn(got.shape, generator=g)
+    grads = [torch.autograd.grad((weights * out).sin().sum(), (user_table, item_table)) for out in (got, want)]
+    for got_g, want_g in zip(*grads):
+        torch.testing.assert_close(got_g, want_g, atol=1e-5, rtol=1e-4)
+    assert (grads[0][0][1:].abs().sum(1) == 0).any()  # users beyond K hops of the nodes get no gradient

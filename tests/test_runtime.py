@@ -2,6 +2,7 @@
 LightGCN training steps over the bundled Beauty graph, in fresh processes with and without it."""
 
 import json
+import statistics
 import subprocess
 import sys
 
@@ -42,8 +43,12 @@ def faults_per_step(setting: str) -> float:
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
 def test_training_steps_stop_page_faulting_their_large_tensors():
-    on, off = faults_per_step("on"), faults_per_step("off")
-    # Each step frees and re-allocates 8.8 MB node matrices (2,150 pages each): measured 4,300-6,600
-    # faults per step without the setting, 0-420 with it.
-    assert off > 2000, off
-    assert on < off / 4, (on, off)
+    # glibc's own mmap threshold adapts as a process runs, so the count without the setting
+    # varies from run to run: take the median of three fresh processes each way.
+    on = statistics.median(faults_per_step("on") for _ in range(3))
+    off = statistics.median(faults_per_step("off") for _ in range(3))
+    # Each step frees and re-allocates 8.8 MB node matrices (2,150 pages each; batch-local
+    # propagation keeps three of them per step): measured 1,350-4,700 faults per step without the
+    # setting, 160-350 with it.
+    assert off > 1000, off
+    assert on < off / 3, (on, off)

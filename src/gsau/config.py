@@ -55,8 +55,8 @@ class ModelConfig:
     # Dropout masks from random bits (fast on CPU); false uses torch's Bernoulli sampler (benchmarks).
     fast_dropout: bool = True
     # Exact shortcuts (same values and gradients, less work): the final Transformer layer computed
-    # only where samples are read, the all-item cross-entropy in one reused buffer, LightGCN's layer
-    # mean as one symmetric operator. false computes all of it the straightforward way (benchmarks).
+    # only where samples are read, the all-item cross-entropy in one reused buffer, LightGCN's last
+    # layer only at the batch's nodes. false computes all of it the straightforward way (benchmarks).
     shortcuts: bool = True
     # Operand precision of the all-item cross-entropy's three [B, I]-sized products ("float32" or
     # "bfloat16", opt-in, needs shortcuts); max, softmax, loss and gradients stay float32.

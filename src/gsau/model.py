@@ -90,21 +90,22 @@ class Recommender(nn.Module):
         users, items = self.user_table.weight, self.item_table.weight
         u, i = self._node_rows(batch["users"], batch["items"])
         kind = self.cfg.graph_loss
-        if kind == "layer_au":  # GraphAU: align each layer-0 node with its partner's layer-k view
-            layers = self.graph.layers(users, items)
-            e0 = layers[0]
-            align = sum(obj.alignment(e0[u], ek[i]) + obj.alignment(e0[i], ek[u]) for ek in layers[1:]) / 2
-            return {"L_GA": align / (len(layers) - 1), "L_GU": obj.uniformity(e0[u]) + obj.uniformity(e0[i])}
-        if self.cfg.shortcuts:
-            final = self.graph.final(users, items)
+        nodes = [u, i] if kind != "bpr" else [u, i, self.n_users + batch["negatives"] - 1]
+        if self.cfg.shortcuts:  # every layer at the batch's nodes only (LightGCN.layers_at)
+            layers = self.graph.layers_at(users, items, torch.cat(nodes)).split([len(r) for r in nodes], dim=1)
         else:
-            layers = self.graph.layers(users, items)
-            final = sum(layers) / len(layers)
+            full = self.graph.layers(users, items)
+            layers = [torch.stack([e[r] for e in full]) for r in nodes]
+        if kind == "layer_au":  # GraphAU: align each layer-0 node with its partner's layer-k view
+            lu, li = layers
+            align = sum(obj.alignment(lu[0], li[k]) + obj.alignment(li[0], lu[k]) for k in range(1, len(lu))) / 2
+            return {"L_GA": align / (len(lu) - 1), "L_GU": obj.uniformity(lu[0]) + obj.uniformity(li[0])}
+        final = [rows.mean(0) for rows in layers]  # LightGCN's final embedding: the mean of layers 0..K
         if kind == "au":  # DirectAU on the final LightGCN embeddings
-            eu, ei = final[u], final[i]
+            eu, ei = final
             return {"L_GA": obj.alignment(eu, ei), "L_GU": obj.uniformity(eu) + obj.uniformity(ei)}
         # BPR with one negative per pair; the L2 term acts on the layer-0 (table) rows
-        eu, ep, en = final[u], final[i], final[self.n_users + batch["negatives"] - 1]
+        eu, ep, en = final
         return {"L_BPR": obj.bpr((eu * ep).sum(-1), (eu * en).sum(-1)),
                 "L_reg": obj.l2_regularizer(users[batch["users"]], items[batch["items"]], items[batch["negatives"]])}
 

@@ -27,13 +27,18 @@ def normalized_adjacency(users: np.ndarray, items: np.ndarray, n_users: int, n_i
         warnings.simplefilter("ignore")  # torch marks sparse CSR as beta
         coo = torch.sparse_coo_tensor(torch.from_numpy(np.stack([rows, cols])),
                                       torch.from_numpy(values.astype(np.float32)), (n, n)).coalesce()
-        return coo.to_sparse_csr()
+        csr = coo.to_sparse_csr()
+        if len(rows) >= 2 ** 31:
+            return csr
+        # 32-bit indices: the same products bit for bit, 1.3x faster (MKL's 32-bit interface;
+        # Beauty, 2 threads: 1.9-2.5 against 2.5-3.4 ms per propagation)
+        return torch.sparse_csr_tensor(csr.crow_indices().int(), csr.col_indices().int(), csr.values(), (n, n))
 
 
 def propagate(adjacency: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """A @ x for CSR A, accumulated into a zeroed output with `addmm_`: same result bit for bit as
     torch.sparse.mm, which copies its output once more (3.8 against 5.5 ms on Toys, 1 thread)."""
-    return torch.zeros_like(x).addmm_(adjacency, x.contiguous())
+    return x.new_zeros(adjacency.shape[0], x.shape[1]).addmm_(adjacency, x.contiguous())
 
 
 class _SymmetricPropagation(torch.autograd.Function):
@@ -74,6 +79,71 @@ class _MeanPropagation(torch.autograd.Function):
         return None, _mean_of_powers(ctx.adjacency, grad, ctx.n_layers), None
 
 
+def _csr_rows(adjacency: torch.Tensor, rows: torch.Tensor):
+    """(crow, col, val) of the CSR sub-matrix adjacency[rows, :], columns still global."""
+    crow, col, val = adjacency.crow_indices(), adjacency.col_indices(), adjacency.values()
+    start = crow[rows]
+    counts = crow[rows + 1] - start
+    sub_crow = torch.zeros(len(rows) + 1, dtype=crow.dtype)
+    torch.cumsum(counts, 0, out=sub_crow[1:])
+    total = int(sub_crow[-1])
+    take = torch.repeat_interleave(start - sub_crow[:-1], counts, output_size=total) + torch.arange(total)
+    return sub_crow, col[take], val[take]  # indices keep the adjacency's dtype (int32)
+
+
+def _transposed(crow: torch.Tensor, col: torch.Tensor, val: torch.Tensor, n_cols: int) -> torch.Tensor:
+    """CSR of the transpose of the CSR (crow, col, val) with `n_cols` columns."""
+    rows = torch.repeat_interleave(torch.arange(len(crow) - 1, dtype=crow.dtype), crow.diff(), output_size=len(col))
+    order = torch.argsort(col, stable=True)
+    t_crow = torch.zeros(n_cols + 1, dtype=crow.dtype)
+    torch.cumsum(torch.bincount(col, minlength=n_cols), 0, out=t_crow[1:])
+    return _csr(t_crow, rows[order], val[order], (n_cols, len(crow) - 1))
+
+
+def _csr(crow, col, val, shape) -> torch.Tensor:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch marks sparse CSR as beta
+        return torch.sparse_csr_tensor(crow, col, val, shape)
+
+
+class _LocalPropagation(torch.autograd.Function):
+    """Layers E^(0..K) of LightGCN read at node rows `nodes` (sorted, unique): [K + 1, len(nodes), d].
+
+    A step's objectives read its batch's users and items alone, so the last layer is computed at
+    those rows only: A[nodes, :] holds 9% of Beauty's adjacency entries for a 512-pair batch.
+    Earlier layers feed the last at the nodes' neighbours (41% of the nodes, 62% of the entries),
+    which is too much of the graph for restricting them to pay for its index work: they stay whole.
+    Backward: the last layer's transpose (a sort of its few entries), then whole propagations of
+    the gradient (A is symmetric). Same values and gradients as `LightGCN.layers` read at `nodes`;
+    per step 2(K - 1) + 2 small products instead of 2K whole ones.
+    """
+
+    @staticmethod
+    def forward(ctx, adjacency, x, nodes, n_layers):
+        h = x.contiguous()
+        out = [x[nodes]]
+        for _ in range(n_layers - 1):
+            h = propagate(adjacency, h)
+            out.append(h[nodes])
+        last = None
+        if n_layers:
+            last = _csr(*_csr_rows(adjacency, nodes), (len(nodes), adjacency.shape[0]))
+            out.append(propagate(last, h))
+        ctx.adjacency, ctx.last, ctx.nodes = adjacency, last, nodes
+        return torch.stack(out)
+
+    @staticmethod
+    def backward(ctx, grad):
+        adjacency, last, nodes = ctx.adjacency, ctx.last, ctx.nodes
+        if last is None:
+            g = grad.new_zeros(adjacency.shape[0], grad.shape[2])
+        else:
+            g = propagate(_transposed(last.crow_indices(), last.col_indices(), last.values(), last.shape[1]), grad[-1])
+        for k in range(len(grad) - 2, 0, -1):
+            g = propagate(adjacency, g.index_add_(0, nodes, grad[k]))
+        return None, g.index_add_(0, nodes, grad[0]), None, None
+
+
 class LightGCN(nn.Module):
     """E^(k+1) = A_hat E^(k); the final embedding is the mean of layers 0..K."""
 
@@ -91,6 +161,13 @@ class LightGCN(nn.Module):
             x = _SymmetricPropagation.apply(self.adjacency, x)
             out.append(x)
         return out
+
+    def layers_at(self, user_table: torch.Tensor, item_table: torch.Tensor, nodes: torch.Tensor) -> torch.Tensor:
+        """[K + 1, len(nodes), d]: E^(0..K) at node rows `nodes` (any order, repeats allowed),
+        computed on the nodes' K-hop neighbourhood alone; equal to `layers` read at those rows."""
+        unique, inverse = torch.unique(nodes, return_inverse=True)
+        x = torch.cat([user_table[1:], item_table[1:]])
+        return _LocalPropagation.apply(self.adjacency, x, unique, self.n_layers)[:, inverse]
 
     def final(self, user_table: torch.Tensor, item_table: torch.Tensor) -> torch.Tensor:
         """[(U + I), d]: the mean of layers 0..K, the embedding LightGCN scores with."""
