@@ -3,7 +3,8 @@
 Nodes are users 1..U (node u - 1) then items 1..I (node U + i - 1); the padding rows of the shared
 tables are not nodes. The adjacency is D^-1/2 A D^-1/2 of the bipartite graph of TRAINING
 interactions only, no self-loops, stored once as CSR. It is symmetric, so the backward pass of
-`A @ X` is another `A @ G` with the same matrix: no transpose is ever built.
+`A @ X` is another `A @ G` with the same matrix: the whole graph's transpose is never built (only
+that of a batch's few rows, in `_LocalPropagation`).
 """
 
 from __future__ import annotations
@@ -91,8 +92,9 @@ def _csr_rows(adjacency: torch.Tensor, rows: torch.Tensor):
     return sub_crow, col[take], val[take]  # indices keep the adjacency's dtype (int32)
 
 
-def _transposed(crow: torch.Tensor, col: torch.Tensor, val: torch.Tensor, n_cols: int) -> torch.Tensor:
-    """CSR of the transpose of the CSR (crow, col, val) with `n_cols` columns."""
+def _transposed(a: torch.Tensor) -> torch.Tensor:
+    """CSR of the transpose of CSR `a` (its entries stably sorted by column)."""
+    crow, col, val, n_cols = a.crow_indices(), a.col_indices(), a.values(), a.shape[1]
     rows = torch.repeat_interleave(torch.arange(len(crow) - 1, dtype=crow.dtype), crow.diff(), output_size=len(col))
     order = torch.argsort(col, stable=True)
     t_crow = torch.zeros(n_cols + 1, dtype=crow.dtype)
@@ -107,7 +109,7 @@ def _csr(crow, col, val, shape) -> torch.Tensor:
 
 
 class _LocalPropagation(torch.autograd.Function):
-    """Layers E^(0..K) of LightGCN read at node rows `nodes` (sorted, unique): [K + 1, len(nodes), d].
+    """Layers E^(0..K) of LightGCN read at node rows `nodes` (unique): [K + 1, len(nodes), d].
 
     A step's objectives read its batch's users and items alone, so the last layer is computed at
     those rows only: A[nodes, :] holds 9% of Beauty's adjacency entries for a 512-pair batch.
@@ -138,7 +140,7 @@ class _LocalPropagation(torch.autograd.Function):
         if last is None:
             g = grad.new_zeros(adjacency.shape[0], grad.shape[2])
         else:
-            g = propagate(_transposed(last.crow_indices(), last.col_indices(), last.values(), last.shape[1]), grad[-1])
+            g = propagate(_transposed(last), grad[-1])
         for k in range(len(grad) - 2, 0, -1):
             g = propagate(adjacency, g.index_add_(0, nodes, grad[k]))
         return None, g.index_add_(0, nodes, grad[0]), None, None
@@ -163,8 +165,8 @@ class LightGCN(nn.Module):
         return out
 
     def layers_at(self, user_table: torch.Tensor, item_table: torch.Tensor, nodes: torch.Tensor) -> torch.Tensor:
-        """[K + 1, len(nodes), d]: E^(0..K) at node rows `nodes` (any order, repeats allowed),
-        computed on the nodes' K-hop neighbourhood alone; equal to `layers` read at those rows."""
+        """[K + 1, len(nodes), d]: E^(0..K) at node rows `nodes` (any order, repeats allowed), the
+        last layer computed at those rows only; equal to `layers` read at those rows."""
         unique, inverse = torch.unique(nodes, return_inverse=True)
         x = torch.cat([user_table[1:], item_table[1:]])
         return _LocalPropagation.apply(self.adjacency, x, unique, self.n_layers)[:, inverse]
