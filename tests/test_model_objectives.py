@@ -300,3 +300,23 @@ def test_full_softmax_ce_is_stable_for_huge_scores():
     table = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
     loss = obj.FullSoftmaxCE()(s, table, torch.tensor([2, 2]))
     assert torch.isfinite(loss) and abs(loss.item() - 1000.0 / 2) < 1e-3
+
+
+def test_full_softmax_ce_reuses_one_buffer_as_the_batch_size_varies():
+    """BERT4Rec's masked positions vary per step: a smaller step uses the first rows of the buffer
+    a larger one allocated, with the right values, and only a larger step allocates again."""
+    torch.manual_seed(0)
+    table = torch.randn(31, 6).requires_grad_()
+    ce = obj.FullSoftmaxCE()
+    storages, capacity = [], 0
+    for rows in (40, 17, 40, 3, 55, 20):
+        capacity = max(capacity, rows)
+        s = torch.randn(rows, 6).requires_grad_()
+        targets = torch.randint(1, 31, (rows,))
+        got = torch.autograd.grad(ce(s, table, targets), [s, table])
+        want = torch.autograd.grad(torch.nn.functional.cross_entropy(s @ table[1:].T, targets - 1), [s, table])
+        for g, w in zip(got, want):
+            torch.testing.assert_close(g, w)
+        storages.append(ce._buffer.untyped_storage().data_ptr())
+        assert ce._buffer.shape == (capacity, 30) and not ce._busy
+    assert len(set(storages[:4])) == 1 and storages[4] == storages[5] != storages[0]

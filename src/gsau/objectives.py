@@ -88,23 +88,26 @@ class FullSoftmaxCE:
                  bias: torch.Tensor | None = None) -> torch.Tensor:
         return _FullSoftmaxCE.apply(s, table, bias, targets, self)
 
-    def _take(self, rows: int, cols: int, like: torch.Tensor, keep: bool) -> torch.Tensor:
+    def _take(self, rows: int, cols: int, like: torch.Tensor, keep: bool) -> tuple[torch.Tensor, bool]:
+        """A [rows, cols] score buffer and whether it is the shared one. The shared buffer is the
+        first rows of one that only grows: BERT4Rec's masked positions vary from step to step, and
+        a fresh buffer of each new size would pay its page faults all over again."""
         buf = self._buffer
-        if self._busy or buf is None or buf.shape != (rows, cols) or buf.dtype != like.dtype \
-                or buf.device != like.device:
-            buf = torch.empty(rows, cols, dtype=like.dtype, device=like.device)
-            if not self._busy:
-                self._buffer = buf
-        if keep and buf is self._buffer:
-            self._busy = True
-        return buf
+        fits = (buf is not None and buf.shape[0] >= rows and buf.shape[1] == cols
+                and buf.dtype == like.dtype and buf.device == like.device)
+        if self._busy:  # the shared buffer still awaits a backward pass: this call gets its own
+            return torch.empty(rows, cols, dtype=like.dtype, device=like.device), False
+        if not fits:
+            self._buffer = buf = torch.empty(rows, cols, dtype=like.dtype, device=like.device)
+        self._busy = keep
+        return buf[:rows], True
 
 
 class _FullSoftmaxCE(torch.autograd.Function):
     @staticmethod
     def forward(ctx, s, table, bias, targets, owner):
         needs_grad = any(ctx.needs_input_grad[:3])
-        scores = owner._take(len(s), table.shape[0] - 1, s, keep=needs_grad)
+        scores, shared = owner._take(len(s), table.shape[0] - 1, s, keep=needs_grad)
         # Reduced-precision operands are made once here and reused by the backward pass.
         low = (s.to(owner.dtype), table[1:].to(owner.dtype)) if owner.dtype == torch.bfloat16 and s.dtype != torch.bfloat16 else None
         if low is not None:
@@ -123,7 +126,7 @@ class _FullSoftmaxCE(torch.autograd.Function):
         loss = (top + z.log() - target_score).mean()
         if needs_grad:
             ctx.save_for_backward(s, table, z, column)
-            ctx.scores, ctx.owner, ctx.has_bias, ctx.low = scores, owner, bias is not None, low
+            ctx.scores, ctx.shared, ctx.owner, ctx.has_bias, ctx.low = scores, shared, owner, bias is not None, low
         return loss
 
     @staticmethod
@@ -131,7 +134,7 @@ class _FullSoftmaxCE(torch.autograd.Function):
         s, table, z, column = ctx.saved_tensors
         scores, owner = ctx.scores, ctx.owner
         ctx.scores = None
-        if scores is owner._buffer:
+        if ctx.shared:
             owner._busy = False  # free for the next forward once this backward is done with it
         c = grad / len(s)
         # d loss / d score = c (softmax - one_hot): scale the numerators by c / z, subtract c at targets.
