@@ -91,7 +91,7 @@ class Recommender(nn.Module):
         u, i = self._node_rows(batch["users"], batch["items"])
         kind = self.cfg.graph_loss
         nodes = [u, i] if kind != "bpr" else [u, i, self.n_users + batch["negatives"] - 1]
-        if self.cfg.shortcuts:  # every layer at the batch's nodes only (LightGCN.layers_at)
+        if self.cfg.shortcuts:  # each layer read at the batch's nodes, the last computed there alone
             layers = self.graph.layers_at(users, items, torch.cat(nodes)).split([len(r) for r in nodes], dim=1)
         else:
             full = self.graph.layers(users, items)
