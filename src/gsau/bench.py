@@ -210,13 +210,10 @@ def epoch_flops(model_name: str, dataset: str, shortcuts: bool = True) -> dict:
         nnz = 2 * len(np.unique(users * items + its))
         graph_steps = -(-len(users) // t.batch_size)
         steps = max(steps, graph_steps)
-        if shortcuts:  # each step propagates over its batch's K-hop neighbourhood (LightGCN.layers_at)
-            forward_edges, backward_edges = _local_propagation_edges(cfg, split)
-            macs["graph_propagation"] = steps * forward_edges * d
-            backward["graph_propagation"] = backward_edges / forward_edges
-        else:
-            macs["graph_propagation"] = steps * n.graph_layers * nnz * d
-            backward["graph_propagation"] = 1
+        # K - 1 whole layers and, with shortcuts, the last only at the batch's nodes (LightGCN.layers_at)
+        edges = _local_propagation_edges(cfg, split) if shortcuts else n.graph_layers * nnz
+        macs["graph_propagation"] = steps * edges * d
+        backward["graph_propagation"] = 1
         if n.graph_loss in ("au", "layer_au"):
             macs["graph_uniformity"] = 2 * steps * t.batch_size ** 2 * d
     flops = {k: 2 * (1 + backward.get(k, 2)) * v for k, v in macs.items()}  # 2 FLOPs per multiply-add
@@ -224,10 +221,10 @@ def epoch_flops(model_name: str, dataset: str, shortcuts: bool = True) -> dict:
             "steps": steps, "shortcuts": shortcuts}
 
 
-def _local_propagation_edges(cfg, split, batches: int = 16) -> tuple[float, float]:
-    """Mean adjacency entries a step's propagation multiplies, forward and backward, over `batches`
-    batches of the graph stream (seed 0): K - 1 whole layers each way, and the last layer at the
-    batch's nodes only (LightGCN.layers_at)."""
+def _local_propagation_edges(cfg, split, batches: int = 16) -> float:
+    """Mean adjacency entries a step's propagation multiplies (forward; the backward pass multiplies
+    as many), over `batches` batches of the graph stream (seed 0): K - 1 whole layers, and the last
+    layer at the batch's nodes only (LightGCN.layers_at)."""
     from gsau.data.batching import GraphStream
     from gsau.encoders import normalized_adjacency
     adjacency = normalized_adjacency(*split.train_pairs(), split.n_users, split.n_items)
@@ -239,8 +236,7 @@ def _local_propagation_edges(cfg, split, batches: int = 16) -> tuple[float, floa
         if "negatives" in batch:
             nodes.append(split.n_users + batch["negatives"] - 1)
         last.append(int(degree[torch.cat(nodes).unique()].sum()))
-    edges = (cfg.net.graph_layers - 1) * adjacency.values().numel() + float(np.mean(last))
-    return edges, edges
+    return (cfg.net.graph_layers - 1) * adjacency.values().numel() + float(np.mean(last))
 
 
 # The configurations compared: gsau's default (packed) batching, the same with the opt-in bfloat16
