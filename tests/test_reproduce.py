@@ -6,7 +6,10 @@ Two presets on a tiny synthetic dataset, two epochs each; the runs are shared by
 import contextlib
 import csv
 import io
+import os
 import shutil
+import signal
+import subprocess
 import sys
 
 import numpy as np
@@ -233,3 +236,82 @@ def test_claims_are_also_checked_against_the_strongest_baseline_run():
     line = next(x for x in claims_section(runs, ["gsau-rec", "sasrec-u", "sasrec"], ["toys"]).splitlines()
                 if x.startswith("- **toys**"))
     assert line.count("against") == 1 and "against sasrec-u R@10 0.0950" in line and "does not beat it, -5.26%" in line
+
+
+# -- several workers on one OUT ---------------------------------------------------------------------
+def worker_args(grid, out, models):
+    args = list(grid["args"])
+    args[args.index("--models") + 1] = models
+    args[args.index("--out") + 1] = out
+    args[args.index("--epochs") + 1] = 1
+    return args
+
+
+def test_a_run_held_by_another_worker_is_passed_over(grid, tmp_path):
+    out = tmp_path / "shared"
+    held_dir = reproduce.run_dir(out, "gsau-rec", str(grid["data"]), 2020)
+    with reproduce.claim(held_dir) as mine:
+        assert mine
+        with reproduce.claim(held_dir) as second:  # a second claim, even from this process, is refused
+            assert not second
+        assert f"pid {os.getpid()}" in reproduce.held(held_dir)
+        dry = run(*worker_args(grid, out, "gsau-rec,sasrec-u"), "--dry-run")
+        assert f"(held by {os.uname().nodename} pid {os.getpid()}" in dry and "1 held by other workers" in dry
+        text = run(*worker_args(grid, out, "gsau-rec,sasrec-u"))
+    assert f"gsau-rec tiny seed 2020: held by another worker ({os.uname().nodename} pid {os.getpid()}" in text
+    assert not (held_dir / "log.jsonl").exists()  # untouched by this worker
+    assert (reproduce.run_dir(out, "sasrec-u", str(grid["data"]), 2020) / "metrics.json").exists()
+    # Released: nobody holds it now, and the next worker trains it.
+    assert reproduce.held(held_dir) is None
+    text = run(*worker_args(grid, out, "gsau-rec,sasrec-u"))
+    assert "gsau-rec tiny seed 2020: training" in text and "sasrec-u tiny seed 2020: done, skipped" in text
+
+
+def test_a_killed_worker_leaves_no_claim_behind(tmp_path):
+    path = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from pathlib import Path; "
+                               "from gsau.reproduce import claim\n"
+                               "with claim(Path(sys.argv[1])) as mine:\n"
+                               "    print(mine, flush=True); time.sleep(60)", str(path)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "True"
+        assert f"pid {holder.pid}" in reproduce.held(path)
+        with reproduce.claim(path) as mine:
+            assert not mine
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    assert reproduce.held(path) is None and (path / reproduce.CLAIM).exists()  # the stale file blocks nothing
+    with reproduce.claim(path) as mine:
+        assert mine
+
+
+def test_two_workers_at_once_train_each_run_once(grid, tmp_path):
+    out = tmp_path / "pair"
+    args = ["-m", "gsau.cli", "reproduce", *map(str, worker_args(grid, out, "gsau-rec,sasrec-u,sasrec"))]
+    workers = [subprocess.Popen([sys.executable, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+               for _ in range(2)]
+    outputs = [w.communicate(timeout=600)[0] for w in workers]
+    assert all(w.returncode == 0 for w in workers), outputs
+    both = "".join(outputs)
+    for model in ("gsau-rec", "sasrec-u", "sasrec"):
+        assert both.count(f"{model} tiny seed 2020: training") == 1, both
+        log = (reproduce.run_dir(out, model, str(grid["data"]), 2020) / "log.jsonl").read_text()
+        assert len(log.splitlines()) == 1  # one epoch, written by one worker
+
+
+def test_a_run_finished_by_another_worker_after_the_first_look_is_not_retrained(grid, monkeypatch):
+    # The first look (before claiming) sees the run unfinished, as when another worker finishes it
+    # in between; the decision is taken again under the claim.
+    real, looks = reproduce.state, []
+
+    def stale_once(path):
+        looks.append(path)
+        return "todo" if len(looks) == 1 else real(path)
+    monkeypatch.setattr(reproduce, "state", stale_once)
+    done = grid["runs"] / "gsau-rec-tiny-2020"
+    stamp = (done / "metrics.json").stat().st_mtime_ns
+    text = run(*[a if a != "sasrec-u,gsau-rec" else "gsau-rec" for a in grid["args"]])
+    assert "gsau-rec tiny seed 2020: done, skipped" in text and "training" not in text
+    assert (done / "metrics.json").stat().st_mtime_ns == stamp

@@ -232,7 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("reproduce", help="train every preset on every dataset and seed, then write RESULTS.md",
                        description="Train the grid of presets x datasets x seeds into OUT/runs (most important "
                        "first; finished runs are skipped, interrupted ones resumed), score each also with history "
-                       "masking, and write OUT/results.csv, OUT/RESULTS.md and OUT/curves.png.")
+                       "masking, and write OUT/results.csv, OUT/RESULTS.md and OUT/curves.png. Several workers "
+                       "may share OUT: each run is claimed first, and one held by another worker is passed over.")
     p.add_argument("--datasets", default="beauty,sports,toys", help="comma-separated datasets (default beauty,sports,toys)")
     p.add_argument("--models", help="comma-separated presets (default: all; trained in order of importance)")
     p.add_argument("--seeds", default="2020", help="comma-separated seeds (default 2020)")

@@ -6,9 +6,11 @@
     OUT/curves.png                       validation NDCG@20 per epoch (needs matplotlib)
 
 The grid is long (days on a CPU), so it is built to be run in slices: a finished run is skipped,
-an interrupted one resumed, and --max-runs stops after that many trainings. The report is
-rewritten from whatever is on disk after every call, so it is always current and never needs a
-model to be loaded.
+an interrupted one resumed, and --max-runs stops after that many trainings. Several workers may
+share one OUT (more processes on a machine, or machines on a shared disk): each run is claimed
+before it is trained, and a run another worker holds is passed over. The report is rewritten from
+whatever is on disk after every call, so it is always current and never needs a model to be
+loaded.
 
 Two protocols. The paper's: sequential models rank every item, graph models mask the user's
 training items (as in their own papers); the best epoch is always chosen on it. The masked one
@@ -18,9 +20,11 @@ how recent sequential benchmarks report, so our figures can stand beside theirs.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
+import os
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -97,6 +101,60 @@ def state(path: Path) -> str:
     return "resume" if (path / "last.pt").exists() else "todo"
 
 
+CLAIM = ".claim"  # in a run directory: its lock, and who holds it
+
+
+@contextlib.contextmanager
+def claim(path: Path):
+    """Hold a run directory against other workers; yields False when another worker holds it.
+
+    An advisory lock (flock) on path/.claim rather than the file's mere presence: the kernel drops
+    it when its process ends, kill -9 included, so a crashed worker never leaves a run blocked.
+    The file records the holder (host, pid, since) for people; it is not what is checked. Where
+    flock is missing (Windows) runs are not claimed, and workers must be given disjoint grids.
+    """
+    try:
+        import fcntl
+    except ImportError:
+        yield True
+        return
+    path.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path / CLAIM, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        holder = f"{os.uname().nodename} pid {os.getpid()} since {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC}\n"
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, holder.encode(), 0)
+        try:
+            yield True
+        finally:
+            os.ftruncate(fd, 0)  # unlocked below; an empty file means nobody holds the run
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
+
+
+def held(path: Path) -> str | None:
+    """Who holds a run directory (the claim's text), or None if no live worker does. Read-only:
+    creates nothing, so a dry run leaves no trace."""
+    try:
+        import fcntl
+        fd = os.open(path / CLAIM, os.O_RDONLY)
+    except (ImportError, FileNotFoundError):
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    except BlockingIOError:
+        return os.pread(fd, 200, 0).decode(errors="replace").strip() or "another worker"
+    finally:
+        os.close(fd)
+
+
 def masked_metrics(path: Path) -> dict:
     """Best weights re-scored with every model masking the user's earlier items."""
     cfg, split, model = load_run(path)
@@ -119,39 +177,52 @@ def reproduce(out, models, datasets, seeds, epochs=None, overrides=(), max_runs=
     configs = [resolve(m, None, list(overrides), dataset=d, epochs=epochs, seed=s) for m, d, s in cells]
     if dry_run:
         counts = {"done": 0, "resume": 0, "todo": 0}
+        held_by = 0
         for (m, d, s) in cells:
-            st = state(run_dir(out, m, d, s))
+            path = run_dir(out, m, d, s)
+            st = state(path)
             counts[st] += 1
-            print(f"{st:<6}  {m:<14} {dataset_label(d):<10} {s}  {run_dir(out, m, d, s)}")
-        print(f"{len(cells)} runs: {counts['done']} done, {counts['resume']} to resume, {counts['todo']} to train")
+            holder = held(path) if st != "done" else None
+            held_by += holder is not None
+            print(f"{st:<6}  {m:<14} {dataset_label(d):<10} {s}  {path}" + (f"  (held by {holder})" if holder else ""))
+        print(f"{len(cells)} runs: {counts['done']} done, {counts['resume']} to resume, {counts['todo']} to train"
+              + (f"; {held_by} held by other workers" if held_by else ""))
         return
     trained = 0
     try:
         for i, ((m, d, s), cfg) in enumerate(zip(cells, configs), start=1):
             path = run_dir(out, m, d, s)
             tag = f"[{i}/{len(cells)}] {m} {dataset_label(d)} seed {s}"
-            st = state(path)
-            if st == "done":
-                if not (path / "masked.json").exists():  # interrupted between the test and the masked scores
-                    print(f"{tag}: done; scoring the masked protocol")
-                    masked_metrics(path)
-                else:
-                    print(f"{tag}: done, skipped")
+            if state(path) == "done" and (path / "masked.json").exists():
+                print(f"{tag}: done, skipped")  # no claim needed: a finished run only is read
                 continue
             if max_runs is not None and trained >= max_runs:
                 print(f"stopping after {trained} trainings (--max-runs {max_runs})")
                 break
-            t0 = time.perf_counter()
-            if st == "resume":
-                # Continue as the run started (its own config.yaml), as `gsau train --resume` does.
-                cfg = Config.from_dict(yaml.safe_load((path / "config.yaml").read_text()))
-                if epochs:
-                    cfg.train.epochs = epochs
-                print(f"{tag}: resuming {path}")
-            else:
-                print(f"{tag}: training -> {path}")
-            report = Trainer(cfg, path, progress=progress, echo=lambda line: print("  " + line)).run(resume=st == "resume")
-            masked = masked_metrics(path)
+            with claim(path) as mine:
+                if not mine:
+                    print(f"{tag}: held by another worker ({held(path) or 'now released'}), skipped")
+                    continue
+                # Judged only now, under the claim: another worker may have finished it meanwhile.
+                st = state(path)
+                if st == "done":
+                    if not (path / "masked.json").exists():  # interrupted between the test and the masked scores
+                        print(f"{tag}: done; scoring the masked protocol")
+                        masked_metrics(path)
+                    else:
+                        print(f"{tag}: done, skipped")
+                    continue
+                t0 = time.perf_counter()
+                if st == "resume":
+                    # Continue as the run started (its own config.yaml), as `gsau train --resume` does.
+                    cfg = Config.from_dict(yaml.safe_load((path / "config.yaml").read_text()))
+                    if epochs:
+                        cfg.train.epochs = epochs
+                    print(f"{tag}: resuming {path}")
+                else:
+                    print(f"{tag}: training -> {path}")
+                report = Trainer(cfg, path, progress=progress, echo=lambda line: print("  " + line)).run(resume=st == "resume")
+                masked = masked_metrics(path)
             trained += 1
             r, mk = report["test"], masked["test"]
             print(f"{tag}: finished in {time.perf_counter() - t0:.0f}s, best epoch {report['best_epoch']} | "
