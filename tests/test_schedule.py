@@ -45,8 +45,22 @@ def test_cosine_after_warmup_starts_at_the_peak():
     assert learning_rate(t, 25, 10) == pytest.approx(0.0015)  # half way through the 30 decay steps
 
 
+def test_decay_epochs_hold_the_rate_then_decay_over_the_last_epochs_only():
+    t = train(lr=0.01, epochs=10, lr_schedule="linear", decay_epochs=2)  # 50 steps; decay over 40..49
+    assert {learning_rate(t, s, 5) for s in range(41)} == {0.01}
+    assert learning_rate(t, 45, 5) == pytest.approx(0.005)
+    assert learning_rate(t, 49, 5) == pytest.approx(0.001)
+    cos = train(lr=0.01, epochs=10, lr_schedule="cosine", decay_epochs=2.5, warmup_epochs=1)
+    assert [learning_rate(cos, s, 4) for s in range(4)] == pytest.approx([0.0025, 0.005, 0.0075, 0.01])
+    assert {learning_rate(cos, s, 4) for s in range(4, 31)} == {0.01}  # decay starts at step 40 - 10 = 30
+    assert learning_rate(cos, 35, 4) == pytest.approx(0.01 * 0.5 * (1 + math.cos(math.pi * 0.5)))
+
+
 @pytest.mark.parametrize("values, message", [
     ({"lr_schedule": "step"}, "lr_schedule must be constant, cosine or linear"),
+    ({"decay_epochs": 5}, "decay_epochs needs lr_schedule=cosine or linear"),
+    ({"lr_schedule": "linear", "decay_epochs": 8, "warmup_epochs": 3, "epochs": 10}, "decay_epochs must be >= 0"),
+    ({"lr_schedule": "linear", "decay_epochs": -1}, "decay_epochs must be >= 0"),
     ({"warmup_epochs": 10, "epochs": 10}, "warmup_epochs must be in [0, epochs)"),
     ({"warmup_epochs": -1}, "warmup_epochs must be in [0, epochs)"),
 ])

@@ -75,7 +75,11 @@ def learning_rate(t, step: int, steps_per_epoch: int) -> float:
         return t.lr * (step + 1) / warmup
     if t.lr_schedule == "constant":
         return t.lr
-    done = (step - warmup) / max(total - warmup, 1)  # 0 at the end of warm-up, -> 1 at the last step
+    # The decay spans the steps after warm-up, or only the last decay_epochs when that is set.
+    start = total - round(t.decay_epochs * steps_per_epoch) if t.decay_epochs else warmup
+    if step < start:
+        return t.lr
+    done = (step - start) / max(total - start, 1)  # 0 where the decay starts, -> 1 at the last step
     if t.lr_schedule == "cosine":
         return t.lr * 0.5 * (1.0 + math.cos(math.pi * done))
     return t.lr * (1.0 - done)
