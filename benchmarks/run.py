@@ -97,6 +97,12 @@ def main() -> None:
     a = ap.parse_args()
     if a.repeats < 1 or a.steps < 1 or a.recbole_batches < 1:
         ap.error("--repeats, --steps and --recbole-batches must be at least 1")
+    # Measured under OpenMP's default waiting, as a user runs: PASSIVE (handy for runs side by side)
+    # makes multi-threaded steps ~1.3x slower, on gsau's side and RecBole's alike. Removed before torch
+    # loads OpenMP, and from every process started from here.
+    passive = os.environ.pop("OMP_WAIT_POLICY", None)
+    if passive:
+        print(f"note: OMP_WAIT_POLICY={passive} removed for the measurements", flush=True)
     sys.path.insert(0, str(ROOT / "src"))
     import torch
 
@@ -142,11 +148,14 @@ def main() -> None:
                 if key in previous:
                     saved[key] = previous[key]
         json_path.write_text(json.dumps(saved, indent=2))
-    Path(a.out).write_text(render(saved, bench))
+    notes = ROOT / "benchmarks" / "NOTES.md"
+    Path(a.out).write_text(render(saved, bench, notes.read_text() if notes.exists() else None))
     print(f"wrote {a.out} and {json_path}")
 
 
-def render(saved: dict, bench) -> str:
+def render(saved: dict, bench, notes: str | None = None) -> str:
+    """The page from the saved measurements; `notes` (benchmarks/NOTES.md, written by hand: probes
+    and findings outside the script's measurements) go at the end."""
     args, rows, rb = saved["args"], saved["gsau"], saved["recbole"]
     rate, rate_after = saved["matmul_gflops"]
 
@@ -263,16 +272,22 @@ def render(saved: dict, bench) -> str:
                 cells = " | ".join(str(r["first_epoch_reaching"][t] or "-") for t in thresholds)
                 md.append(f"| {_schedule_name(r)} | {r['epochs_run']} | {r.get('ended') or ('finished' if r['finished'] else 'stopped by hand')} | "
                           f"{r['best_valid_ndcg@20']:.4f} | {cells} |\n")
+    if notes:
+        md.append("\n" + notes.strip() + "\n")
     return "".join(md)
 
 
 def _schedule_name(r: dict) -> str:
     kind = r.get("lr_schedule", "constant")
-    warmup = f", {r['warmup_epochs']} warm-up epochs" if r.get("warmup_epochs") else ""
+    extra = f", {r['warmup_epochs']:g} warm-up epochs" if r.get("warmup_epochs") else ""
+    if r.get("batch_size", 512) != 512:
+        extra += f", batch {r['batch_size']}"
     if kind == "constant":
-        return f"lr {r['lr']} constant{warmup}"
-    epochs = r.get("schedule_epochs")
-    return (f"lr {r['lr']} {kind} over {epochs} epochs" if epochs else f"lr {r['lr']} {kind}") + warmup
+        return f"lr {r['lr']} constant{extra}"
+    epochs, decay = r.get("schedule_epochs"), r.get("decay_epochs")
+    if decay:
+        return f"lr {r['lr']} constant, then {kind} decay over the last {decay:g} of {epochs} epochs{extra}"
+    return (f"lr {r['lr']} {kind} over {epochs} epochs" if epochs else f"lr {r['lr']} {kind}") + extra
 
 
 if __name__ == "__main__":

@@ -49,3 +49,35 @@ def test_epochs_logged_by_real_runs_are_judged_as_they_turned_out():
     assert collapse_warning({"L_GA": 0.7662, "L_GU": -4.3683, "L_CE": 9.3781, "L_SU": -11.35}) is None
     # sasrec-u on Toys, epoch 2: collapsed (validation Recall@10 0.0006, random level).
     assert "L_SU -0.314" in collapse_warning({"L_SA": 0.0595, "L_SU": -0.3139})
+
+
+def test_passive_openmp_waiting_is_flagged_only_with_several_threads(monkeypatch):
+    from gsau.runtime import wait_policy_warning
+    monkeypatch.setenv("OMP_WAIT_POLICY", "passive")
+    assert "OMP_WAIT_POLICY=PASSIVE slows training with 2 threads" in wait_policy_warning(2)
+    assert wait_policy_warning(1) is None  # single-threaded runs side by side: the right setting
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    assert wait_policy_warning(2) is None
+    monkeypatch.delenv("OMP_WAIT_POLICY")
+    assert wait_policy_warning(2) is None
+
+
+def test_the_trainer_says_so_before_training(monkeypatch, tmp_path):
+    import numpy as np
+
+    from gsau.config import resolve
+    from gsau.data.interactions import Interactions
+    from gsau.trainer import Trainer
+    seqs = [[(u % 3) * 5 + (u + j) % 5 + 1 for j in range(6)] for u in range(30)]
+    Interactions("tiny", np.array([f"u{u}" for u in range(30)]), np.array([f"i{i}" for i in range(1, 16)]),
+                 np.arange(0, 181, 6, dtype=np.int64), np.concatenate(seqs).astype(np.int64)).save(tmp_path / "tiny")
+    threads = torch.get_num_threads()
+    monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")
+    lines = []
+    cfg = resolve("sasrec", None, ["batch_size=16", "embedding_dim=8", "inner_size=16", "max_len=5", "threads=2"],
+                  dataset=str(tmp_path / "tiny"), epochs=1)
+    try:
+        Trainer(cfg, tmp_path / "run", progress=False, echo=lines.append).run()
+    finally:
+        torch.set_num_threads(threads)
+    assert lines[0].startswith("warning: OMP_WAIT_POLICY=PASSIVE slows training with 2 threads")

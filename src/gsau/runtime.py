@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
 import sys
 
 _M_TRIM_THRESHOLD = -1
@@ -38,3 +39,17 @@ def keep_freed_memory() -> bool:
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     _done = bool(mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_MAX)) and bool(mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD))
     return _done
+
+
+def wait_policy_warning(threads: int) -> str | None:
+    """A warning when OMP_WAIT_POLICY=PASSIVE is set and training uses several threads, else None.
+
+    PASSIVE puts OpenMP's idle threads to sleep at once, and a training step is hundreds of small
+    parallel regions, each of which then waits for its threads to wake: gsau-rec on Toys with 2
+    threads took 31.5-31.8 s an epoch under it against 23.5-24.5 s without (BENCHMARKS.md). It is
+    harmless with one thread, the right setting for several single-threaded runs side by side.
+    """
+    if threads > 1 and os.environ.get("OMP_WAIT_POLICY", "").strip().upper() == "PASSIVE":
+        return (f"warning: OMP_WAIT_POLICY=PASSIVE slows training with {threads} threads by about a third; "
+                "unset it, or use --threads 1 when several runs share the machine")
+    return None

@@ -141,6 +141,9 @@ class Trainer:
         runtime.keep_freed_memory()
         if t.threads:
             torch.set_num_threads(t.threads)
+        warning = runtime.wait_policy_warning(torch.get_num_threads())
+        if warning:
+            self.echo(warning)
         if not resume and (self.out / "last.pt").exists():
             raise GsauError(f"{self.out} already holds a run; use --resume to continue it or pick another --out")
         if resume and not (self.out / "last.pt").exists():
