@@ -67,3 +67,24 @@ def test_an_older_result_file_still_renders(report, monkeypatch):
     assert "3 repeats" in md and "(peak RSS is that process's)" in md
     no_recbole = report.render(_saved(gsau, []), bench)
     assert "RecBole 1.2.1 (stock" not in no_recbole and "5.0x" in no_recbole
+
+
+def test_schedules_are_named_with_everything_that_sets_them(report):
+    name = report._schedule_name
+    assert name({"lr": 0.003}) == "lr 0.003 constant"
+    assert name({"lr": 0.003, "lr_schedule": "constant", "batch_size": 256}) == "lr 0.003 constant, batch 256"
+    assert name({"lr": 0.003, "lr_schedule": "cosine", "schedule_epochs": 40}) == "lr 0.003 cosine over 40 epochs"
+    assert (name({"lr": 0.003, "lr_schedule": "linear", "schedule_epochs": 70, "decay_epochs": 15.0, "warmup_epochs": 2})
+            == "lr 0.003 constant, then linear decay over the last 15 of 70 epochs, 2 warm-up epochs")
+
+
+def test_hand_written_notes_end_the_page(report, monkeypatch):
+    from gsau import bench
+    monkeypatch.setattr(bench, "epoch_flops", lambda model, dataset, shortcuts=True: {
+        "flops": {"logits": 400e9}, "total_flops": 400e9})
+    gsau = [_gsau("sasrec", "gsau", 0.08, 250), _gsau("gsau-rec", "gsau", 0.10, 300),
+            _gsau("gsau-rec", "paper batching, naive", 0.50, 300), _gsau("lightgcn", "gsau", 0.03, 300)]
+    saved = _saved(gsau, [_recbole("SASRec", 200.0, 250), _recbole("LightGCN", 27.0, 300)])
+    md = report.render(saved, bench, "## Notes\n\nPASSIVE is slow.\n")
+    assert md.rstrip().endswith("## Notes\n\nPASSIVE is slow.")
+    assert "## Notes" not in report.render(saved, bench)

@@ -68,12 +68,14 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 0.0
     # Learning-rate schedule over the whole run (`epochs`), set every step: "constant" (the paper),
-    # "cosine" or "linear" decay toward 0 at the end of `epochs` (the last step gets about lr / steps),
+    # "cosine" or "linear" decay toward 0 at the end of `epochs` (the last step gets about lr / the
+    # number of decay steps),
     # after `warmup_epochs` of linear warm-up from 0. A decaying schedule is laid over `epochs`;
     # early stopping still applies. With `decay_epochs` > 0 the rate holds at lr and decays only
     # over the last `decay_epochs` epochs (warm-up, stable, decay): on the bundled data progress
     # tracks the rate summed over steps, so a decay over the whole run (a 40-epoch cosine) stalled far
     # below the constant rate's accuracy (BENCHMARKS.md), while a short decay at the end keeps it.
+    # Early stopping may still end a run before its decay starts.
     lr_schedule: str = "constant"
     warmup_epochs: float = 0.0
     decay_epochs: float = 0.0
@@ -162,8 +164,9 @@ class Config:
              f"lr_schedule must be constant, cosine or linear, not {self.train.lr_schedule!r}"),
             (0 <= self.train.warmup_epochs < self.train.epochs,
              f"warmup_epochs must be in [0, epochs), not {self.train.warmup_epochs}"),
-            (self.train.decay_epochs >= 0 and self.train.warmup_epochs + self.train.decay_epochs <= self.train.epochs,
-             f"decay_epochs must be >= 0 and leave room for warmup_epochs within epochs "
+            (self.train.decay_epochs >= 0, f"decay_epochs must be >= 0, not {self.train.decay_epochs}"),
+            (self.train.warmup_epochs + self.train.decay_epochs <= self.train.epochs,
+             f"warmup_epochs + decay_epochs must fit within epochs "
              f"({self.train.warmup_epochs} + {self.train.decay_epochs} > {self.train.epochs})"),
             (self.train.decay_epochs == 0 or self.train.lr_schedule != "constant",
              "decay_epochs needs lr_schedule=cosine or linear (the shape of the decay)"),

@@ -33,6 +33,7 @@ import numpy as np
 import yaml
 
 from gsau import __version__, checkpoint
+from gsau.atomic import write_atomic
 from gsau.config import Config, load_preset, resolve
 from gsau.data.interactions import BUNDLED
 from gsau.errors import GsauError
@@ -102,6 +103,7 @@ def state(path: Path) -> str:
 
 
 CLAIM = ".claim"  # in a run directory: its lock, and who holds it
+_unlocked_warned = False
 
 
 @contextlib.contextmanager
@@ -121,10 +123,9 @@ def claim(path: Path):
     path.mkdir(parents=True, exist_ok=True)
     fd = os.open(path / CLAIM, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
+        locked = _lock(fd, path)
+        if not locked:  # None: this filesystem has no locks; go on unclaimed, as warned
+            yield locked is None
             return
         holder = f"{os.uname().nodename} pid {os.getpid()} since {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC}\n"
         os.ftruncate(fd, 0)
@@ -135,6 +136,26 @@ def claim(path: Path):
             os.ftruncate(fd, 0)  # unlocked below; an empty file means nobody holds the run
     finally:
         os.close(fd)  # closing the descriptor releases the lock
+
+
+def _lock(fd: int, path: Path) -> bool | None:
+    """Take the claim's lock: True, False when another worker holds it, None when the filesystem
+    has no locks (some NFS, FUSE and cluster mounts)."""
+    import fcntl
+    for _ in range(5):  # a moment's retry: held() takes the lock briefly to look
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            time.sleep(0.02)
+        except OSError as e:
+            global _unlocked_warned
+            if not _unlocked_warned:
+                print(f"warning: {path.parent} cannot be locked ({e.strerror}); runs are not claimed, so run "
+                      "only one worker on it")
+                _unlocked_warned = True
+            return None
+    return False
 
 
 def held(path: Path) -> str | None:
@@ -151,6 +172,8 @@ def held(path: Path) -> str | None:
         return None
     except BlockingIOError:
         return os.pread(fd, 200, 0).decode(errors="replace").strip() or "another worker"
+    except OSError:  # no locks on this filesystem: nobody can be seen holding anything
+        return None
     finally:
         os.close(fd)
 
@@ -193,10 +216,11 @@ def reproduce(out, models, datasets, seeds, epochs=None, overrides=(), max_runs=
         for i, ((m, d, s), cfg) in enumerate(zip(cells, configs), start=1):
             path = run_dir(out, m, d, s)
             tag = f"[{i}/{len(cells)}] {m} {dataset_label(d)} seed {s}"
-            if state(path) == "done" and (path / "masked.json").exists():
+            first_look = state(path)
+            if first_look == "done" and (path / "masked.json").exists():
                 print(f"{tag}: done, skipped")  # no claim needed: a finished run only is read
                 continue
-            if max_runs is not None and trained >= max_runs:
+            if first_look != "done" and max_runs is not None and trained >= max_runs:
                 print(f"stopping after {trained} trainings (--max-runs {max_runs})")
                 break
             with claim(path) as mine:
@@ -215,7 +239,9 @@ def reproduce(out, models, datasets, seeds, epochs=None, overrides=(), max_runs=
                 t0 = time.perf_counter()
                 if st == "resume":
                     # Continue as the run started (its own config.yaml), as `gsau train --resume` does.
+                    threads = cfg.train.threads  # how this worker runs, not what the run trains
                     cfg = Config.from_dict(yaml.safe_load((path / "config.yaml").read_text()))
+                    cfg.train.threads = threads
                     if epochs:
                         cfg.train.epochs = epochs
                     print(f"{tag}: resuming {path}")
@@ -484,7 +510,7 @@ def plot_curves(runs, models, datasets, path: Path) -> str:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    write_atomic(path, lambda f: fig.savefig(f, dpi=120, format="png"))  # workers may write it at once
     plt.close(fig)
     return f"Validation NDCG@20 per epoch ([{path.name}]({path.name})):\n\n![validation NDCG@20 per epoch]({path.name})\n"
 
