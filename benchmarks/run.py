@@ -252,15 +252,19 @@ def render(saved: dict, bench, notes: str | None = None) -> str:
                   f"({tta['threads']} threads), {tta['epochs_run']} epochs, best epoch {tta['best_epoch']}, median "
                   f"{tta['median_epoch_seconds_with_validation']:.1f} s per epoch with validation."
                   + (f" {tta['note']}" if tta.get("note") else "") + "\n\n"
-                  "| test | R@10 | N@10 | R@20 | N@20 | best epoch | minutes |\n|---|---|---|---|---|---|---|\n")
+                  "| test | R@10 | N@10 | R@20 | N@20 | best epoch | minutes | recorded (UTC) |\n"
+                  "|---|---|---|---|---|---|---|---|\n")
         for r in [tta] + saved.get("time_to_accuracy_earlier", []):
             rt = r["test"]
-            md.append(f"| gsau, {_schedule_name(r)}{' (earlier record)' if r is not tta else ''} | "
+            md.append(f"| gsau, {_schedule_name(r)}{' (above)' if r is tta else ''} | "
                       f"{rt['recall@10']:.4f} | {rt['ndcg@10']:.4f} | {rt['recall@20']:.4f} | {rt['ndcg@20']:.4f} | "
-                      f"{r['best_epoch']} of {r['epochs_run']} | {r['wall_seconds'] / 60:.1f} |\n")
+                      f"{r['best_epoch']} of {r['epochs_run']} | {r['wall_seconds'] / 60:.1f} | {r['recorded']} |\n")
         if pub:
             md.append(f"| authors' published run (GPU, lr 0.001 constant) | {pub['recall@10']:.4f} | {pub['ndcg@10']:.4f} | "
-                      f"{pub['recall@20']:.4f} | {pub['ndcg@20']:.4f} | {pub['best_epoch']} | {pub['minutes']} |\n")
+                      f"{pub['recall@20']:.4f} | {pub['ndcg@20']:.4f} | {pub['best_epoch']} | {pub['minutes']} | - |\n")
+        noted = [r for r in saved.get("time_to_accuracy_earlier", []) if r.get("note")]
+        if noted:
+            md.append("\n" + "".join(f"- {_schedule_name(r)} ({r['recorded']}): {r['note']}\n" for r in noted))
         if tta.get("schedule"):
             thresholds = list(tta["schedule"][0]["first_epoch_reaching"])
             md.append("\nLearning-rate schedules tried on the same model, data and seed: the first epoch at which "
