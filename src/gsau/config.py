@@ -69,8 +69,8 @@ class TrainConfig:
     weight_decay: float = 0.0
     # Learning-rate schedule over the whole run (`epochs`), set every step: "constant" (the paper),
     # "cosine" or "linear" decay toward 0 at the end of `epochs` (the last step gets about lr / the
-    # number of decay steps),
-    # after `warmup_epochs` of linear warm-up from 0. A decaying schedule is laid over `epochs`;
+    # number of decay steps), after `warmup_epochs` of linear warm-up from 0. A decaying schedule is
+    # laid over `epochs`;
     # early stopping still applies. With `decay_epochs` > 0 the rate holds at lr and decays only
     # over the last `decay_epochs` epochs (warm-up, stable, decay): on the bundled data progress
     # tracks the rate summed over steps, so a decay over the whole run (a 40-epoch cosine) stalled far
