@@ -552,8 +552,9 @@ def write_report(out: Path, models, datasets, command: str) -> None:
               "## 6. Training curves\n", plot_curves(runs, models, datasets, out / "curves.png"),
               "## 7. Provenance\n",
               f"Written by `{command}` (gsau {__version__}) on "
-              f"{datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}. Each run's full settings are in "
-              "its runs/*/config.yaml.\n"]
+              f"{datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}. Each run keeps its full settings, "
+              "every epoch's losses, validation metrics and seconds, and its final metrics in "
+              "runs/MODEL-DATASET-SEED/ (config.yaml, log.jsonl, metrics.json, masked.json).\n"]
     notes = out / "NOTES.md"
     if notes.exists():  # findings written by hand beside the generated tables
         parts += ["## 8. Notes\n", notes.read_text()]
