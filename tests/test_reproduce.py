@@ -322,3 +322,29 @@ def test_a_run_finished_by_another_worker_after_the_first_look_is_not_retrained(
     text = run(*[{"sasrec-u,gsau-rec": "gsau-rec", grid["out"]: out}.get(a, a) for a in grid["args"]])
     assert "gsau-rec tiny seed 2020: done, skipped" in text and "training" not in text
     assert (done / "metrics.json").stat().st_mtime_ns == stamp
+
+
+def test_several_seeds_show_mean_and_standard_deviation(grid, tmp_path):
+    """A second seed of gsau-rec (its record copied, seed and test R@10 changed by hand): the cell
+    reads mean ± sample standard deviation over the seeds, the csv keeps one row per seed."""
+    import json
+    import yaml
+    out = tmp_path / "seeds"
+    shutil.copytree(grid["out"], out, ignore=shutil.ignore_patterns("*.pt"))
+    first, second = out / "runs" / "gsau-rec-tiny-2020", out / "runs" / "gsau-rec-tiny-2021"
+    shutil.copytree(first, second)
+    cfg = yaml.safe_load((second / "config.yaml").read_text())
+    cfg["train"]["seed"] = 2021
+    (second / "config.yaml").write_text(yaml.safe_dump(cfg))
+    for path, recall in ((first, 0.30), (second, 0.40)):
+        metrics = json.loads((path / "metrics.json").read_text())
+        metrics["test"]["recall@10"] = recall
+        (path / "metrics.json").write_text(json.dumps(metrics))
+    args = [a if a != grid["out"] else out for a in grid["args"]]
+    run(*args, "--seeds", "2020,2021", "--report-only")
+    md = (out / "RESULTS.md").read_text()
+    # mean 0.35; sample std sqrt(((0.30 - 0.35)^2 + (0.40 - 0.35)^2) / 1) = 0.0707
+    assert md_table(md, "### R@10")["gsau-rec"] == ["**0.3500 ± 0.0707 (n=2)**"]
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    assert sorted((r["model"], r["seed"], r["test_recall@10"]) for r in rows if r["model"] == "gsau-rec") == \
+        [("gsau-rec", "2020", "0.3"), ("gsau-rec", "2021", "0.4")]
