@@ -238,6 +238,26 @@ def test_claims_are_also_checked_against_the_strongest_baseline_run():
     assert line.count("against") == 1 and "against sasrec-u R@10 0.0950" in line and "does not beat it, -5.26%" in line
 
 
+def test_claims_end_with_a_plain_verdict_per_model():
+    from gsau.reproduce import claims_section
+
+    def run(model, dataset, r10):
+        return {"model": model, "dataset": dataset, "metrics": {"test": {"recall@10": r10}}}
+
+    runs = [run("sasrec", "toys", 0.08), run("gsau-rec", "toys", 0.09), run("gsau", "toys", 0.02),
+            run("sasrec", "beauty", 0.05), run("lightgcn", "beauty", 0.06), run("gsau-rec", "beauty", 0.054)]
+    text = claims_section(runs, ["gsau-rec", "gsau", "sasrec", "lightgcn"], ["beauty", "toys"])
+    verdict = next(x for x in text.splitlines() if x.startswith("In short:"))
+    assert ("gsau-rec beats the strongest baseline on test R@10 on 1 of 2 datasets "
+            "(beauty -10.00% vs lightgcn, toys +12.50% vs sasrec)") in verdict
+    assert "gsau beats the strongest baseline on test R@10 on 0 of 1 datasets (toys -75.00% vs sasrec)" in verdict
+    assert "Cells with one seed" in verdict
+    # with two seeds of every cell compared the caveat goes
+    runs = [run(m, "toys", r) for m, r in (("sasrec", 0.08), ("sasrec", 0.082), ("gsau-rec", 0.09), ("gsau-rec", 0.091))]
+    assert "Cells with one seed" not in claims_section(runs, ["gsau-rec", "sasrec"], ["toys"])
+    assert "Cells with one seed" in claims_section(runs[1:], ["gsau-rec", "sasrec"], ["toys"])
+
+
 # -- several workers on one OUT ---------------------------------------------------------------------
 def worker_args(grid, out, models):
     args = list(grid["args"])
