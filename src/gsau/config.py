@@ -18,6 +18,11 @@ import yaml
 from gsau.errors import ConfigError
 
 
+RESUMABLE = {"resumable": True}
+# Keys of a preset file that describe the preset rather than configure a run.
+PRESET_METADATA = ("description", "catalog")
+
+
 @dataclass
 class DataConfig:
     dataset: str = "beauty"
@@ -80,7 +85,9 @@ class TrainConfig:
     warmup_epochs: float = 0.0
     decay_epochs: float = 0.0
     batch_size: int = 512
-    epochs: int = 300
+    # Fields with RESUMABLE metadata may be changed when a run is resumed (`--resume` with
+    # `--epochs`, `--threads`): how long and where it runs, not what it trains.
+    epochs: int = field(default=300, metadata=RESUMABLE)
     patience: int = 10
     metric: str = "ndcg@20"
     ks: list[int] = field(default_factory=lambda: [5, 10, 20, 50])
@@ -90,7 +97,7 @@ class TrainConfig:
     # model, same loss in every mode): "packed" end to end in rows with a per-sample attention mask,
     # "prefix" in length buckets, "padded" each to max_len (the authors' pipeline, for benchmarks).
     seq_batching: str = "packed"
-    threads: int = 0  # torch intra-op threads; 0 keeps torch's default
+    threads: int = field(default=0, metadata=RESUMABLE)  # torch intra-op threads; 0 keeps torch's default
 
 
 @dataclass
@@ -121,7 +128,7 @@ class Config:
             elif k in self.SECTIONS and isinstance(v, dict):
                 for kk, vv in v.items():
                     self.set(f"{k}.{kk}", vv, source)
-            elif k in ("description",):
+            elif k in PRESET_METADATA:
                 continue
             else:
                 self.set(k, v, source)
@@ -240,11 +247,20 @@ def load_preset(name: str) -> dict:
     return yaml.safe_load(path.read_text()) or {}
 
 
+def preset_info(name: str) -> dict:
+    """A preset's description and catalog entry: {"description", "order", "group", "priority",
+    "role"} (a preset without a catalog entry sorts last, in group 0, as a baseline)."""
+    raw = load_preset(name)
+    catalog = raw.get("catalog") or {}
+    return {"name": name, "description": raw.get("description", ""), "order": catalog.get("order", 10**6),
+            "group": catalog.get("group", 0), "priority": catalog.get("priority", 10**6),
+            "role": catalog.get("role", "baseline")}
+
+
 def preset_names() -> list[str]:
-    order = ["gsau", "gsau-rec", "gsau-bert4rec", "sasrec-u", "bert4rec-u", "directau", "graphau",
-             "lightgcn", "sasrec", "bert4rec"]
+    """Every installed preset, in the catalog's listing order (then by name)."""
     found = sorted(p.stem for p in presets_dir().glob("*.yaml"))
-    return [n for n in order if n in found] + [n for n in found if n not in order]
+    return sorted(found, key=lambda n: (preset_info(n)["order"], n))
 
 
 def resolve(model: str, config_file: str | None = None, overrides: list[str] | None = None, **direct) -> Config:

@@ -117,10 +117,22 @@ def _check_same_run(saved: dict, now: dict, out: Path) -> None:
         raise GsauError(f"{out}: cannot resume with different settings ({'; '.join(diffs)})")
 
 
-def _cycle(stream, rng):
+def cycle(stream, rng):
     """Batches of a stream, reshuffled and restarted whenever it runs out."""
     while True:
         yield from stream.batches(rng)
+
+
+def train_step(model, optimizer: torch.optim.Optimizer, graph_batch: dict | None,
+               seq_chunks: list | None) -> dict[str, torch.Tensor]:
+    """One optimiser step of the joint objective; returns the step's loss terms as detached
+    0-dim tensors on the model's device (read them once per epoch, not per step: on a GPU each
+    read is a host sync)."""
+    total, terms = model.loss(graph_batch, seq_chunks)
+    optimizer.zero_grad(set_to_none=True)
+    total.backward()
+    optimizer.step()
+    return terms
 
 
 class Trainer:
@@ -200,8 +212,8 @@ class Trainer:
 
     def _train_epoch(self, epoch, graph, seq, steps, rng) -> dict:
         self.model.train()
-        graph_it = _cycle(graph, rng) if graph else None
-        seq_it = _cycle(seq, rng) if seq else None
+        graph_it = cycle(graph, rng) if graph else None
+        seq_it = cycle(seq, rng) if seq else None
         sums: dict[str, float] = {}
         bar = None
         if self.progress:
