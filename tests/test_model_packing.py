@@ -30,8 +30,8 @@ def test_packed_equals_padded_in_eval_mode(split, name):
     ref = padded.chunks(g, np.random.default_rng(1))[0]
     with torch.no_grad():
         if not masked_lm:
-            a, ta = model._encode_chunks(chunks)
-            b, tb = model._encode_chunks([ref])
+            a, ta = model.encode_sequences(chunks)
+            b, tb = model.encode_sequences([ref])
             # Packed chunks list samples tier by tier; map each back to its sample index.
             tiers = np.searchsorted(packed.row_widths, np.minimum(packed.position[g], 12))
             sample_order = np.concatenate([np.flatnonzero(tiers == k) for k in range(len(packed.row_widths))])
@@ -44,7 +44,7 @@ def test_packed_equals_padded_in_eval_mode(split, name):
             ref.masked = torch.zeros_like(ref.masked)
             outs, keys, offset = [], [], 0
             for c in chunks:  # segment ids count from 0 within each chunk (tier)
-                h, _ = model._encode_chunks([c])
+                h, _ = model.encode_sequences([c])
                 seg, pos = c.segments[c.masked], c.positions[c.masked]
                 sample = torch.from_numpy(sample_order)[offset + seg]
                 offset += len(c.lengths)
@@ -52,7 +52,7 @@ def test_packed_equals_padded_in_eval_mode(split, name):
                 outs.append(h)
                 keys.append(sample * 100 + pos)
             a = torch.cat(outs)[torch.cat(keys).argsort()]
-            b, _ = model._encode_chunks([ref])
+            b, _ = model.encode_sequences([ref])
             torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
 
 
@@ -69,7 +69,7 @@ def test_final_layer_at_reads_equals_full_final_layer(split, name, mode):
         model = build_model(cfg, split).train()
         stream = SequenceStream(split, 12, 64, mode, masked_lm=name == "bert4rec", row_widths=(4,))
         chunks = stream.chunks(stream.targets_at[:60], np.random.default_rng(1))
-        reps, targets = model._encode_chunks(chunks)
+        reps, targets = model.encode_sequences(chunks)
         (reps * torch.linspace(-1, 1, reps.numel()).view_as(reps)).sum().backward()
         grads = {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}
         results.append((reps.detach(), targets, grads))

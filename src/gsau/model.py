@@ -78,10 +78,13 @@ class Recommender(nn.Module):
             terms.update(self.graph_terms(graph_batch))
         if seq_chunks is not None:
             terms.update(self.sequence_terms(seq_chunks))
-        gamma = self.cfg.gamma
-        weights = {"L_GU": gamma, "L_SU": gamma, "L_reg": self.cfg.bpr_reg}
-        total = sum(weights.get(name, 1.0) * value for name, value in terms.items())
-        return total, {name: float(v.detach()) for name, v in terms.items()}
+        return self.total(terms), {name: v.detach() for name, v in terms.items()}
+
+    def total(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The weighted sum of named terms: L = L_GA + L_SA + gamma (L_GU + L_SU) (+ L_CE, L_BPR,
+        bpr_reg L_reg); every term not named here has weight 1."""
+        weights = {"L_GU": self.cfg.gamma, "L_SU": self.cfg.gamma, "L_reg": self.cfg.bpr_reg}
+        return sum(weights.get(name, 1.0) * value for name, value in terms.items())
 
     def _node_rows(self, users: torch.Tensor, items: torch.Tensor):
         return users - 1, self.n_users + items - 1
@@ -109,7 +112,7 @@ class Recommender(nn.Module):
         return {"L_BPR": obj.bpr((eu * ep).sum(-1), (eu * en).sum(-1)),
                 "L_reg": obj.l2_regularizer(users[batch["users"]], items[batch["items"]], items[batch["negatives"]])}
 
-    def _encode_chunks(self, chunks: list[SequenceChunk]) -> tuple[torch.Tensor, torch.Tensor]:
+    def encode_sequences(self, chunks: list[SequenceChunk]) -> tuple[torch.Tensor, torch.Tensor]:
         """(representations [n, d], target items [n]) over all chunks of a batch."""
         # One lookup for every chunk: each lookup's backward zero-fills a whole table-sized gradient.
         flat = torch.cat([c.seqs.reshape(-1) for c in chunks])
@@ -137,7 +140,7 @@ class Recommender(nn.Module):
         return torch.cat(reps), torch.cat(targets)
 
     def sequence_terms(self, chunks: list[SequenceChunk]) -> dict[str, torch.Tensor]:
-        s, targets = self._encode_chunks(chunks)
+        s, targets = self.encode_sequences(chunks)
         p = self.item_table(targets)
         terms = {}
         if self.cfg.sequence_loss == "au":

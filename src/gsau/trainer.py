@@ -123,12 +123,23 @@ def cycle(stream, rng):
         yield from stream.batches(rng)
 
 
+class NonFiniteLoss(GsauError):
+    """A loss term became NaN or infinite: the model has diverged."""
+
+    def __init__(self, terms: list[str]):
+        self.terms = terms
+        super().__init__(f"loss diverged ({', '.join(terms)} not finite)")
+
+
 def train_step(model, optimizer: torch.optim.Optimizer, graph_batch: dict | None,
                seq_chunks: list | None) -> dict[str, torch.Tensor]:
     """One optimiser step of the joint objective; returns the step's loss terms as detached
     0-dim tensors on the model's device (read them once per epoch, not per step: on a GPU each
-    read is a host sync)."""
+    read is a host sync). A non-finite loss raises NonFiniteLoss before the weights are touched,
+    so what a diverged step would write never reaches the optimiser."""
     total, terms = model.loss(graph_batch, seq_chunks)
+    if not torch.isfinite(total):
+        raise NonFiniteLoss([k for k, v in terms.items() if not torch.isfinite(v)] or ["total"])
     optimizer.zero_grad(set_to_none=True)
     total.backward()
     optimizer.step()
@@ -214,7 +225,7 @@ class Trainer:
         self.model.train()
         graph_it = cycle(graph, rng) if graph else None
         seq_it = cycle(seq, rng) if seq else None
-        sums: dict[str, float] = {}
+        sums: dict[str, torch.Tensor] = {}
         bar = None
         if self.progress:
             from tqdm import tqdm
@@ -223,18 +234,22 @@ class Trainer:
             lr = learning_rate(self.cfg.train, epoch * steps + i, steps)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
-            total, terms = self.model.loss(next(graph_it) if graph_it else None, next(seq_it) if seq_it else None)
-            self.optimizer.zero_grad(set_to_none=True)
-            total.backward()
-            self.optimizer.step()
-            for k, v in terms.items():
-                sums[k] = sums.get(k, 0.0) + v
+            try:
+                terms = train_step(self.model, self.optimizer, next(graph_it) if graph_it else None,
+                                   next(seq_it) if seq_it else None)
+            except NonFiniteLoss as e:
+                last = "the last checkpoint (last.pt, best.pt) is intact" if epoch else "no checkpoint was written"
+                raise GsauError(f"{self.out}: epoch {epoch + 1}, step {i + 1}: {e}; training stopped and {last}. "
+                                f"Lower lr (now {lr:g}) or check gamma") from None
+            for k, v in terms.items():  # summed on the device, read once when the epoch ends
+                sums[k] = sums[k] + v.double() if k in sums else v.double()
             if bar:
                 bar.update()
-                bar.set_postfix({k: f"{v:.3f}" for k, v in terms.items()}, refresh=False)
+                if i % 10 == 0:
+                    bar.set_postfix({k: f"{float(v):.3f}" for k, v in terms.items()}, refresh=False)
         if bar:
             bar.close()
-        return {k: v / steps for k, v in sums.items()}
+        return {k: float(v) / steps for k, v in sums.items()}
 
     @staticmethod
     def _line(h: dict, metric: str, improved: bool) -> str:
