@@ -11,7 +11,8 @@
    max length 50, batch 512) and LightGCN on the same data, converted to atomic files; and GSAU (rec)
    assembled from those two stock modules the way the paper's RecBole fork assembles it
    (benchmarks/recbole/gsau_on_recbole.py).
-3. The floor: FLOPs of one epoch over this machine's float32 matmul rate.
+3. The floor: FLOPs of one epoch over this machine's float32 matmul rate (benchmarks/flops.py).
+4. gsau-rec's step by part, and its most expensive ops (benchmarks/components.py).
 
 Both sides are timed the same way: a bounded number of training batches after warm-up, scaled to the
 number of batches in an epoch, median over rounds; each round measures every configuration of both
@@ -104,7 +105,9 @@ def main() -> None:
     if passive:
         print(f"note: OMP_WAIT_POLICY={passive} removed for the measurements", flush=True)
     sys.path.insert(0, str(ROOT / "src"))
+    # torch (flops imports it too) loads only now that OMP_WAIT_POLICY is gone.
     import torch
+    from flops import matmul_gflops
 
     from gsau import bench
 
@@ -115,7 +118,7 @@ def main() -> None:
     else:
         started = datetime.datetime.now(datetime.timezone.utc)
         print(f"machine: {os.cpu_count()} cores, {cpu_model()}; torch {torch.__version__}", flush=True)
-        rate = bench.matmul_gflops(a.threads)
+        rate = matmul_gflops(a.threads)
         print(f"float32 matmul: {rate:.1f} GFLOP/s", flush=True)
         name = None if a.skip_recbole else recbole_setup(a.dataset)
         # Rounds: every gsau configuration and every RecBole model once per round, so a slow spell
@@ -123,25 +126,26 @@ def main() -> None:
         rounds, rb_rounds = [], []
         for r in range(a.repeats):
             print(f"round {r + 1} of {a.repeats}, gsau:", flush=True)
-            rounds.append(bench.one_round(a.dataset, a.steps, a.epochs if r == 0 else 0, a.threads, profile=r == 0))
+            rounds.append(bench.one_round(a.dataset, a.steps, a.epochs if r == 0 else 0, a.threads))
             if name:
                 print("RecBole:", flush=True)
                 rb_rounds.append(recbole_round(name, a.recbole_batches, a.threads))
         rows = bench.merge_rounds(rounds)
         rb = merge_recbole(rb_rounds) if rb_rounds else []
-        print("gsau-rec step by part:", flush=True)
+        print("gsau-rec step by part, and profiled:", flush=True)
         proc = subprocess.run(
-            [sys.executable, "-m", "gsau.bench", "components", "--model", "gsau-rec", "--dataset", a.dataset,
-             "--steps", str(a.steps), "--repeats", str(a.repeats), "--threads", str(a.threads), "--json"],
-            capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+            [sys.executable, str(ROOT / "benchmarks" / "components.py"), "--model", "gsau-rec", "--dataset", a.dataset,
+             "--steps", str(a.steps), "--repeats", str(a.repeats), "--threads", str(a.threads), "--profile", "--json"],
+            capture_output=True, text=True)
         if proc.returncode:
-            raise RuntimeError(f"gsau.bench components failed:\n{proc.stderr[-3000:]}")
-        parts = json.loads(proc.stdout.strip().splitlines()[-1])
-        rate_after = bench.matmul_gflops(a.threads)
+            raise RuntimeError(f"benchmarks/components.py failed:\n{proc.stderr[-3000:]}")
+        where = json.loads(proc.stdout.strip().splitlines()[-1])
+        rate_after = matmul_gflops(a.threads)
         saved = {"command": command, "started": f"{started:%Y-%m-%d %H:%M}", "cores": os.cpu_count(), "cpu": cpu_model(),
                  "python": platform.python_version(), "torch": torch.__version__,
                  "args": {k: v for k, v in vars(a).items() if k not in ("out", "render_only")},
-                 "gsau": rows, "recbole": rb, "components": parts, "matmul_gflops": [rate, rate_after]}
+                 "gsau": rows, "recbole": rb, "components": where["parts"], "top_ops": where["top_ops"],
+                 "matmul_gflops": [rate, rate_after]}
         if json_path.exists():  # keep the time-to-accuracy record (benchmarks/time_to_accuracy.py)
             previous = json.loads(json_path.read_text())
             for key in ("time_to_accuracy", "time_to_accuracy_earlier"):
@@ -149,13 +153,17 @@ def main() -> None:
                     saved[key] = previous[key]
         json_path.write_text(json.dumps(saved, indent=2))
     notes = ROOT / "benchmarks" / "NOTES.md"
-    Path(a.out).write_text(render(saved, bench, notes.read_text() if notes.exists() else None))
+    Path(a.out).write_text(render(saved, notes.read_text() if notes.exists() else None))
     print(f"wrote {a.out} and {json_path}")
 
 
-def render(saved: dict, bench, notes: str | None = None) -> str:
+def render(saved: dict, notes: str | None = None) -> str:
     """The page from the saved measurements; `notes` (benchmarks/NOTES.md, written by hand: probes
     and findings outside the script's measurements) go at the end."""
+    # Imported here, not at the top: main must clear OMP_WAIT_POLICY before torch loads.
+    from flops import epoch_flops
+
+    from gsau.bench import VARIANTS, table
     args, rows, rb = saved["args"], saved["gsau"], saved["recbole"]
     rate, rate_after = saved["matmul_gflops"]
 
@@ -177,7 +185,7 @@ def render(saved: dict, bench, notes: str | None = None) -> str:
           + ("(peak RSS is the largest over its processes; the first also trains the accuracy epochs). "
              if any("rounds" in r for r in rows) else "(peak RSS is that process's). ")
           + "The accuracy column trains a fresh model for that many full epochs.\n\n",
-          "## gsau\n\n", bench.table(rows)]
+          "## gsau\n\n", table(rows)]
     if rb:
         md += ["\n## RecBole 1.2.1 (stock models, same data, same batch size)\n\n",
                "| model | s/batch (median) | batches/epoch | s/epoch | train samples |\n|---|---|---|---|---|\n"]
@@ -194,7 +202,7 @@ def render(saved: dict, bench, notes: str | None = None) -> str:
         for mine, theirs in (("sasrec", "SASRec"), ("lightgcn", "LightGCN"), ("gsau-rec", "GSAU-rec")):
             if theirs not in rbm:
                 continue
-            for variant in [v for v in bench.VARIANTS if v == "gsau" or v.startswith("gsau,")]:
+            for variant in [v for v in VARIANTS if v == "gsau" or v.startswith("gsau,")]:
                 if not any(r["model"] == mine and r["variant"] == variant for r in rows):
                     continue
                 g, r = find(mine, variant)["seconds_per_epoch"], rbm[theirs]["seconds_per_epoch"]
@@ -219,8 +227,8 @@ def render(saved: dict, bench, notes: str | None = None) -> str:
               "| model | GFLOP/epoch (gsau work) | of which | GFLOP/epoch (full model) | floor s/epoch | measured s/epoch "
               "| measured / floor |\n|---|---|---|---|---|---|---|\n")
     for model in ("gsau-rec", "sasrec"):
-        f = bench.epoch_flops(model, args["dataset"], shortcuts=True)
-        full = bench.epoch_flops(model, args["dataset"], shortcuts=False)
+        f = epoch_flops(model, args["dataset"], shortcuts=True)
+        full = epoch_flops(model, args["dataset"], shortcuts=False)
         floor = f["total_flops"] / (max(rate, rate_after) * 1e9)
         parts = ", ".join(f"{k} {v / 1e9:.0f}" for k, v in f["flops"].items())
         for r in [r for r in rows if r["model"] == model and r["variant"] in ("gsau", "gsau, bfloat16 CE")]:
@@ -230,7 +238,7 @@ def render(saved: dict, bench, notes: str | None = None) -> str:
                       f"{floor:.1f} | {m:.1f} | {m / floor:.1f}x |\n")
     parts = saved.get("components")
     if parts:
-        md.append("\n## Where gsau-rec's step goes, by part\n\n`python -m gsau.bench components --model gsau-rec` "
+        md.append("\n## Where gsau-rec's step goes, by part\n\n`python benchmarks/components.py --model gsau-rec` "
                   "(part of the same run): each part timed on its own over the same pre-built batches, forward and "
                   "backward; the encoder-and-objectives part contains the encoder part. The whole step here leaves "
                   "out building the batches (the last row), which the table above includes.\n\n"
@@ -239,9 +247,13 @@ def render(saved: dict, bench, notes: str | None = None) -> str:
         if any(p["part"] == "whole step" for p in parts):  # measured before the optimiser part was fixed
             md.append("\nIn this run the optimiser step was timed with gradients on the sequential side's "
                       "parameters only (fused Adam skips the rest), so its row under-counts.\n")
-    prof = find("gsau-rec").get("top_ops")
+    # Older result files keep the profile on gsau-rec's row, measured in its first round.
+    prof = saved.get("top_ops") or find("gsau-rec").get("top_ops")
     if prof:
-        md.append("\n## Where gsau-rec's step goes (torch.profiler, self CPU time)\n\n| op | share | calls/step |\n|---|---|---|\n")
+        md.append("\n## Where gsau-rec's step goes (torch.profiler, self CPU time)\n\n"
+                  + ("`python benchmarks/components.py --model gsau-rec --profile` (part of the same run), over "
+                     f"{args['steps']} whole steps after a warm-up.\n\n" if saved.get("top_ops") else "")
+                  + "| op | share | calls/step |\n|---|---|---|\n")
         md += [f"| `{p['op']}` | {100 * p['share']:.1f}% | {p['calls_per_step']:.0f} |\n" for p in prof]
     tta = saved.get("time_to_accuracy")
     if tta:

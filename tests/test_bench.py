@@ -1,6 +1,14 @@
-"""The benchmark's aggregation: rows measured in interleaved rounds merge into one row per configuration."""
+"""`gsau bench`: rows measured in interleaved rounds merge into one row per configuration, and one
+configuration's measurement takes the trainer's own training step, as many times as it reports."""
 
-from gsau.bench import merge_rounds
+import statistics
+
+import numpy as np
+import pytest
+
+from gsau import trainer
+from gsau.bench import measure_one, merge_rounds
+from gsau.config import resolve
 
 
 def _row(model, step, users_s, rss, **extra):
@@ -22,24 +30,46 @@ def test_rounds_merge_to_medians_per_configuration():
     assert lightgcn["seconds_per_step"] == 0.025 and lightgcn["peak_rss_mib"] == 650
 
 
-def test_local_propagation_edges_count_the_batch_neighbourhood():
-    """The floor's graph count (2 layers): layer 1 multiplies the whole adjacency, layer 2 only the
-    rows of the batch's nodes: every row for a batch that holds every
-    training pair; for a two-pair batch, its four nodes' degrees, counted here by hand."""
-    import numpy as np
-    from conftest import random_sequences_split
-    from gsau.bench import _local_propagation_edges
-    from gsau.config import resolve
-    from gsau.data.batching import GraphStream
-    split = random_sequences_split(0, 20, 12, 30)
-    users, items = split.train_pairs()
-    edges = {(("u", a), ("i", b)) for a, b in zip(users.tolist(), items.tolist())}
-    edges |= {(b, a) for a, b in edges}
-    nnz = len(edges)
-    whole = resolve("directau", None, [f"batch_size={len(users)}"])
-    assert _local_propagation_edges(whole, split) == 2 * nnz
-    batch = next(GraphStream(split, 2).batches(np.random.default_rng(0)))
-    nodes = {("u", int(u)) for u in batch["users"]} | {("i", int(i)) for i in batch["items"]}
-    layer2 = sum(1 for a, _ in edges if a in nodes)
-    two = resolve("directau", None, ["batch_size=2"])
-    assert _local_propagation_edges(two, split, batches=1) == nnz + layer2
+def test_rounds_out_of_step_are_refused():
+    with pytest.raises(ValueError, match="out of step"):
+        merge_rounds([[_row("sasrec", 0.1, 1, 1)], [_row("lightgcn", 0.1, 1, 1)]])
+    with pytest.raises(ValueError, match="different numbers"):
+        merge_rounds([[_row("sasrec", 0.1, 1, 1)], []])
+
+
+@pytest.fixture
+def tiny_dataset(tmp_path):
+    """40 users of 10 random items out of 30, as a sequence file `load_dataset` reads (every user
+    and item passes the presets' 5-interaction filter)."""
+    rng = np.random.default_rng(0)
+    path = tmp_path / "tiny.txt"
+    path.write_text("".join(f"{u} " + " ".join(map(str, rng.integers(1, 31, 10))) + "\n" for u in range(40)))
+    return str(path)
+
+
+@pytest.fixture
+def train_steps(monkeypatch):
+    """A list that gains an entry at every call of the trainer's `train_step`, which still runs."""
+    calls, step = [], trainer.train_step
+
+    def counted(*args):
+        calls.append(1)
+        return step(*args)
+
+    monkeypatch.setattr(trainer, "train_step", counted)
+    return calls
+
+
+def test_one_configuration_times_the_trainers_step(tiny_dataset, train_steps, one_thread):
+    small = ["batch_size=64", "embedding_dim=8", "inner_size=16"]
+    row = measure_one("gsau-rec", tiny_dataset, "packed", steps=2, repeats=3, epochs=1, threads=0, overrides=small)
+    # An epoch is as many steps as the longer of the two streams has batches.
+    cfg = resolve("gsau-rec", None, small, dataset=tiny_dataset)
+    graph, seq = trainer.make_streams(cfg, trainer.prepare(cfg)[0])
+    assert row["steps_per_epoch"] == max(len(graph), len(seq)) > 1
+    # warm-up 3, then 3 repeats of 2, then one epoch from a fresh model
+    assert len(train_steps) == 3 + 3 * 2 + row["steps_per_epoch"]
+    assert row["steps_timed"] == 6 and len(row["seconds_per_step_all"]) == 3
+    assert row["seconds_per_step"] == statistics.median(row["seconds_per_step_all"])
+    assert row["seconds_per_epoch"] == row["seconds_per_step"] * row["steps_per_epoch"]
+    assert row["accuracy_epochs"] == 1 and 0 <= row["valid_ndcg@20"] <= 1

@@ -2,11 +2,13 @@
 files (no RecBole GSAU row, no bfloat16 rows, no rounds, no step-by-part table) still render."""
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))  # run.py's siblings (flops), as when it runs as a script
 
 
 @pytest.fixture(scope="module")
@@ -36,8 +38,8 @@ def _saved(gsau, recbole, **extra):
 
 
 def test_ratios_come_from_the_rows(report, monkeypatch):
-    from gsau import bench
-    monkeypatch.setattr(bench, "epoch_flops", lambda model, dataset, shortcuts=True: {
+    import flops
+    monkeypatch.setattr(flops, "epoch_flops", lambda model, dataset, shortcuts=True: {
         "flops": {"logits": 400e9, "transformer": 600e9}, "total_flops": 1000e9})
     gsau = [_gsau("sasrec", "gsau", 0.08, 250, rounds=3), _gsau("sasrec", "gsau, bfloat16 CE", 0.05, 250, rounds=3),
             _gsau("gsau-rec", "gsau", 0.10, 300, rounds=3),
@@ -45,7 +47,7 @@ def test_ratios_come_from_the_rows(report, monkeypatch):
             _gsau("lightgcn", "gsau", 0.03, 300, rounds=3)]
     recbole = [_recbole("SASRec", 200.0, 250), _recbole("LightGCN", 27.0, 300), _recbole("GSAU-rec", 270.0, 300)]
     parts = [{"part": "whole step (batches pre-built)", "ms_per_step": 100.0, "share_of_step": 1.0}]
-    md = report.render(_saved(gsau, recbole, components=parts), bench)
+    md = report.render(_saved(gsau, recbole, components=parts))
     assert "| sasrec vs RecBole SASRec | 200.0 | 20.0 | 10.0x |" in md
     assert "| sasrec (bfloat16 CE) vs RecBole SASRec | 200.0 | 12.5 | 16.0x |" in md
     assert "| lightgcn vs RecBole LightGCN | 27.0 | 9.0 | 3.0x |" in md
@@ -56,16 +58,16 @@ def test_ratios_come_from_the_rows(report, monkeypatch):
 
 
 def test_an_older_result_file_still_renders(report, monkeypatch):
-    from gsau import bench
-    monkeypatch.setattr(bench, "epoch_flops", lambda model, dataset, shortcuts=True: {
+    import flops
+    monkeypatch.setattr(flops, "epoch_flops", lambda model, dataset, shortcuts=True: {
         "flops": {"logits": 1e9}, "total_flops": 1e9})
     gsau = [_gsau("sasrec", "gsau", 0.08, 250), _gsau("gsau-rec", "gsau", 0.10, 300),
             _gsau("gsau-rec", "paper batching, naive", 0.50, 300), _gsau("lightgcn", "gsau", 0.03, 300)]
-    md = report.render(_saved(gsau, [_recbole("SASRec", 200.0, 250), _recbole("LightGCN", 27.0, 300)]), bench)
+    md = report.render(_saved(gsau, [_recbole("SASRec", 200.0, 250), _recbole("LightGCN", 27.0, 300)]))
     assert "| sasrec vs RecBole SASRec | 200.0 | 20.0 | 10.0x |" in md
     assert "GSAU-rec" not in md and "bfloat16" not in md and "by part" not in md
     assert "3 repeats" in md and "(peak RSS is that process's)" in md
-    no_recbole = report.render(_saved(gsau, []), bench)
+    no_recbole = report.render(_saved(gsau, []))
     assert "RecBole 1.2.1 (stock" not in no_recbole and "5.0x" in no_recbole
 
 
@@ -79,12 +81,30 @@ def test_schedules_are_named_with_everything_that_sets_them(report):
 
 
 def test_hand_written_notes_end_the_page(report, monkeypatch):
-    from gsau import bench
-    monkeypatch.setattr(bench, "epoch_flops", lambda model, dataset, shortcuts=True: {
+    import flops
+    monkeypatch.setattr(flops, "epoch_flops", lambda model, dataset, shortcuts=True: {
         "flops": {"logits": 400e9}, "total_flops": 400e9})
     gsau = [_gsau("sasrec", "gsau", 0.08, 250), _gsau("gsau-rec", "gsau", 0.10, 300),
             _gsau("gsau-rec", "paper batching, naive", 0.50, 300), _gsau("lightgcn", "gsau", 0.03, 300)]
     saved = _saved(gsau, [_recbole("SASRec", 200.0, 250), _recbole("LightGCN", 27.0, 300)])
-    md = report.render(saved, bench, "## Notes\n\nPASSIVE is slow.\n")
+    md = report.render(saved, "## Notes\n\nPASSIVE is slow.\n")
     assert md.rstrip().endswith("## Notes\n\nPASSIVE is slow.")
-    assert "## Notes" not in report.render(saved, bench)
+    assert "## Notes" not in report.render(saved)
+
+
+def test_the_profile_renders_from_new_and_older_result_files(report, monkeypatch):
+    """New files keep the profile at the top level (benchmarks/components.py --profile), older ones
+    on gsau-rec's row."""
+    import flops
+    monkeypatch.setattr(flops, "epoch_flops", lambda model, dataset, shortcuts=True: {
+        "flops": {"logits": 400e9}, "total_flops": 400e9})
+    ops = [{"op": "aten::mm", "share": 0.25, "calls_per_step": 40.0}]
+    rows = [_gsau("sasrec", "gsau", 0.08, 250), _gsau("gsau-rec", "gsau", 0.10, 300),
+            _gsau("gsau-rec", "paper batching, naive", 0.50, 300), _gsau("lightgcn", "gsau", 0.03, 300)]
+    new = report.render(_saved(rows, [], top_ops=ops))
+    assert "| `aten::mm` | 25.0% | 40 |" in new and "components.py --model gsau-rec --profile" in new
+    rows[1]["top_ops"] = ops
+    older = report.render(_saved(rows, []))
+    assert "| `aten::mm` | 25.0% | 40 |" in older and "--profile" not in older
+    del rows[1]["top_ops"]
+    assert "torch.profiler" not in report.render(_saved(rows, []))

@@ -1,9 +1,10 @@
-"""Speed measurements of gsau itself: seconds per training epoch (bounded steps, scaled), full-ranking
-evaluation throughput, peak memory, and the FLOP floor of an epoch on this machine.
+"""`gsau bench`: seconds per training epoch (bounded steps, scaled), full-ranking evaluation
+throughput and peak memory of gsau's presets.
 
 Each configuration runs in its own process (`python -m gsau.bench one ...`) so its peak resident
 memory is its own and no warm cache leaks between them. `benchmarks/run.py` puts these beside
-RecBole's figures and writes BENCHMARKS.md.
+RecBole's figures and the FLOP floor (benchmarks/flops.py) and writes BENCHMARKS.md;
+benchmarks/components.py splits a step into its parts.
 """
 
 from __future__ import annotations
@@ -20,52 +21,45 @@ import numpy as np
 import torch
 
 
-def _steps(cfg, split, model, graph, seq, rng, n: int) -> float:
-    """Seconds for n joint training steps, as the trainer runs them."""
-    from gsau.trainer import _cycle, make_optimizer
-    opt = make_optimizer(cfg, model)
+def setup(cfg):
+    """What a timed step needs, built as the trainer builds it: (split, seeded model, optimiser,
+    graph stream or None, sequential stream or None, the generator that orders batches)."""
+    from gsau.trainer import make_optimizer, make_streams, prepare
+    split, model = prepare(cfg)
+    graph, seq = make_streams(cfg, split)
+    return split, model, make_optimizer(cfg, model), graph, seq, np.random.default_rng(cfg.train.seed)
+
+
+def run_steps(model, optimizer, graph, seq, rng, n: int) -> float:
+    """Seconds for n joint training steps, drawn and taken as the trainer's epoch does (the same
+    `train_step`, fresh cycles over the streams)."""
+    from gsau.trainer import cycle, train_step
     model.train()
-    g_it = _cycle(graph, rng) if graph else None
-    s_it = _cycle(seq, rng) if seq else None
+    g_it = cycle(graph, rng) if graph else None
+    s_it = cycle(seq, rng) if seq else None
     t0 = time.perf_counter()
     for _ in range(n):
-        total, _ = model.loss(next(g_it) if g_it else None, next(s_it) if s_it else None)
-        opt.zero_grad(set_to_none=True)
-        total.backward()
-        opt.step()
+        train_step(model, optimizer, next(g_it) if g_it else None, next(s_it) if s_it else None)
     return time.perf_counter() - t0
 
 
 def measure_one(model_name: str, dataset: str, batching: str, steps: int, repeats: int, epochs: int,
-                threads: int, overrides: list[str], profile: bool = False) -> dict:
+                threads: int, overrides: list[str]) -> dict:
     from gsau.config import resolve
     from gsau.evaluation import evaluate
     from gsau.runtime import keep_freed_memory
-    from gsau.trainer import make_streams, prepare
     if threads:
         torch.set_num_threads(threads)
     t0 = time.perf_counter()
     cfg = resolve(model_name, None, [f"seq_batching={batching}", *overrides], dataset=dataset)
     if cfg.net.shortcuts:  # the naive baseline keeps glibc's default allocator behaviour too
         keep_freed_memory()
-    split, model = prepare(cfg)
-    graph, seq = make_streams(cfg, split)
+    split, model, opt, graph, seq, rng = setup(cfg)
     prep = time.perf_counter() - t0
     steps_per_epoch = max(len(s) for s in (graph, seq) if s is not None)
-    rng = np.random.default_rng(cfg.train.seed)
-    _steps(cfg, split, model, graph, seq, rng, 3)  # warm-up: allocator, thread pool, kernels
-    per_step = [_steps(cfg, split, model, graph, seq, rng, steps) / steps for _ in range(repeats)]
+    run_steps(model, opt, graph, seq, rng, 3)  # warm-up: allocator, thread pool, kernels, Adam's state
+    per_step = [run_steps(model, opt, graph, seq, rng, steps) / steps for _ in range(repeats)]
     step_s = statistics.median(per_step)
-    top_ops = None
-    if profile:
-        from torch.profiler import ProfilerActivity
-        from torch.profiler import profile as torch_profile
-        with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
-            _steps(cfg, split, model, graph, seq, rng, steps)
-        events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
-        total = sum(e.self_cpu_time_total for e in events)
-        top_ops = [{"op": e.key, "share": e.self_cpu_time_total / total, "calls_per_step": e.count / steps}
-                   for e in events[:10]]
     # Evaluation throughput: full ranking of every user's validation target.
     model.eval()
     t1 = time.perf_counter()
@@ -77,166 +71,18 @@ def measure_one(model_name: str, dataset: str, batching: str, steps: int, repeat
            "seconds_per_epoch": step_s * steps_per_epoch, "eval_seconds": eval_s,
            "eval_users_per_second": split.n_users / eval_s, "prepare_seconds": prep,
            "overrides": overrides}
-    if top_ops:
-        out["top_ops"] = top_ops
     if epochs:
-        # A fixed number of real epochs from a fresh model, so a faster variant that learns less shows.
-        cfg.train.epochs = epochs
-        split, model = prepare(cfg)
-        graph, seq = make_streams(cfg, split)
-        rng = np.random.default_rng(cfg.train.seed)
+        # A fixed number of real epochs from a fresh model and optimiser, so a faster variant that
+        # learns less shows.
+        split, model, opt, graph, seq, rng = setup(cfg)
         t2 = time.perf_counter()
         for _ in range(epochs):
-            _steps(cfg, split, model, graph, seq, rng, steps_per_epoch)
+            run_steps(model, opt, graph, seq, rng, steps_per_epoch)
         out["accuracy_epochs"] = epochs
         out["accuracy_train_seconds"] = time.perf_counter() - t2
         out["valid_ndcg@20"] = evaluate(model, split, "valid", (20,))["ndcg@20"]
     out["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return out
-
-
-def components(model_name: str, dataset: str, steps: int = 15, repeats: int = 3, threads: int = 0,
-               overrides: list[str] | None = None) -> list[dict]:
-    """Milliseconds per step of each part of a joint training step, timed separately on the same
-    pre-built batches: the whole step, the graph objectives (forward + backward), the sequential
-    encoder alone and with its objectives (forward + backward), the optimiser step, and building
-    the next batches. Parts are timed in interleaved rounds (median over rounds of the mean over
-    `steps` calls), so a slow spell of a shared machine falls on all of them."""
-    from gsau.config import resolve
-    from gsau.runtime import keep_freed_memory
-    from gsau.trainer import _cycle, make_optimizer, make_streams, prepare
-    if threads:
-        torch.set_num_threads(threads)
-    keep_freed_memory()
-    cfg = resolve(model_name, None, list(overrides or []), dataset=dataset)
-    split, model = prepare(cfg)
-    graph, seq = make_streams(cfg, split)
-    rng = np.random.default_rng(cfg.train.seed)
-    opt = make_optimizer(cfg, model)
-    model.train()
-    g_it = _cycle(graph, rng) if graph else None
-    s_it = _cycle(seq, rng) if seq else None
-    batches = [(next(g_it) if g_it else None, next(s_it) if s_it else None) for _ in range(steps)]
-
-    def whole(g, q):
-        total, _ = model.loss(g, q)
-        opt.zero_grad(set_to_none=True)
-        total.backward()
-        opt.step()
-
-    def backward_of(terms: dict):
-        model.zero_grad(set_to_none=True)
-        weights = {"L_GU": model.cfg.gamma, "L_SU": model.cfg.gamma, "L_reg": model.cfg.bpr_reg}
-        sum(weights.get(k, 1.0) * v for k, v in terms.items()).backward()
-
-    # The optimiser step right after the whole step, whose backward left a gradient on every
-    # parameter (the parts below zero all but their own, and fused Adam skips gradient-less ones).
-    parts = {"whole step (batches pre-built)": whole, "optimiser step": lambda g, q: opt.step()}
-    if graph is not None:
-        parts["graph objectives (forward + backward)"] = lambda g, q: backward_of(model.graph_terms(g))
-    if seq is not None:
-        parts["sequential encoder (forward + backward)"] = lambda g, q: backward_of(
-            {"h": model._encode_chunks(q)[0].sum()})
-        parts["sequential encoder and objectives (forward + backward)"] = lambda g, q: backward_of(
-            model.sequence_terms(q))
-    parts["next batches"] = lambda g, q: (next(g_it) if g_it else None, next(s_it) if s_it else None)
-
-    for fn in parts.values():  # warm-up: allocator, thread pool, kernels
-        for g, q in batches[:3]:
-            fn(g, q)
-    times: dict[str, list[float]] = {name: [] for name in parts}
-    for _ in range(repeats):
-        for name, fn in parts.items():
-            t0 = time.perf_counter()
-            for g, q in batches:
-                fn(g, q)
-            times[name].append((time.perf_counter() - t0) / len(batches) * 1000)
-    whole_ms = statistics.median(times["whole step (batches pre-built)"])
-    return [{"part": name, "ms_per_step": statistics.median(t), "ms_all": t,
-             "share_of_step": statistics.median(t) / whole_ms} for name, t in times.items()]
-
-
-def matmul_gflops(threads: int = 0, n: int = 2048, repeats: int = 5) -> float:
-    """This machine's float32 matmul rate (median of repeats), the yardstick of the floor."""
-    if threads:
-        torch.set_num_threads(threads)
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        a @ b
-        times.append(time.perf_counter() - t0)
-    return 2 * n ** 3 / statistics.median(times) / 1e9
-
-
-def epoch_flops(model_name: str, dataset: str, shortcuts: bool = True) -> dict:
-    """Floating-point operations of one training epoch, counted from the real batch shapes.
-
-    Forward multiply-adds of every matrix product (Transformer projections, attention over each
-    prefix's real length, logits over all items, graph propagation, uniformity Gram matrices);
-    backward counted as twice the forward, except graph propagation (the adjacency has no
-    gradient: once). Elementwise work is left out: the floor is a bound. With `shortcuts` the count
-    is of the work gsau does (the final layer's output projection and feed-forward block only at
-    each prefix's last token); without, of every position through every layer.
-    """
-    from gsau.config import resolve
-    from gsau.data import LeaveOneOut, load_dataset
-    from gsau.data.batching import SequenceStream
-    cfg = resolve(model_name, None, [], dataset=dataset)
-    n, t = cfg.net, cfg.train
-    split = LeaveOneOut.from_interactions(load_dataset(dataset))
-    d, items = n.embedding_dim, split.n_items + 1
-    macs, backward = {}, {}
-    steps = 0
-    if n.sequence_loss:
-        seq = SequenceStream(split, n.max_len, t.batch_size)
-        lengths = np.minimum(seq.position[seq.targets_at], n.max_len).astype(np.float64)
-        tokens, samples = lengths.sum(), len(lengths)
-        qkv, rest = 3 * d * d, d * d + 2 * d * n.inner_size  # q, k, v; output projection and feed-forward
-        attention = (lengths * (lengths + 1) / 2).sum() * 2 * d
-        if shortcuts:
-            last = tokens * qkv + samples * rest + attention
-        else:
-            last = tokens * (qkv + rest) + attention
-        macs["transformer"] = (n.n_layers - 1) * (tokens * (qkv + rest) + attention) + last
-        steps = len(seq)
-        if n.sequence_loss == "ce":
-            macs["logits"] = seq.n_samples * d * items
-        if n.sequence_uniformity:
-            macs["seq_uniformity"] = 2 * len(seq) * t.batch_size ** 2 * d
-    if n.graph_loss:
-        users, its = split.train_pairs()
-        nnz = 2 * len(np.unique(users * items + its))
-        graph_steps = -(-len(users) // t.batch_size)
-        steps = max(steps, graph_steps)
-        # K - 1 whole layers and, with shortcuts, the last only at the batch's nodes (LightGCN.layers_at)
-        edges = _local_propagation_edges(cfg, split) if shortcuts else n.graph_layers * nnz
-        macs["graph_propagation"] = steps * edges * d
-        backward["graph_propagation"] = 1
-        if n.graph_loss in ("au", "layer_au"):
-            macs["graph_uniformity"] = 2 * steps * t.batch_size ** 2 * d
-    flops = {k: 2 * (1 + backward.get(k, 2)) * v for k, v in macs.items()}  # 2 FLOPs per multiply-add
-    return {"model": model_name, "dataset": dataset, "flops": flops, "total_flops": sum(flops.values()),
-            "steps": steps, "shortcuts": shortcuts}
-
-
-def _local_propagation_edges(cfg, split, batches: int = 16) -> float:
-    """Mean adjacency entries a step's propagation multiplies (forward; the backward pass multiplies
-    as many), over `batches` batches of the graph stream (seed 0): K - 1 whole layers, and the last
-    layer at the batch's nodes only (LightGCN.layers_at)."""
-    from gsau.data.batching import GraphStream
-    from gsau.encoders import normalized_adjacency
-    adjacency = normalized_adjacency(*split.train_pairs(), split.n_users, split.n_items)
-    degree = adjacency.crow_indices().diff()
-    stream = GraphStream(split, cfg.train.batch_size, negatives=cfg.net.graph_loss == "bpr")
-    last = []
-    for _, batch in zip(range(batches), stream.batches(np.random.default_rng(0))):
-        nodes = [batch["users"] - 1, split.n_users + batch["items"] - 1]
-        if "negatives" in batch:
-            nodes.append(split.n_users + batch["negatives"] - 1)
-        last.append(int(degree[torch.cat(nodes).unique()].sum()))
-    return (cfg.net.graph_layers - 1) * adjacency.values().numel() + float(np.mean(last))
 
 
 # The configurations compared: gsau's default (packed) batching, the same with the opt-in bfloat16
@@ -255,17 +101,16 @@ VARIANTS = {
 MODELS = ("sasrec", "gsau-rec", "lightgcn")
 
 
-def suite(dataset: str, steps: int, repeats: int, epochs: int, threads: int, echo=print,
-          profile: bool = True) -> list[dict]:
+def suite(dataset: str, steps: int, repeats: int, epochs: int, threads: int, echo=print) -> list[dict]:
     """Every configuration, `repeats` rounds. A round runs each configuration once, in its own
     process, so a slow spell of a shared machine lands on all of them instead of on the repeats of
-    one; a row's step time is the median over rounds. The accuracy epochs and the profile run in
-    the first round only."""
+    one; a row's step time is the median over rounds. The accuracy epochs run in the first round
+    only."""
     rounds = []
     for r in range(repeats):
         if repeats > 1:
             echo(f" round {r + 1} of {repeats}")
-        rounds.append(one_round(dataset, steps, epochs if r == 0 else 0, threads, echo, profile and r == 0))
+        rounds.append(one_round(dataset, steps, epochs if r == 0 else 0, threads, echo))
     return merge_rounds(rounds)
 
 
@@ -277,15 +122,13 @@ def configurations():
             yield model, variant, batching, overrides
 
 
-def one_round(dataset: str, steps: int, epochs: int, threads: int, echo=print, profile: bool = False) -> list[dict]:
+def one_round(dataset: str, steps: int, epochs: int, threads: int, echo=print) -> list[dict]:
     rows = []
     for model, variant, batching, overrides in configurations():
         args = ["--model", model, "--dataset", dataset, "--batching", batching, "--steps", str(steps),
                 "--repeats", "1", "--epochs", str(epochs), "--threads", str(threads)]
         for o in overrides:
             args += ["--set", o]
-        if profile and model == "gsau-rec" and variant == "gsau":
-            args.append("--profile")
         row = run_isolated(args)
         row["variant"] = variant
         echo(f"  {model:<9} {variant:<22} {row['seconds_per_epoch']:8.1f} s/epoch"
@@ -295,7 +138,7 @@ def one_round(dataset: str, steps: int, epochs: int, threads: int, echo=print, p
 
 
 def merge_rounds(rounds: list[list[dict]]) -> list[dict]:
-    """One row per configuration: the first round's row (accuracy, profile) with the median step
+    """One row per configuration: the first round's row (accuracy) with the median step
     time and evaluation throughput over all rounds and the largest peak memory."""
     merged = []
     if len({len(r) for r in rounds}) > 1:
@@ -336,7 +179,7 @@ def run_isolated(args: list[str]) -> dict:
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(prog="python -m gsau.bench")
     sub = p.add_subparsers(dest="cmd", required=True)
-    one = sub.add_parser("one")
+    one = sub.add_parser("one", help="measure one configuration; prints one JSON line")
     one.add_argument("--model", required=True)
     one.add_argument("--dataset", default="beauty")
     one.add_argument("--batching", default="packed")
@@ -345,28 +188,8 @@ def main(argv=None) -> None:
     one.add_argument("--epochs", type=int, default=0)
     one.add_argument("--threads", type=int, default=0)
     one.add_argument("--set", action="append", default=[])
-    one.add_argument("--profile", action="store_true")
-    parts = sub.add_parser("components", help="time each part of a training step separately")
-    parts.add_argument("--model", required=True)
-    parts.add_argument("--dataset", default="beauty")
-    parts.add_argument("--steps", type=int, default=15)
-    parts.add_argument("--repeats", type=int, default=3)
-    parts.add_argument("--threads", type=int, default=0)
-    parts.add_argument("--set", action="append", default=[])
-    parts.add_argument("--json", action="store_true", help="one JSON line instead of a table")
     a = p.parse_args(argv)
-    if a.cmd == "components":
-        rows = components(a.model, a.dataset, a.steps, a.repeats, a.threads, a.set)
-        if a.json:
-            print(json.dumps(rows))
-        else:
-            print(f"{a.model} on {a.dataset}, {torch.get_num_threads()} threads, median of {a.repeats} rounds "
-                  f"of {a.steps} steps:")
-            for r in rows:
-                print(f"  {r['part']:<56} {r['ms_per_step']:8.1f} ms  {100 * r['share_of_step']:5.1f}% of a step")
-        return
-    print(json.dumps(measure_one(a.model, a.dataset, a.batching, a.steps, a.repeats, a.epochs, a.threads, a.set,
-                                 a.profile)))
+    print(json.dumps(measure_one(a.model, a.dataset, a.batching, a.steps, a.repeats, a.epochs, a.threads, a.set)))
 
 
 if __name__ == "__main__":
