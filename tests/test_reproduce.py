@@ -16,10 +16,13 @@ import numpy as np
 import pytest
 import torch
 
-from gsau import reproduce
 from gsau.cli import main
 from gsau.config import resolve
 from gsau.data.interactions import Interactions
+from gsau.reproduce import claims
+from gsau.reproduce.grid import catalog_groups, headline, model_order, proposed
+from gsau.reproduce.grid import grid as grid_cells
+from gsau.runs import run_name
 from gsau.trainer import Trainer
 
 SETS = ["batch_size=32", "eval_batch_size=256", "embedding_dim=16", "inner_size=32", "max_len=10", "threads=1"]
@@ -85,17 +88,54 @@ def md_table(md, heading):
 
 
 def test_grid_order_is_by_importance_then_model_major():
-    cells = reproduce.grid(reproduce.model_order(["bert4rec", "sasrec", "lightgcn", "gsau", "gsau-rec", "sasrec-u"]),
+    cells = grid_cells(model_order(["bert4rec", "sasrec", "lightgcn", "gsau", "gsau-rec", "sasrec-u"]),
                            ["beauty", "sports"], [1, 2])
     assert cells[:4] == [("gsau-rec", "beauty", 1), ("gsau-rec", "sports", 1), ("gsau", "beauty", 1), ("gsau", "sports", 1)]
     models = [m for m, d, s in cells if d == "beauty"]
     assert models == ["gsau-rec", "gsau", "sasrec-u", "sasrec"] * 2 + ["lightgcn"] * 2 + ["bert4rec"] * 2
     assert [s for m, d, s in cells if m == "sasrec"] == [1, 1, 2, 2]
-    everything = reproduce.grid(reproduce.model_order(reproduce.MAIN[::-1] + ["bert4rec-u", "graphau", "directau",
-                                                                              "lightgcn", "bert4rec", "gsau-bert4rec"]),
-                                ["toys"], [2020])
+    everything = grid_cells(model_order(["sasrec", "sasrec-u", "gsau", "gsau-rec", "bert4rec-u", "graphau",
+                                         "directau", "lightgcn", "bert4rec", "gsau-bert4rec"]), ["toys"], [2020])
     assert [m for m, _, _ in everything] == ["gsau-rec", "gsau", "sasrec-u", "sasrec", "lightgcn", "directau",
                                              "graphau", "gsau-bert4rec", "bert4rec-u", "bert4rec"]
+
+
+def test_grid_order_comes_from_the_presets_catalog():
+    # The order the grid had before it was read from the presets' catalog entries.
+    assert list(catalog_groups().values()) == [["gsau-rec", "gsau", "sasrec-u", "sasrec"],
+                                               ["lightgcn", "directau", "graphau"],
+                                               ["gsau-bert4rec", "bert4rec-u", "bert4rec"]]
+    assert headline() == ["gsau-rec", "gsau", "sasrec-u", "sasrec"]
+    assert proposed() == ["gsau", "gsau-rec", "gsau-bert4rec"]
+
+
+def test_presets_without_a_catalog_entry_train_last(monkeypatch):
+    import gsau.reproduce.grid as grid_module
+    catalog = {"b": {"group": 2, "priority": 1}, "a": {"group": 1, "priority": 2}, "c": {"group": 1, "priority": 1},
+               "plain": {"group": 0, "priority": 10**6}}
+    monkeypatch.setattr(grid_module, "preset_names", lambda: list(catalog))
+    monkeypatch.setattr(grid_module, "preset_info", lambda name: {"name": name, "role": "baseline", **catalog[name]})
+    assert catalog_groups() == {1: ["c", "a"], 2: ["b"]}
+    # An installed preset without a catalog entry and one not installed keep the order they were given in.
+    assert model_order(["mine", "b", "plain", "a", "c"]) == ["c", "a", "b", "mine", "plain"]
+    assert [m for m, _, _ in grid_cells(["mine", "b", "plain", "a", "c"], ["toys"], [1, 2])] == \
+        ["c", "a", "c", "a", "b", "b", "mine", "plain", "mine", "plain"]
+
+
+def test_a_filesystem_without_locks_runs_unclaimed_with_one_warning(tmp_path, monkeypatch, caplog):
+    import errno
+    import fcntl
+
+    def no_locks(fd, op):
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    monkeypatch.setattr(claims, "_unlocked_warned", False)
+    for name in ("a", "b"):
+        with claims.claim(tmp_path / name) as mine:
+            assert mine
+    warnings = [r for r in caplog.records if r.name == "gsau" and "cannot be locked" in r.getMessage()]
+    assert len(warnings) == 1 and str(tmp_path) in warnings[0].getMessage()
+    assert claims.held(tmp_path / "a") is None
 
 
 def test_max_runs_trains_the_first_cell_only(grid):
@@ -171,7 +211,7 @@ def test_figure(grid):
     assert "](curves.png)" in (grid["out"] / "RESULTS.md").read_text()
 
 
-def test_report_only_recomputes_nothing(grid, tmp_path, monkeypatch):
+def test_report_only_recomputes_nothing(grid, tmp_path, monkeypatch, caplog):
     out = tmp_path / "copy"
     shutil.copytree(grid["out"], out)
     args = [a if a != grid["out"] else out for a in grid["args"]]
@@ -182,15 +222,17 @@ def test_report_only_recomputes_nothing(grid, tmp_path, monkeypatch):
     def forbidden(*a, **k):
         raise AssertionError("--report-only must not train or evaluate")
     for name in ("Trainer", "evaluate", "load_run", "resolve"):
-        monkeypatch.setattr(reproduce, name, forbidden)
+        monkeypatch.setattr(f"gsau.reproduce.grid.{name}", forbidden)
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # and the report survives without matplotlib
     run(*args, "--report-only")
     assert {p: p.stat().st_mtime_ns for p in (out / "runs").rglob("*")} == stamps
+    # The report reads the same without matplotlib (all but the provenance line, which holds the
+    # command and time); only the console says the figure was not redrawn.
+    def body(text):
+        return [line for line in text.splitlines() if not line.startswith("Written by `")]
     md = (out / "RESULTS.md").read_text()
-    original = (grid["out"] / "RESULTS.md").read_text()
-    section = md.index("## 6.")
-    assert md[:section] == original[:original.index("## 6.")]
-    assert "matplotlib is not installed" in md
+    assert body(md) == body((grid["out"] / "RESULTS.md").read_text())
+    assert "curves.png not redrawn: matplotlib is not installed" in caplog.text
     assert (out / "results.csv").read_text() == (grid["out"] / "results.csv").read_text()
 
 
@@ -218,7 +260,7 @@ def test_hand_written_notes_are_kept_in_the_report(grid, tmp_path):
 
 
 def test_claims_are_also_checked_against_the_strongest_baseline_run():
-    from gsau.reproduce import claims_section
+    from gsau.reproduce.report import claims_section
 
     def run(model, r10):
         return {"model": model, "dataset": "toys", "metrics": {"test": {"recall@10": r10}}}
@@ -239,7 +281,7 @@ def test_claims_are_also_checked_against_the_strongest_baseline_run():
 
 
 def test_claims_end_with_a_plain_verdict_per_model():
-    from gsau.reproduce import claims_section
+    from gsau.reproduce.report import claims_section
 
     def run(model, dataset, r10):
         return {"model": model, "dataset": dataset, "metrics": {"test": {"recall@10": r10}}}
@@ -269,20 +311,20 @@ def worker_args(grid, out, models):
 
 def test_a_run_held_by_another_worker_is_passed_over(grid, tmp_path):
     out = tmp_path / "shared"
-    held_dir = reproduce.run_dir(out, "gsau-rec", str(grid["data"]), 2020)
-    with reproduce.claim(held_dir) as mine:
+    held_dir = out / "runs" / run_name("gsau-rec", str(grid["data"]), 2020)
+    with claims.claim(held_dir) as mine:
         assert mine
-        with reproduce.claim(held_dir) as second:  # a second claim, even from this process, is refused
+        with claims.claim(held_dir) as second:  # a second claim, even from this process, is refused
             assert not second
-        assert f"pid {os.getpid()}" in reproduce.held(held_dir)
+        assert f"pid {os.getpid()}" in claims.held(held_dir)
         dry = run(*worker_args(grid, out, "gsau-rec,sasrec-u"), "--dry-run")
         assert f"(held by {os.uname().nodename} pid {os.getpid()}" in dry and "1 held by other workers" in dry
         text = run(*worker_args(grid, out, "gsau-rec,sasrec-u"))
     assert f"gsau-rec tiny seed 2020: held by another worker ({os.uname().nodename} pid {os.getpid()}" in text
     assert not (held_dir / "log.jsonl").exists()  # untouched by this worker
-    assert (reproduce.run_dir(out, "sasrec-u", str(grid["data"]), 2020) / "metrics.json").exists()
+    assert (out / "runs" / run_name("sasrec-u", str(grid["data"]), 2020) / "metrics.json").exists()
     # Released: nobody holds it now, and the next worker trains it.
-    assert reproduce.held(held_dir) is None
+    assert claims.held(held_dir) is None
     text = run(*worker_args(grid, out, "gsau-rec,sasrec-u"))
     assert "gsau-rec tiny seed 2020: training" in text and "sasrec-u tiny seed 2020: done, skipped" in text
 
@@ -290,20 +332,20 @@ def test_a_run_held_by_another_worker_is_passed_over(grid, tmp_path):
 def test_a_killed_worker_leaves_no_claim_behind(tmp_path):
     path = tmp_path / "run"
     holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from pathlib import Path; "
-                               "from gsau.reproduce import claim\n"
+                               "from gsau.reproduce.claims import claim\n"
                                "with claim(Path(sys.argv[1])) as mine:\n"
                                "    print(mine, flush=True); time.sleep(60)", str(path)],
                               stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "True"
-        assert f"pid {holder.pid}" in reproduce.held(path)
-        with reproduce.claim(path) as mine:
+        assert f"pid {holder.pid}" in claims.held(path)
+        with claims.claim(path) as mine:
             assert not mine
     finally:
         holder.send_signal(signal.SIGKILL)
         holder.wait()
-    assert reproduce.held(path) is None and (path / reproduce.CLAIM).exists()  # the stale file blocks nothing
-    with reproduce.claim(path) as mine:
+    assert claims.held(path) is None and (path / claims.CLAIM).exists()  # the stale file blocks nothing
+    with claims.claim(path) as mine:
         assert mine
 
 
@@ -322,19 +364,20 @@ def test_two_workers_at_once_train_each_run_once(grid, tmp_path):
     both = "".join(outputs)
     for model in ("gsau-rec", "sasrec-u", "sasrec"):
         assert both.count(f"{model} tiny seed 2020: training") == 1, both
-        log = (reproduce.run_dir(out, model, str(grid["data"]), 2020) / "log.jsonl").read_text()
+        log = (out / "runs" / run_name(model, str(grid["data"]), 2020) / "log.jsonl").read_text()
         assert len(log.splitlines()) == 2
 
 
 def test_a_run_finished_by_another_worker_after_the_first_look_is_not_retrained(grid, monkeypatch, tmp_path):
     # The first look (before claiming) sees the run unfinished, as when another worker finishes it
     # in between; the decision is taken again under the claim.
-    real, looks = reproduce.state, []
+    from gsau.runs import run_state as real
+    looks = []
 
     def stale_once(path):
         looks.append(path)
         return "todo" if len(looks) == 1 else real(path)
-    monkeypatch.setattr(reproduce, "state", stale_once)
+    monkeypatch.setattr("gsau.reproduce.grid.run_state", stale_once)
     out = tmp_path / "copy"
     shutil.copytree(grid["out"], out)
     done = out / "runs" / "gsau-rec-tiny-2020"

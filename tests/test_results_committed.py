@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from gsau import reproduce
 from gsau.config import preset_names
+from gsau.data.interactions import BUNDLED
+from gsau.reproduce import model_order, write_report
+from gsau.reproduce.report import collect, csv_rows
 
 RESULTS = Path(__file__).resolve().parent.parent / "results"
 pytestmark = pytest.mark.skipif(not (RESULTS / "runs").is_dir(), reason="no committed results in this tree")
@@ -27,7 +29,7 @@ def test_every_finished_run_keeps_its_whole_record():
 
 def test_results_csv_is_regenerated_from_the_run_records():
     committed = list(csv.DictReader((RESULTS / "results.csv").open()))
-    regenerated = [{k: str(v) for k, v in row.items()} for row in reproduce.csv_rows(reproduce.collect(RESULTS))]
+    regenerated = [{k: str(v) for k, v in row.items()} for row in csv_rows(collect(RESULTS))]
     assert [(r["model"], r["dataset"], r["seed"]) for r in committed] == \
            [(r["model"], r["dataset"], r["seed"]) for r in regenerated]
     for old, new in zip(committed, regenerated):
@@ -41,8 +43,7 @@ def test_results_md_is_regenerated_from_the_run_records(tmp_path):
         shutil.copytree(path, out / "runs" / path.name, ignore=shutil.ignore_patterns("*.pt", ".claim"))
     if (RESULTS / "NOTES.md").exists():
         shutil.copy(RESULTS / "NOTES.md", out / "NOTES.md")
-    models = reproduce.model_order(preset_names())
-    reproduce.write_report(out, models, reproduce.DATASETS, "gsau reproduce --report-only")
+    write_report(out, model_order(preset_names()), list(BUNDLED), "gsau reproduce --report-only")
 
     def body(text):  # all but the provenance line, which holds the time of writing
         return [line for line in text.splitlines() if not line.startswith("Written by `")]
@@ -51,3 +52,15 @@ def test_results_md_is_regenerated_from_the_run_records(tmp_path):
     stale = [f"committed: {a!r}\nregenerated: {b!r}" for a, b in zip(old, new) if a != b]
     assert not stale and len(old) == len(new), "results/RESULTS.md is stale; run `gsau reproduce " \
         "--datasets beauty,sports,toys --report-only`:\n" + "\n".join(stale[:3])
+
+    # The figure: only where matplotlib is installed (the report above must not need it). PNGs from
+    # one matplotlib version are byte-identical for the same data; another version may render
+    # differently, so then only the size is compared.
+    pytest.importorskip("matplotlib")
+    import matplotlib
+    committed, drawn = (RESULTS / "curves.png").read_bytes(), (out / "curves.png").read_bytes()
+    if f"Matplotlib version{matplotlib.__version__},".encode() in committed:
+        assert drawn == committed, "results/curves.png is stale; run `gsau reproduce --datasets beauty,sports,toys " \
+            "--report-only`"
+    else:
+        assert drawn[16:24] == committed[16:24], "results/curves.png has other dimensions (other datasets?)"
