@@ -19,7 +19,7 @@ import numpy as np
 import yaml
 
 from gsau import __version__, checkpoint
-from gsau.config import Config, load_preset
+from gsau.config import Config, resolve
 from gsau.errors import GsauError
 from gsau.metrics import DEFAULT_KS, METRICS
 from gsau.reproduce import plot
@@ -71,15 +71,18 @@ def settings_section(runs: list[dict]) -> str:
         if run["metrics"] is None:
             continue
         try:
-            preset = Config(model=run["model"])
-            preset.update(load_preset(run["model"]))
-            preset = preset.to_dict()
+            preset = resolve(run["model"]).to_dict()
         except GsauError:  # a custom preset that is no longer installed
             continue
+        try:  # the record as this version reads it, so a value since renamed is no departure
+            recorded = Config.from_dict(run["config"]).to_dict()
+        except GsauError:  # an option since removed: compare the values as written
+            recorded = run["config"]
         for section, values in run["config"].items():
             if not isinstance(values, dict):
                 continue
-            for k, v in values.items():
+            for k in values:  # the options the record holds; an option added since departs from nothing
+                v = recorded.get(section, {}).get(k, values[k])
                 default = preset.get(section, {}).get(k, v)
                 if (section, k) not in _EXECUTION and v != default:
                     seen.setdefault((section, k, repr(v), repr(default)), []).append(f"{run['model']}/{run['dataset']}")
