@@ -4,7 +4,7 @@ from collections import Counter
 
 import numpy as np
 
-from gsau.data.batching import GraphStream, SequenceStream, gather_windows, last_windows
+from gsau.data.batching import GraphStream, SequenceStream, gather_windows, history_windows
 from gsau.data.interactions import build
 from gsau.data.readers import RawInteractions
 from gsau.data.split import LeaveOneOut
@@ -28,12 +28,16 @@ def test_gather_windows():
     assert out.tolist() == [[10, 11, 0, 0], [13, 14, 15, 16], [0, 0, 0, 0], [19, 0, 0, 0]]
 
 
-def test_last_windows_keep_the_most_recent_items():
+def test_history_windows_keep_the_most_recent_items():
     indptr = np.array([0, 5, 6, 6])
     flat = np.array([1, 2, 3, 4, 5, 6])
-    seqs, lengths = last_windows(indptr, flat, 3)
+    seqs, lengths = history_windows(indptr, flat, np.array([1, 2, 3]), 3)
     assert seqs.tolist() == [[3, 4, 5], [6, 0, 0], [0, 0, 0]]
     assert lengths.tolist() == [3, 1, 0]
+    # A scorer that reads after the history (BERT4Rec) keeps one position free after the window.
+    seqs, lengths = history_windows(indptr, flat, np.array([2, 1]), 3, free_slot=True)
+    assert seqs.tolist() == [[6, 0, 0, 0], [3, 4, 5, 0]]
+    assert lengths.tolist() == [1, 3]
 
 
 def samples(chunks):

@@ -19,9 +19,9 @@ TABLE = {
     "bert4rec-u":    (None,       "bert4rec", None,       "au",   0.05, "sequence", False, "xavier_normal"),
     "directau":      ("lightgcn", None,       "au",       None,   0.5,  "graph",    True,  "xavier_normal"),
     "graphau":       ("lightgcn", None,       "layer_au", None,   0.5,  "graph",    True,  "xavier_normal"),
-    "lightgcn":      ("lightgcn", None,       "bpr",      None,   None, "graph",    True,  "classic"),
-    "sasrec":        (None,       "sasrec",   None,       "ce",   None, "sequence", False, "classic"),
-    "bert4rec":      (None,       "bert4rec", None,       "ce",   None, "sequence", False, "classic"),
+    "lightgcn":      ("lightgcn", None,       "bpr",      None,   None, "graph",    True,  "encoder_default"),
+    "sasrec":        (None,       "sasrec",   None,       "ce",   None, "sequence", False, "encoder_default"),
+    "bert4rec":      (None,       "bert4rec", None,       "ce",   None, "sequence", False, "encoder_default"),
 }
 
 
@@ -34,7 +34,7 @@ def test_preset_has_the_tables_settings(name):
     cfg = resolve(name)
     n = cfg.net
     graph, seq, graph_loss, seq_loss, gamma, scorer, mask, init = TABLE[name]
-    assert cfg.model == name
+    assert cfg.preset == name
     assert (n.graph_encoder, n.sequence_encoder, n.graph_loss, n.sequence_loss) == (graph, seq, graph_loss, seq_loss)
     if gamma is not None:
         assert n.gamma == pytest.approx(gamma)

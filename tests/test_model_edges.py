@@ -46,6 +46,7 @@ def test_a_lone_sample_in_the_last_batch_still_trains(data_dir):
     model = build_model(cfg, split)
     stream = SequenceStream(split, 8, 1)
     total, terms = model.loss(None, stream.chunks(stream.targets_at[:1], np.random.default_rng(0)))
+    terms = {k: float(v) for k, v in terms.items()}  # detached 0-dim tensors
     assert torch.isfinite(total) and set(terms) == {"L_SA", "L_SU"}
 
 

@@ -75,6 +75,7 @@ def test_every_preset_builds_and_its_loss_has_the_expected_terms(split):
         cfg, model = build(preset, split)
         graph, seq = batches(cfg, split)
         total, terms = model.loss(graph, seq)
+        terms = {k: float(v) for k, v in terms.items()}  # detached 0-dim tensors
         assert set(terms) == EXPECTED_TERMS[preset], preset
         assert total.dim() == 0 and torch.isfinite(total), preset
         total.backward()
@@ -87,6 +88,7 @@ def test_total_is_alignment_plus_gamma_times_uniformity(split, preset):
     cfg, model = build(preset, split, "gamma=0.37")
     model.eval()
     total, terms = model.loss(*batches(cfg, split))
+    terms = {k: float(v) for k, v in terms.items()}  # detached 0-dim tensors
     align = sum(v for k, v in terms.items() if k in ("L_GA", "L_SA", "L_CE"))
     unif = sum(v for k, v in terms.items() if k in ("L_GU", "L_SU"))
     assert total.item() == pytest.approx(align + 0.37 * unif, rel=1e-5, abs=1e-6)
@@ -95,6 +97,7 @@ def test_total_is_alignment_plus_gamma_times_uniformity(split, preset):
 def test_lightgcn_total_is_bpr_plus_reg_weight_times_l2(split):
     cfg, model = build("lightgcn", split, "bpr_reg=0.25")
     total, terms = model.loss(*batches(cfg, split))
+    terms = {k: float(v) for k, v in terms.items()}  # detached 0-dim tensors
     assert total.item() == pytest.approx(terms["L_BPR"] + 0.25 * terms["L_reg"], rel=1e-6)
 
 
@@ -102,6 +105,7 @@ def test_directau_terms_follow_the_formulas(split):
     cfg, model = build("directau", split)
     graph, _ = batches(cfg, split)
     _, terms = model.loss(graph, None)
+    terms = {k: float(v) for k, v in terms.items()}  # detached 0-dim tensors
     user_final, item_final = model.graph(model.user_table.weight, model.item_table.weight)
     eu, ei = user_final[graph["users"]], item_final[graph["items"]]
     assert terms["L_GA"] == pytest.approx(obj.alignment(eu, ei).item(), rel=1e-5)
@@ -112,6 +116,7 @@ def test_graphau_aligns_layer0_with_the_partners_propagated_layers(split):
     cfg, model = build("graphau", split, "graph_layers=3")
     graph, _ = batches(cfg, split)
     _, terms = model.loss(graph, None)
+    terms = {k: float(v) for k, v in terms.items()}  # detached 0-dim tensors
     layers = model.graph.layers(model.user_table.weight, model.item_table.weight)
     u, i = graph["users"] - 1, split.n_users + graph["items"] - 1
     e0 = layers[0]
@@ -126,6 +131,7 @@ def test_lightgcn_bpr_terms_follow_the_formulas(split):
     for u, neg in zip(graph["users"].tolist(), graph["negatives"].tolist()):  # true negatives
         assert neg not in split.train_items[split.train_indptr[u - 1]: split.train_indptr[u]]
     _, terms = model.loss(graph, None)
+    terms = {k: float(v) for k, v in terms.items()}  # detached 0-dim tensors
     user_final, item_final = model.graph(model.user_table.weight, model.item_table.weight)
     eu, ep, en = user_final[graph["users"]], item_final[graph["items"]], item_final[graph["negatives"]]
     expected = obj.bpr((eu * ep).sum(-1), (eu * en).sum(-1))
@@ -141,6 +147,7 @@ def test_sequential_uniformity_uses_sequence_vs_deranged_target_pairs(split):
     _, chunks = batches(cfg, split)
     torch.manual_seed(123)
     _, terms = model.loss(None, chunks)
+    terms = {k: float(v) for k, v in terms.items()}  # detached 0-dim tensors
     table = model.item_table.weight
     s = torch.cat([model.sequence(table, c.seqs, c.lengths) for c in chunks])
     p = table[torch.cat([c.targets for c in chunks])]
@@ -156,6 +163,7 @@ def test_gsau_rec_cross_entropy_uses_normalised_sequence_representation(split):
     model.eval()
     _, chunks = batches(cfg, split)
     _, terms = model.loss(None, chunks)
+    terms = {k: float(v) for k, v in terms.items()}  # detached 0-dim tensors
     table = model.item_table.weight
     s = torch.nn.functional.normalize(torch.cat([model.sequence(table, c.seqs, c.lengths) for c in chunks]), dim=-1)
     targets = torch.cat([c.targets for c in chunks])
@@ -170,6 +178,7 @@ def test_bert4rec_cross_entropy_predicts_the_masked_items(split):
         model.output_bias.normal_()
     _, chunks = batches(cfg, split)
     _, terms = model.loss(None, chunks)
+    terms = {k: float(v) for k, v in terms.items()}  # detached 0-dim tensors
     table = model.item_table.weight
     reps = torch.cat([model.sequence.hidden(table, c.seqs, c.masked)[c.masked] for c in chunks])
     targets = torch.cat([c.seqs[c.masked] for c in chunks])
@@ -195,7 +204,7 @@ def test_xavier_normal_init_for_the_gsau_family():
     assert torch.all(linear.bias == 0)
 
 
-def test_classic_init_is_bert_style_for_transformer_baselines():
+def test_encoder_default_init_is_bert_style_for_transformer_baselines():
     for preset in ("sasrec", "bert4rec"):
         cfg = resolve(preset, None, ["embedding_dim=64"]).net
         torch.manual_seed(0)
@@ -204,7 +213,7 @@ def test_classic_init_is_bert_style_for_transformer_baselines():
         assert torch.all(model.item_table.weight[0] == 0)
 
 
-def test_classic_init_is_xavier_uniform_for_lightgcn():
+def test_encoder_default_init_is_xavier_uniform_for_lightgcn():
     cfg = resolve("lightgcn", None, ["embedding_dim=64"]).net
     adjacency = normalized_adjacency(np.array([1]), np.array([1]), 500, 2000)
     torch.manual_seed(0)

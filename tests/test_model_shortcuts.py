@@ -28,6 +28,7 @@ def test_shortcuts_change_no_loss_and_no_gradient(split, name):
         torch.manual_seed(5)  # the uniformity negatives (derangement) draw from torch's generator
         total, terms = model.loss(next(graph.batches(rng)) if graph else None,
                                   next(seq.batches(rng)) if seq else None)
+        terms = {k: float(v) for k, v in terms.items()}  # detached 0-dim tensors
         total.backward()
         results.append((terms, {k: p.grad for k, p in model.named_parameters() if p.grad is not None}))
     (terms_a, grads_a), (terms_b, grads_b) = results

@@ -7,7 +7,7 @@ mask tokens, and never attends to padding.
 import pytest
 import torch
 
-from gsau.config import resolve
+from gsau.config import NetConfig, resolve
 from gsau.encoders import BERT4Rec, SASRec
 from gsau.model import Recommender
 
@@ -17,7 +17,9 @@ ATOL = 1e-5
 
 def make(cls, seed=0):
     torch.manual_seed(seed)
-    enc = cls(D, MAX_LEN, n_layers=2, n_heads=2, inner=32, hidden_dropout=0.5, attn_dropout=0.5, eps=1e-12).eval()
+    cfg = NetConfig(embedding_dim=D, max_len=MAX_LEN, n_layers=2, n_heads=2, inner_size=32, hidden_dropout=0.5,
+                    attn_dropout=0.5, layer_norm_eps=1e-12)
+    enc = cls(cfg).eval()
     table = torch.randn(N_ITEMS + 1, D)
     table[0] = 0
     return enc, table
@@ -170,8 +172,8 @@ def test_recommender_scores_are_independent_of_batch_padding(preset):
 
 def make_train(cls, fast, seed=0):
     torch.manual_seed(seed)
-    enc = cls(D, MAX_LEN, n_layers=2, n_heads=2, inner=32, hidden_dropout=0.3, attn_dropout=0.3, eps=1e-12,
-              fast_dropout=fast).train()
+    enc = cls(NetConfig(embedding_dim=D, max_len=MAX_LEN, n_layers=2, n_heads=2, inner_size=32, hidden_dropout=0.3,
+                        attn_dropout=0.3, layer_norm_eps=1e-12, fast_dropout=fast)).train()
     table = torch.randn(N_ITEMS + 1, D)
     table[0] = 0
     return enc, table

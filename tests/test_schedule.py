@@ -7,7 +7,8 @@ import re
 import pytest
 
 from gsau.config import ConfigError, resolve
-from gsau.trainer import _check_same_run, learning_rate
+from gsau.runs import check_same_run
+from gsau.trainer import learning_rate
 
 
 def train(**values):
@@ -73,17 +74,17 @@ def test_bad_schedule_settings_are_refused(values, message):
 
 def test_resume_may_extend_a_constant_run_but_not_a_decaying_one(tmp_path):
     const = resolve("sasrec").to_dict()
-    longer = resolve("sasrec", overrides=["epochs=400"]).to_dict()
-    _check_same_run(const, longer, tmp_path)  # more epochs at a constant rate: fine
+    longer = resolve("sasrec", overrides=["epochs=400"])
+    check_same_run(const, longer, tmp_path)  # more epochs at a constant rate: fine
     cos = resolve("sasrec", overrides=["lr_schedule=cosine", "epochs=40"]).to_dict()
-    cos_longer = resolve("sasrec", overrides=["lr_schedule=cosine", "epochs=60"]).to_dict()
+    cos_longer = resolve("sasrec", overrides=["lr_schedule=cosine", "epochs=60"])
     with pytest.raises(Exception, match="train.epochs: 40 -> 60"):
-        _check_same_run(cos, cos_longer, tmp_path)
+        check_same_run(cos, cos_longer, tmp_path)
 
 
 def test_resume_of_a_checkpoint_older_than_an_option_compares_it_with_the_default(tmp_path):
     older = resolve("sasrec").to_dict()
     del older["train"]["lr_schedule"], older["train"]["warmup_epochs"]  # saved before these existed
-    _check_same_run(older, resolve("sasrec").to_dict(), tmp_path)
+    check_same_run(older, resolve("sasrec"), tmp_path)
     with pytest.raises(Exception, match="train.lr_schedule: 'constant' -> 'cosine'"):
-        _check_same_run(older, resolve("sasrec", overrides=["lr_schedule=cosine"]).to_dict(), tmp_path)
+        check_same_run(older, resolve("sasrec", overrides=["lr_schedule=cosine"]), tmp_path)

@@ -1,5 +1,6 @@
 """The trainer flags collapsed embeddings: thresholds checked against the uniformity of real point sets."""
 
+import pytest
 import torch
 
 from gsau import objectives as obj
@@ -76,8 +77,11 @@ def test_the_trainer_says_so_before_training(monkeypatch, tmp_path):
     lines = []
     cfg = resolve("sasrec", None, ["batch_size=16", "embedding_dim=8", "inner_size=16", "max_len=5", "threads=2"],
                   dataset=str(tmp_path / "tiny"), epochs=1)
+    from gsau.errors import GsauWarning, PerformanceWarning
     try:
-        Trainer(cfg, tmp_path / "run", progress=False, echo=lines.append).run()
+        with pytest.warns(PerformanceWarning, match="OMP_WAIT_POLICY=PASSIVE slows training with 2 threads") as caught:
+            Trainer(cfg, tmp_path / "run", progress=False, echo=lines.append).run()
     finally:
         torch.set_num_threads(threads)
-    assert lines[0].startswith("warning: OMP_WAIT_POLICY=PASSIVE slows training with 2 threads")
+    assert all(issubclass(w.category, GsauWarning) for w in caught)  # one class for a caller to silence
+    assert lines[0].startswith("epoch   1")  # a warning, not a progress line

@@ -12,14 +12,19 @@ __version__ = "0.1.0"
 def train(model: str, dataset: str, out: str | None = None, config_file: str | None = None,
           progress: bool = True, resume: bool = False, **options) -> dict:
     """Train a preset on a dataset (bundled name, imported dir or file); returns metrics.json's content.
-    Keyword options override the preset (`gamma=0.2`, `epochs=50`, `seed=7`, ...)."""
-    from pathlib import Path
-
+    Keyword options override the preset (`gamma=0.2`, `epochs=50`, `seed=7`, ...); with resume=True
+    they may only change what a resumed run may (epochs, threads). Progress lines go to the "gsau"
+    logger (silent unless configured); warnings are gsau.errors.GsauWarning."""
+    from gsau import runs
     from gsau.config import resolve
     from gsau.trainer import Trainer
-    cfg = resolve(model, config_file, [f"{k}={v}" for k, v in options.items()], dataset=dataset)
-    out = Path(out or f"runs/{cfg.model}-{Path(cfg.data.dataset).name}-{cfg.train.seed}")
-    return Trainer(cfg, out, progress=progress).run(resume=resume)
+    if resume:
+        if out is None:
+            raise ValueError("resume=True needs out, the run directory to continue")
+        cfg = runs.resumed_config(out, options)
+    else:
+        cfg = resolve(model, config_file, [f"{k}={v}" for k, v in options.items()], dataset=runs.dataset_spec(dataset))
+    return Trainer(cfg, out or runs.default_run_dir(cfg), progress=progress).run(resume=resume)
 
 
 def __getattr__(name):

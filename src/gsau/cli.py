@@ -85,26 +85,41 @@ def cmd_config(args) -> None:
 
 
 def cmd_train(args) -> None:
-    from gsau.config import Config, resolve
+    from gsau import runs
+    from gsau.config import resolve
     from gsau.trainer import Trainer
     if args.resume:
-        import yaml
         out = Path(args.resume)
-        if not (out / "config.yaml").exists():
-            raise GsauError(f"{out}: nothing to resume (no config.yaml)")
-        cfg = Config.from_dict(yaml.safe_load((out / "config.yaml").read_text()))
-        if args.epochs:
-            cfg.train.epochs = args.epochs
-        if args.threads:  # the machine may differ from the one the run started on
-            cfg.train.threads = args.threads
+        recorded = runs.read_config(out)
+        # Every option given with --resume either applies (runs.resumable_options) or is refused
+        # by name; none is silently dropped.
+        refused = [flag for flag, value, now in (("--model", args.model, recorded.preset),
+                                                 ("--dataset", args.dataset, recorded.data.dataset))
+                   if value is not None and value != now and not (flag == "--dataset" and _same_path(value, now))]
+        refused += [flag for flag, value in (("--config", args.config), ("--out", args.out)) if value]
+        if refused:
+            raise GsauError(f"{out}: --resume continues the run as it was configured; {', '.join(refused)} "
+                            f"cannot be given with it (start a new run with another --out instead)")
+        changes = {"epochs": args.epochs, "threads": args.threads, "seed": args.seed}
+        for item in args.set:
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise GsauError(f"--set expects key=value, got {item!r}")
+            changes[key.strip()] = value
+        cfg = runs.resumed_config(out, changes)
         return Trainer(cfg, out, progress=not args.quiet).run(resume=True)
     if not args.model or not args.dataset:
         raise GsauError("train needs --model and --dataset (or --resume DIR)")
-    cfg = resolve(args.model, args.config, args.set, dataset=args.dataset, epochs=args.epochs, seed=args.seed,
-                  threads=args.threads)
-    out = Path(args.out or f"runs/{cfg.model}-{Path(cfg.data.dataset).name}-{cfg.train.seed}")
-    print(f"training {cfg.model} on {cfg.data.dataset} -> {out}")
+    cfg = resolve(args.model, args.config, args.set, dataset=runs.dataset_spec(args.dataset), epochs=args.epochs,
+                  seed=args.seed, threads=args.threads)
+    out = Path(args.out) if args.out else runs.default_run_dir(cfg)
+    print(f"training {cfg.preset} on {cfg.data.dataset} -> {out}")
     Trainer(cfg, out, progress=not args.quiet).run()
+
+
+def _same_path(a: str, b: str) -> bool:
+    from gsau import runs
+    return runs.dataset_spec(a) == runs.dataset_spec(b)
 
 
 def cmd_evaluate(args) -> None:
@@ -159,6 +174,16 @@ def cmd_reproduce(args) -> None:
     reproduce.reproduce(args.out, models, items(args.datasets), seeds, epochs=args.epochs, overrides=args.set,
                         max_runs=args.max_runs, dry_run=args.dry_run, report_only=args.report_only,
                         progress=not args.quiet, command=command)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -250,14 +275,37 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("recommend", help="top-k items for a user of a saved run, in the dataset's own ids")
     p.add_argument("run", metavar="DIR")
     p.add_argument("--user", required=True, help="the user's id as in the data file")
-    p.add_argument("-k", type=int, default=10)
+    p.add_argument("-k", type=_positive_int, default=10, help="how many items (default 10)")
     p.add_argument("--exclude-seen", action="store_true", help="leave out items the user already has")
     p.set_defaults(func=cmd_recommend)
     return parser
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    """Warnings as one line, `warning: ...`, without the source location a library user needs
+    but a command-line user does not."""
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def _console():
+    """The CLI prints the "gsau" logger's INFO lines (progress, epochs) as plain lines on stdout;
+    a library user gets them only by adding a handler, or a Trainer echo/callback."""
+    import logging
+    logger = logging.getLogger("gsau")
+    if not any(getattr(h, "_gsau_console", False) for h in logger.handlers):
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        handler._gsau_console = True
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    _console()
+    shown = warnings.showwarning
+    warnings.showwarning = _show_warning
     try:
         args.func(args)
     except GsauError as e:
@@ -266,6 +314,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("gsau: interrupted", file=sys.stderr)
         return 130
+    finally:
+        warnings.showwarning = shown
     return 0
 
 

@@ -1,26 +1,50 @@
-"""Typed run configuration: plain values, grouped as data -> model -> training.
+"""Typed run configuration: plain values, grouped as data -> net -> training.
 
 A preset (presets/NAME.yaml) is a partial config; a user's YAML file and `--set key=value`
 overrides are applied on top, in that order. Keys may be written flat (`gamma=0.2`) or with their
 section (`net.gamma=0.2`); every flat name is unique across sections.
+
+Names: `Config.preset` is the preset's name (what `--model` picks; written as `model:` in a run's
+config.yaml), `Config.net` the network and objective settings (`NetConfig`), and "model" in code is
+the `Recommender` nn.Module built from them.
+
+Each field's type is its contract: a `Literal[...]` declares the allowed values once, and checks
+and messages are derived from it. Command-line values are parsed by the field's type, never as
+YAML, so a dataset called `0123` or `my data #2.csv` stays what it was typed as.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
+import types
 from dataclasses import dataclass, field, fields
 from importlib import resources
 from pathlib import Path
-from typing import Any, get_type_hints
+from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
 from gsau.errors import ConfigError
-
+from gsau.protocol import DEFAULT_KS, METRICS
 
 RESUMABLE = {"resumable": True}
 # Keys of a preset file that describe the preset rather than configure a run.
 PRESET_METADATA = ("description", "catalog")
+
+
+GraphLoss = Literal["au", "layer_au", "bpr"]  # DirectAU's L_GA + gamma L_GU, GraphAU's per-layer AU, BPR
+SequenceLoss = Literal["au", "ce"]  # L_SA (+ gamma L_SU), or softmax cross-entropy over all items
+Scorer = Literal["sequence", "graph"]
+# xavier_normal: the GSAU family's init, every table and layer; encoder_default: each baseline's own
+# published init (N(0, 0.02) for the Transformers, BERT-style; Xavier-uniform tables for LightGCN).
+Init = Literal["xavier_normal", "encoder_default"]
+CeDtype = Literal["float32", "bfloat16"]
+LrSchedule = Literal["constant", "cosine", "linear"]
+SeqBatching = Literal["packed", "prefix", "padded"]
+
+# Values older run records hold, read as today's name (results/runs/* were written with them).
+LEGACY_VALUES = {"init": {"classic": "encoder_default"}}
 
 
 @dataclass
@@ -33,19 +57,19 @@ class DataConfig:
 
 
 @dataclass
-class ModelConfig:
-    graph_encoder: str | None = "lightgcn"  # "lightgcn" or None
-    sequence_encoder: str | None = "sasrec"  # "sasrec", "bert4rec" or None
-    # Objectives. graph_loss: "au" (L_GA + gamma L_GU), "layer_au" (GraphAU), "bpr", or None.
-    graph_loss: str | None = "au"
-    # sequence_loss: "au" (L_SA) or "ce" (softmax over all items); sequence_uniformity adds gamma L_SU.
-    sequence_loss: str | None = "au"
+class NetConfig:
+    # Encoders by registry name (gsau/encoders/registry.py); null leaves the slot empty.
+    graph_encoder: str | None = "lightgcn"
+    sequence_encoder: str | None = "sasrec"
+    graph_loss: GraphLoss | None = "au"
+    # sequence_uniformity adds gamma L_SU to the sequence loss.
+    sequence_loss: SequenceLoss | None = "au"
     sequence_uniformity: bool = True
     ce_normalize: bool = False  # CE logits from the L2-normalised sequence representation (GSAU (rec))
     gamma: float = 0.1
-    scorer: str = "sequence"  # which encoder ranks items at evaluation: "sequence" or "graph"
+    scorer: Scorer = "sequence"  # which encoder ranks items at evaluation
     mask_history: bool = False  # exclude the user's known items when ranking
-    init: str = "xavier_normal"  # "xavier_normal" (GSAU family) or "classic" (each baseline's own)
+    init: Init = "xavier_normal"
     embedding_dim: int = 64
     graph_layers: int = 2
     max_len: int = 50
@@ -63,9 +87,9 @@ class ModelConfig:
     # only where samples are read, the all-item cross-entropy in one reused buffer, LightGCN's last
     # layer only at the batch's nodes. false computes all of it the straightforward way (benchmarks).
     shortcuts: bool = True
-    # Operand precision of the all-item cross-entropy's three [B, I]-sized products ("float32" or
-    # "bfloat16", opt-in, needs shortcuts); max, softmax, loss and gradients stay float32.
-    ce_dtype: str = "float32"
+    # Operand precision of the all-item cross-entropy's three [B, I]-sized products (bfloat16 is
+    # opt-in and needs shortcuts); max, softmax, loss and gradients stay float32.
+    ce_dtype: CeDtype = "float32"
 
 
 @dataclass
@@ -75,13 +99,11 @@ class TrainConfig:
     # Learning-rate schedule over the whole run (`epochs`), set every step: "constant" (the paper),
     # "cosine" or "linear" decay toward 0 at the end of `epochs` (the last step gets about lr / the
     # number of decay steps), after `warmup_epochs` of linear warm-up from 0. A decaying schedule is
-    # laid over `epochs`;
-    # early stopping still applies. With `decay_epochs` > 0 the rate holds at lr and decays only
-    # over the last `decay_epochs` epochs (warm-up, stable, decay): on the bundled data progress
-    # tracks the rate summed over steps, so a decay over the whole run (a 40-epoch cosine) stalled far
-    # below the constant rate's accuracy (BENCHMARKS.md), while a short decay at the end keeps it.
-    # Early stopping may still end a run before its decay starts.
-    lr_schedule: str = "constant"
+    # laid over `epochs`; early stopping still applies. With `decay_epochs` > 0 the rate holds at lr
+    # and decays only over the last `decay_epochs` epochs (warm-up, stable, decay): on the bundled
+    # data progress tracks the rate summed over steps, so a decay over the whole run stalls below
+    # the constant rate's accuracy while a short decay at the end keeps it (BENCHMARKS.md).
+    lr_schedule: LrSchedule = "constant"
     warmup_epochs: float = 0.0
     decay_epochs: float = 0.0
     batch_size: int = 512
@@ -90,41 +112,45 @@ class TrainConfig:
     epochs: int = field(default=300, metadata=RESUMABLE)
     patience: int = 10
     metric: str = "ndcg@20"
-    ks: list[int] = field(default_factory=lambda: [5, 10, 20, 50])
+    ks: list[int] = field(default_factory=lambda: list(DEFAULT_KS))
     seed: int = 2020
     eval_batch_size: int = 1024
     # How the paper's (prefix, next item) samples are laid out for the encoder (same samples, same
     # model, same loss in every mode): "packed" end to end in rows with a per-sample attention mask,
     # "prefix" in length buckets, "padded" each to max_len (the authors' pipeline, for benchmarks).
-    seq_batching: str = "packed"
+    seq_batching: SeqBatching = "packed"
     threads: int = field(default=0, metadata=RESUMABLE)  # torch intra-op threads; 0 keeps torch's default
 
 
 @dataclass
 class Config:
-    model: str = "gsau"
+    preset: str = "gsau"
     data: DataConfig = field(default_factory=DataConfig)
-    net: ModelConfig = field(default_factory=ModelConfig)
+    net: NetConfig = field(default_factory=NetConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
     SECTIONS = ("data", "net", "train")
 
     def to_dict(self) -> dict:
-        return {"model": self.model, **{s: dataclasses.asdict(getattr(self, s)) for s in self.SECTIONS}}
+        # The preset is written as `model`, the name users give it with --model.
+        return {"model": self.preset, **{s: dataclasses.asdict(getattr(self, s)) for s in self.SECTIONS}}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Config":
-        cfg = cls(model=d.get("model", "gsau"))
+    def from_dict(cls, d: dict, source: str = "config") -> "Config":
+        cfg = cls(preset=str(d.get("model", "gsau")))
         for s in cls.SECTIONS:
-            for k, v in (d.get(s) or {}).items():
-                cfg.set(f"{s}.{k}", v)
+            section = d.get(s) or {}
+            if not isinstance(section, dict):
+                raise ConfigError(f"{source}: section {s!r} must be a mapping of options")
+            for k, v in section.items():
+                cfg.set(f"{s}.{k}", v, source)
         return cfg
 
     def update(self, values: dict, source: str = "overrides") -> None:
         """Apply a partial config: sectioned ({"net": {...}}) or flat ({"gamma": 0.2}) keys."""
         for k, v in values.items():
             if k == "model":
-                self.model = v
+                self.preset = str(v)
             elif k in self.SECTIONS and isinstance(v, dict):
                 for kk, vv in v.items():
                     self.set(f"{k}.{kk}", vv, source)
@@ -136,27 +162,29 @@ class Config:
     def set(self, key: str, value: Any, source: str = "overrides") -> None:
         section, name = _locate(key, source)
         obj = getattr(self, section)
-        setattr(obj, name, _coerce(value, get_type_hints(type(obj))[name], key, source))
+        setattr(obj, name, _coerce(value, get_type_hints(type(obj))[name], name, source))
 
     def validate(self) -> None:
-        n = self.net
+        from gsau.encoders.registry import GRAPH_ENCODERS, SEQUENCE_ENCODERS
+        n, t = self.net, self.train
         checks = [
-            (n.graph_encoder in (None, "lightgcn"), f"graph_encoder must be lightgcn or null, not {n.graph_encoder!r}"),
-            (n.sequence_encoder in (None, "sasrec", "bert4rec"), f"sequence_encoder must be sasrec, bert4rec or null, not {n.sequence_encoder!r}"),
+            # The run's length first: every schedule check below is relative to it.
+            (t.epochs >= 1, f"epochs must be at least 1, not {t.epochs}"),
+            (t.patience >= 0, f"patience must be >= 0, not {t.patience}"),
+            (n.graph_encoder is None or n.graph_encoder in GRAPH_ENCODERS,
+             f"graph_encoder must be {_choices(GRAPH_ENCODERS, True)}, not {n.graph_encoder!r}"),
+            (n.sequence_encoder is None or n.sequence_encoder in SEQUENCE_ENCODERS,
+             f"sequence_encoder must be {_choices(SEQUENCE_ENCODERS, True)}, not {n.sequence_encoder!r}"),
             (n.graph_encoder or n.sequence_encoder, "a model needs at least one encoder"),
-            (n.graph_loss in (None, "au", "layer_au", "bpr"), f"graph_loss must be au, layer_au, bpr or null, not {n.graph_loss!r}"),
-            (n.sequence_loss in (None, "au", "ce"), f"sequence_loss must be au, ce or null, not {n.sequence_loss!r}"),
             ((n.graph_loss is None) == (n.graph_encoder is None), "graph_loss and graph_encoder go together"),
             ((n.sequence_loss is None) == (n.sequence_encoder is None), "sequence_loss and sequence_encoder go together"),
-            (n.scorer in ("sequence", "graph"), f"scorer must be sequence or graph, not {n.scorer!r}"),
             (n.scorer != "sequence" or n.sequence_encoder, "scorer=sequence needs a sequence encoder"),
             (n.scorer != "graph" or n.graph_encoder, "scorer=graph needs a graph encoder"),
-            (n.ce_dtype in ("float32", "bfloat16"), f"ce_dtype must be float32 or bfloat16, not {n.ce_dtype!r}"),
             (n.ce_dtype == "float32" or n.shortcuts, "ce_dtype=bfloat16 needs shortcuts=true"),
-            (n.init in ("xavier_normal", "classic"), f"init must be xavier_normal or classic, not {n.init!r}"),
-            (self.train.seq_batching in ("packed", "prefix", "padded"),
-             f"seq_batching must be packed, prefix or padded, not {self.train.seq_batching!r}"),
-            (self.train.batch_size >= 2, "batch_size must be at least 2"),
+            (n.gamma >= 0, f"gamma must be >= 0, not {n.gamma}"),
+            (n.bpr_reg >= 0, f"bpr_reg must be >= 0, not {n.bpr_reg}"),
+            (n.layer_norm_eps > 0, f"layer_norm_eps must be > 0, not {n.layer_norm_eps}"),
+            (t.batch_size >= 2, "batch_size must be at least 2"),
             (0 <= n.hidden_dropout < 1 and 0 <= n.attn_dropout < 1, "dropout must be in [0, 1)"),
             (0 < n.mask_ratio < 1, "mask_ratio must be in (0, 1)"),
             (n.max_len >= 2, "max_len must be at least 2"),
@@ -166,28 +194,30 @@ class Config:
             (n.n_layers >= 1 and n.inner_size >= 1, "n_layers and inner_size must be at least 1"),
             (n.graph_layers >= 0, "graph_layers must be at least 0"),
             (n.graph_loss != "layer_au" or n.graph_layers >= 1, "layer_au (GraphAU) needs graph_layers >= 1"),
-            (self.train.lr > 0 and self.train.weight_decay >= 0, "lr must be > 0 and weight_decay >= 0"),
-            (self.train.lr_schedule in ("constant", "cosine", "linear"),
-             f"lr_schedule must be constant, cosine or linear, not {self.train.lr_schedule!r}"),
-            (0 <= self.train.warmup_epochs < self.train.epochs,
-             f"warmup_epochs must be in [0, epochs), not {self.train.warmup_epochs}"),
-            (self.train.decay_epochs >= 0, f"decay_epochs must be >= 0, not {self.train.decay_epochs}"),
-            (self.train.warmup_epochs + self.train.decay_epochs <= self.train.epochs,
+            (t.lr > 0 and t.weight_decay >= 0, "lr must be > 0 and weight_decay >= 0"),
+            (0 <= t.warmup_epochs < t.epochs, f"warmup_epochs must be in [0, epochs), not {t.warmup_epochs}"),
+            (t.decay_epochs >= 0, f"decay_epochs must be >= 0, not {t.decay_epochs}"),
+            (t.warmup_epochs + t.decay_epochs <= t.epochs,
              f"warmup_epochs + decay_epochs must fit within epochs "
-             f"({self.train.warmup_epochs} + {self.train.decay_epochs} > {self.train.epochs})"),
-            (self.train.decay_epochs == 0 or self.train.lr_schedule != "constant",
+             f"({t.warmup_epochs} + {t.decay_epochs} > {t.epochs})"),
+            (t.decay_epochs == 0 or t.lr_schedule != "constant",
              "decay_epochs needs lr_schedule=cosine or linear (the shape of the decay)"),
-            (self.train.eval_batch_size >= 1, "eval_batch_size must be at least 1"),
-            (self.train.threads >= 0, "threads must be >= 0 (0 keeps torch's default)"),
-            (self.train.epochs >= 1 and self.train.patience >= 0, "epochs must be >= 1 and patience >= 0"),
-            (len(self.train.ks) > 0 and all(k >= 1 for k in self.train.ks), "ks must be positive cut-offs"),
+            (t.eval_batch_size >= 1, "eval_batch_size must be at least 1"),
+            (t.threads >= 0, "threads must be >= 0 (0 keeps torch's default)"),
+            (len(t.ks) > 0 and all(k >= 1 for k in t.ks), "ks must be positive cut-offs"),
+            (self.data.min_user_count >= 1 and self.data.min_item_count >= 1, "min_user_count and min_item_count must be at least 1"),
         ]
-        metric_name, _, k = self.train.metric.partition("@")
-        checks.append((metric_name in ("recall", "ndcg", "mrr") and k.isdigit() and int(k) in self.train.ks,
-                       f"metric {self.train.metric!r} must be recall@K, ndcg@K or mrr@K with K in ks {self.train.ks}"))
+        metric_name, _, k = t.metric.partition("@")
+        checks.append((metric_name in METRICS and k.isdigit() and int(k) in t.ks,
+                       f"metric {t.metric!r} must be {_choices([m + '@K' for m in METRICS])} with K in ks {t.ks}"))
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
+
+
+def _choices(names, nullable: bool = False) -> str:
+    names = list(names) + (["null"] if nullable else [])
+    return ", ".join(names[:-1]) + " or " + names[-1] if len(names) > 1 else names[0]
 
 
 def _locate(key: str, source: str) -> tuple[str, str]:
@@ -206,34 +236,75 @@ def _field_names(section: str) -> set[str]:
     return {f.name for f in fields(get_type_hints(Config)[section])}
 
 
+_TRUE, _FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
+_NULL = ("null", "none", "~", "")
+
+
 def _coerce(value: Any, hint, key: str, source: str):
-    """Values from YAML or the command line into the field's declared type."""
-    if isinstance(value, str):
-        parsed = yaml.safe_load(value) if value.strip() else value
-        value = parsed
-    text = str(hint)
-    try:
-        if value is None:
-            if "None" in text:
-                return None
-            raise ValueError("null is not allowed")
-        if hint is bool:
+    """A value from YAML (already typed) or the command line (a string) into the field's type.
+    Strings are parsed by the field's type alone: text fields keep the text as given."""
+    args = get_args(hint)
+    nullable = get_origin(hint) in (Union, types.UnionType) and type(None) in args
+    if nullable:
+        hint = next(a for a in args if a is not type(None))
+    text = value.strip() if isinstance(value, str) else None
+
+    def bad(why: str):
+        return ConfigError(f"{source}: bad value {value!r} for {key}: {why}")
+
+    if value is None or (nullable and text is not None and text.lower() in _NULL):
+        if nullable:
+            return None
+        raise bad("null is not allowed")
+    if get_origin(hint) is Literal:
+        allowed = get_args(hint)
+        v = LEGACY_VALUES.get(key, {}).get(str(value), str(value) if text is None else text)
+        if v not in allowed:
+            raise ConfigError(f"{source}: {key} must be {_choices(allowed, nullable)}, not {value!r}")
+        return v
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        if text is not None and text.lower() in _TRUE + _FALSE:
+            return text.lower() in _TRUE
+        raise bad("expected true or false")
+    if hint is int:
+        try:
             if isinstance(value, bool):
-                return value
-            raise ValueError("expected true or false")
-        if hint is int or text.startswith("int"):
-            if isinstance(value, bool) or float(value) != int(value):
-                raise ValueError("expected an integer")
-            return int(value)
-        if hint is float:
-            return float(value)
-        if "list" in text:
-            if isinstance(value, (int, float)):
-                value = [value]
-            return [int(v) for v in value]
-        return str(value)
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"{source}: bad value {value!r} for {key}: {e}") from None
+                raise ValueError
+            number = value
+            if text is not None:
+                try:
+                    number = int(text)
+                except ValueError:
+                    number = float(text)  # "1e3", "20.0": whole numbers written as floats
+            if isinstance(number, float) and number.is_integer():
+                number = int(number)
+            if not isinstance(number, int):
+                raise ValueError
+            return number
+        except (TypeError, ValueError):
+            raise bad("expected an integer") from None
+    if hint is float:
+        try:
+            if isinstance(value, bool):
+                raise ValueError
+            number = float(text if text is not None else value)
+        except (TypeError, ValueError):
+            raise bad("expected a number") from None
+        if not math.isfinite(number):
+            raise bad("expected a finite number")
+        return number
+    if get_origin(hint) is list:
+        items = value
+        if text is not None:
+            items = [t for t in text.strip("[]").replace(" ", "").split(",") if t]
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            items = [value]
+        if not isinstance(items, (list, tuple)):
+            raise bad("expected a list of integers, e.g. 5,10,20")
+        return [_coerce(v, int, key, source) for v in items]
+    return value if isinstance(value, str) else str(value)
 
 
 def presets_dir() -> Path:
@@ -265,13 +336,10 @@ def preset_names() -> list[str]:
 
 def resolve(model: str, config_file: str | None = None, overrides: list[str] | None = None, **direct) -> Config:
     """Preset, then the user's YAML file, then `key=value` overrides, then direct keyword values."""
-    cfg = Config(model=model)
+    cfg = Config(preset=model)
     cfg.update(load_preset(model), source=f"preset {model}")
     if config_file:
-        try:
-            loaded = yaml.safe_load(Path(config_file).read_text()) or {}
-        except (OSError, yaml.YAMLError) as e:
-            raise ConfigError(f"{config_file}: cannot read config ({e})") from None
+        loaded = read_yaml(config_file) or {}
         if not isinstance(loaded, dict):
             raise ConfigError(f"{config_file}: expected a mapping of options")
         cfg.update(loaded, source=config_file)
@@ -285,3 +353,19 @@ def resolve(model: str, config_file: str | None = None, overrides: list[str] | N
             cfg.set(k, v, source="command line")
     cfg.validate()
     return cfg
+
+
+def read_yaml(path: str | Path):
+    """A YAML file's content, or a one-line ConfigError naming the file (and the line, where the
+    parser gives one). safe_load: a tag such as !!python/object is refused, never executed."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot read ({getattr(e, 'strerror', None) or e})") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"{where}: not valid YAML ({problem})") from None

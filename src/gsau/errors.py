@@ -20,3 +20,15 @@ class DataError(GsauError):
 
 class ConfigError(GsauError):
     """An unknown preset, option or value."""
+
+
+class GsauWarning(UserWarning):
+    """Base class of gsau's warnings: `warnings.simplefilter("ignore", GsauWarning)` silences them."""
+
+
+class CollapseWarning(GsauWarning):
+    """An epoch's uniformity says the embeddings have collapsed (ranking is then near random)."""
+
+
+class PerformanceWarning(GsauWarning):
+    """A setting of the environment makes training markedly slower."""

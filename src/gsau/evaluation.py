@@ -11,9 +11,7 @@ import sys
 import numpy as np
 import torch
 
-from gsau.data.batching import gather_windows
 from gsau.data.split import LeaveOneOut
-from gsau.encoders import BERT4Rec
 from gsau.metrics import DEFAULT_KS, metrics_from_ranks, target_ranks
 
 
@@ -25,13 +23,10 @@ def user_ranks(model, split: LeaveOneOut, stage: str, mask_history: bool | None 
     mask_history = model.cfg.mask_history if mask_history is None else mask_history
     indptr, flat = split.history(stage)
     targets = split.targets(stage)
-    # BERT4Rec reads its prediction at a mask token appended after the history: keep a slot free.
-    needs_slot = isinstance(model.sequence, BERT4Rec)
-    cap = model.cfg.max_len - 1 if needs_slot else model.cfg.max_len
     full_lengths = np.diff(indptr)
-    lengths = np.minimum(full_lengths, cap)
     asked = np.arange(split.n_users) if users is None else np.asarray(users) - 1
-    by_length = np.argsort(lengths[asked], kind="stable")
+    # Chunks of similar window length pad little.
+    by_length = np.argsort(np.minimum(full_lengths, model.history_cap)[asked], kind="stable")
     rows = asked[by_length]
     ranks = np.empty(len(rows), dtype=np.int64)
     starts = range(0, len(rows), batch_size)
@@ -40,19 +35,14 @@ def user_ranks(model, split: LeaveOneOut, stage: str, mask_history: bool | None 
         starts = tqdm(starts, desc=f"ranking {stage}", unit="chunk", leave=False, file=sys.stderr)
     for start in starts:
         chunk = rows[start: start + batch_size]
-        seqs = lens = None
-        if model.cfg.scorer == "sequence":
-            width = int(lengths[chunk].max()) + int(needs_slot)
-            seqs = torch.from_numpy(gather_windows(flat, indptr[chunk + 1] - lengths[chunk], lengths[chunk], width))
-            lens = torch.from_numpy(lengths[chunk])
-        scores = model.score(torch.from_numpy(chunk + 1), seqs, lens)
+        scores = model.score_histories(chunk + 1, indptr, flat)
         exclude = None
         if mask_history:
             exclude = torch.zeros_like(scores, dtype=torch.bool)
             counts = full_lengths[chunk]
             r = np.repeat(np.arange(len(chunk)), counts)
-            starts = np.repeat(indptr[chunk], counts)
-            cols = flat[starts + (np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts))]
+            firsts = np.repeat(indptr[chunk], counts)
+            cols = flat[firsts + (np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts))]
             exclude[torch.from_numpy(r), torch.from_numpy(cols)] = True
         ranks[start: start + len(chunk)] = target_ranks(scores, torch.from_numpy(targets[chunk]), exclude).numpy()
     out = np.empty_like(ranks)

@@ -3,15 +3,16 @@
 A target's rank is a comparison with its own score, not a sort:
     rank = 1 + #{other ranked items j : score_j >= score_target}.
 Counting ties against the target (pessimistic) means a model that scores everything equally gets
-near-zero metrics instead of lucky ones.
+near-zero metrics instead of lucky ones. A score that is not finite (NaN, +-inf: a diverged model)
+counts against the target too, and a target whose own score is not finite ranks last: `NaN >= x`
+is False, so without this a diverged model would rank every target first and score a perfect 1.0.
 """
 
 from __future__ import annotations
 
 import torch
 
-DEFAULT_KS = (5, 10, 20, 50)
-METRICS = ("recall", "ndcg", "mrr")
+from gsau.protocol import DEFAULT_KS, METRICS  # noqa: F401 (re-exported: the metric names live here)
 
 
 def target_ranks(scores: torch.Tensor, targets: torch.Tensor, exclude: torch.Tensor | None = None,
@@ -21,7 +22,8 @@ def target_ranks(scores: torch.Tensor, targets: torch.Tensor, exclude: torch.Ten
         raise ValueError(f"scores must be [B, I] and targets [B]; got {tuple(scores.shape)} and {tuple(targets.shape)}")
     rows = torch.arange(scores.shape[0], device=scores.device)
     target_score = scores[rows, targets].unsqueeze(1)
-    beats = scores >= target_score
+    finite = torch.isfinite(scores)
+    beats = (scores >= target_score) | ~finite | ~torch.isfinite(target_score)
     if exclude is not None:
         beats &= ~exclude
     if pad_index is not None:

@@ -9,6 +9,7 @@ All alignment and uniformity terms act on L2-normalised embeddings:
 from __future__ import annotations
 
 import math
+from typing import Callable, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -157,3 +158,42 @@ class _FullSoftmaxCE(torch.autograd.Function):
             grad_bias = torch.zeros(table.shape[0], dtype=scores.dtype, device=scores.device)
             grad_bias[1:] = scores.sum(dim=0)
         return grad_s, grad_table, grad_bias, None, None
+
+
+# -- graph objectives, by config name (NetConfig.graph_loss) -------------------------------------
+# Each reads the graph encoder's layers [K + 1, n, d] at the batch's users, items (and negatives),
+# with `combine` turning layers into the encoder's final embedding, and returns named terms
+# (weights are applied by Recommender.total). A new objective is a function and one entry below.
+
+def directau_terms(layers, combine, batch, tables) -> dict[str, torch.Tensor]:
+    """DirectAU on the final embeddings: L_GA = align(u, i), L_GU = unif(u) + unif(i)."""
+    eu, ei = (combine(rows) for rows in layers)
+    return {"L_GA": alignment(eu, ei), "L_GU": uniformity(eu) + uniformity(ei)}
+
+
+def graphau_terms(layers, combine, batch, tables) -> dict[str, torch.Tensor]:
+    """GraphAU: each layer-0 node aligned with its partner's layer-k view (k = 1..K), averaged
+    over layers; uniformity on layer 0."""
+    lu, li = layers
+    align = sum(alignment(lu[0], li[k]) + alignment(li[0], lu[k]) for k in range(1, len(lu))) / 2
+    return {"L_GA": align / (len(lu) - 1), "L_GU": uniformity(lu[0]) + uniformity(li[0])}
+
+
+def bpr_terms(layers, combine, batch, tables) -> dict[str, torch.Tensor]:
+    """LightGCN's BPR with one negative per pair; the L2 term acts on the layer-0 (table) rows."""
+    eu, ep, en = (combine(rows) for rows in layers)
+    users, items = tables
+    return {"L_BPR": bpr((eu * ep).sum(-1), (eu * en).sum(-1)),
+            "L_reg": l2_regularizer(users[batch["users"]], items[batch["items"]], items[batch["negatives"]])}
+
+
+class GraphObjective(NamedTuple):
+    terms: Callable  # (layers, combine, batch, (user table, item table)) -> {name: term}
+    negatives: bool  # the graph stream samples one negative item per pair
+
+
+GRAPH_OBJECTIVES = {
+    "au": GraphObjective(directau_terms, negatives=False),
+    "layer_au": GraphObjective(graphau_terms, negatives=False),
+    "bpr": GraphObjective(bpr_terms, negatives=True),
+}

@@ -10,13 +10,20 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
+import hashlib
+import json
+import os
+
+import numpy as np
 import yaml
 
-from gsau.config import Config, ConfigError
+from gsau.config import Config
+from gsau.errors import ConfigError
 from gsau.data.interactions import BUNDLED
 from gsau.errors import GsauError
 
-RUN_FILES = ("config.yaml", "log.jsonl", "metrics.json", "masked.json", "best.pt", "last.pt")
+DATA_FILE = "data.json"  # a fingerprint of the dataset the run was trained on
+RUN_FILES = ("config.yaml", DATA_FILE, "log.jsonl", "metrics.json", "masked.json", "best.pt", "last.pt")
 
 
 def dataset_label(spec: str) -> str:
@@ -25,13 +32,22 @@ def dataset_label(spec: str) -> str:
     return spec.lower() if spec.lower() in BUNDLED else Path(spec).name
 
 
+def dataset_spec(spec: str) -> str:
+    """How a run records its dataset: a bundled name as is, a path made absolute, so the run can be
+    evaluated and resumed from any working directory."""
+    spec = str(spec)
+    if spec.lower() in BUNDLED or not Path(spec).exists():
+        return spec
+    return str(Path(spec).resolve())
+
+
 def run_name(model: str, dataset: str, seed: int) -> str:
     """`{preset}-{dataset}-{seed}`: the one naming rule for run directories."""
     return f"{model}-{dataset_label(dataset)}-{seed}"
 
 
 def default_run_dir(cfg: Config, root: str | Path = "runs") -> Path:
-    return Path(root) / run_name(cfg.model, cfg.data.dataset, cfg.train.seed)
+    return Path(root) / run_name(cfg.preset, cfg.data.dataset, cfg.train.seed)
 
 
 def run_state(path: str | Path) -> str:
@@ -96,3 +112,64 @@ def resumed_config(run_dir: str | Path, changes: dict[str, Any] | None = None) -
                         f"{', '.join(sorted(set(refused)))} (only {', '.join(sorted(allowed))} may change)")
     cfg.validate()
     return cfg
+
+
+def check_same_run(saved: dict, cfg: Config, out: str | Path) -> None:
+    """A resumed run continues under the settings its checkpoint was written with; only the
+    resumable options may differ (epochs only under a constant rate). Both sides are read through
+    Config, so an option newer than the checkpoint compares at its default, and a legacy value at
+    today's name."""
+    before, now = Config.from_dict(saved, "checkpoint").to_dict(), cfg.to_dict()
+    free = {(section, name) for name, section in resumable_options().items()}
+    if now["train"]["lr_schedule"] != "constant":
+        free.discard(("train", "epochs"))
+    diffs = [f"{section}.{k}: {before[section][k]!r} -> {v!r}"
+             for section in Config.SECTIONS for k, v in now[section].items()
+             if (section, k) not in free and before[section][k] != v]
+    if before["model"] != now["model"]:
+        diffs.insert(0, f"model: {before['model']!r} -> {now['model']!r}")
+    if diffs:
+        raise GsauError(f"{out}: cannot resume with different settings ({'; '.join(diffs)})")
+
+
+def data_fingerprint(data) -> dict:
+    """What identifies the processed dataset a run was trained on: its sizes and a digest of its
+    id maps and interactions. A model's weights only make sense with the exact same data."""
+    digest = hashlib.sha256()
+    for array in (data.indptr, data.items):
+        digest.update(np.ascontiguousarray(array, dtype=np.int64).tobytes())
+    for ids in (data.user_ids, data.item_ids):
+        digest.update("\x00".join(map(str, ids.tolist())).encode("utf-8"))
+    return {"dataset": data.name, "users": int(data.n_users), "items": int(data.n_items),
+            "interactions": int(data.n_interactions), "sha256": digest.hexdigest()}
+
+
+def check_data(run_dir: str | Path, data) -> None:
+    """Refuse a dataset that differs from the one the run recorded (runs older than the record
+    are not checked here; their weights' shapes still are, when loaded)."""
+    path = Path(run_dir) / DATA_FILE
+    if not path.exists():
+        return
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise GsauError(f"{path}: unreadable ({e})") from None
+    now = data_fingerprint(data)
+    if saved.get("sha256") != now["sha256"]:
+        raise GsauError(f"{run_dir}: its dataset has changed since the run was trained "
+                        f"({saved.get('users')} users, {saved.get('items')} items, {saved.get('interactions')} "
+                        f"interactions then; {now['users']}, {now['items']}, {now['interactions']} now); "
+                        "retrain, or restore the original data")
+
+
+def make_run_dir(path: str | Path) -> None:
+    """Create a run directory, or say in one line why it cannot be."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise GsauError(f"{path}: exists and is not a directory; pick another --out") from None
+    except OSError as e:
+        raise GsauError(f"{path}: cannot create the run directory ({e.strerror or e})") from None
+    if not os.access(path, os.W_OK):
+        raise GsauError(f"{path}: cannot write into the run directory (permission denied)")

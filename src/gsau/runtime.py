@@ -50,6 +50,6 @@ def wait_policy_warning(threads: int) -> str | None:
     harmless with one thread, the right setting for several single-threaded runs side by side.
     """
     if threads > 1 and os.environ.get("OMP_WAIT_POLICY", "").strip().upper() == "PASSIVE":
-        return (f"warning: OMP_WAIT_POLICY=PASSIVE slows training with {threads} threads by about a third; "
+        return (f"OMP_WAIT_POLICY=PASSIVE slows training with {threads} threads by about a third; "
                 "unset it, or use --threads 1 when several runs share the machine")
     return None

@@ -5,8 +5,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from gsau.data.batching import gather_windows
-from gsau.encoders import BERT4Rec
 from gsau.errors import GsauError
 
 
@@ -20,18 +18,9 @@ class Recommendations:
         from gsau.trainer import load_run
         return cls(*load_run(run_dir))
 
-    @torch.no_grad()
     def scores(self, users: np.ndarray) -> torch.Tensor:
         """[B, I + 1] scores given each user's whole known history (all their interactions)."""
-        data = self.data
-        cap = self.cfg.net.max_len - int(isinstance(self.model.sequence, BERT4Rec))
-        lengths = np.minimum(data.lengths[users - 1], cap)
-        seqs = lens = None
-        if self.cfg.net.scorer == "sequence":
-            width = int(lengths.max()) + int(isinstance(self.model.sequence, BERT4Rec))
-            seqs = torch.from_numpy(gather_windows(data.items, data.indptr[users] - lengths, lengths, width))
-            lens = torch.from_numpy(lengths)
-        return self.model.score(torch.from_numpy(users), seqs, lens)
+        return self.model.score_histories(users, self.data.indptr, self.data.items)
 
     def top_k(self, user_id: str, k: int = 10, exclude_seen: bool = False) -> list[tuple[str, float]]:
         try:

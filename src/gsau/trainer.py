@@ -12,23 +12,30 @@ Run directory:
 from __future__ import annotations
 
 import json
+import logging
 import math
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 import yaml
 
-from gsau import checkpoint, runtime
+from gsau import checkpoint, runs, runtime
 from gsau.config import Config
 from gsau.data import LeaveOneOut, load_dataset
 from gsau.data.batching import GraphStream, SequenceStream
-from gsau.encoders import normalized_adjacency
-from gsau.errors import GsauError
+from gsau.encoders import registry
+from gsau.encoders.lightgcn import normalized_adjacency
+from gsau.errors import CollapseWarning, GsauError, PerformanceWarning
 from gsau.evaluation import evaluate
 from gsau.model import Recommender
+from gsau.objectives import GRAPH_OBJECTIVES
+
+
+log = logging.getLogger("gsau")
 
 
 def prepare(cfg: Config) -> tuple[LeaveOneOut, Recommender]:
@@ -50,11 +57,13 @@ def build_model(cfg: Config, split: LeaveOneOut) -> Recommender:
 def make_streams(cfg: Config, split: LeaveOneOut):
     """(graph stream or None, sequential stream or None) for the preset's objectives."""
     n, t = cfg.net, cfg.train
-    graph = GraphStream(split, t.batch_size, negatives=n.graph_loss == "bpr") if n.graph_loss else None
-    seq = None
+    graph = seq = None
+    if n.graph_loss:
+        graph = GraphStream(split, t.batch_size, negatives=GRAPH_OBJECTIVES[n.graph_loss].negatives)
     if n.sequence_loss:
-        seq = SequenceStream(split, n.max_len, t.batch_size, t.seq_batching,
-                             masked_lm=n.sequence_encoder == "bert4rec", mask_ratio=n.mask_ratio)
+        masked_lm = registry.sequence_encoder(n.sequence_encoder).masked_lm
+        seq = SequenceStream(split, n.max_len, t.batch_size, t.seq_batching, masked_lm=masked_lm,
+                             mask_ratio=n.mask_ratio)
     return graph, seq
 
 
@@ -96,25 +105,8 @@ def collapse_warning(terms: dict) -> str | None:
     hit = [f"{k} {terms[k]:.3f}" for k, limit in COLLAPSED_ABOVE.items() if k in terms and terms[k] > limit]
     if not hit:
         return None
-    return (f"warning: {', '.join(hit)}: the embeddings have collapsed onto nearly one direction, so "
+    return (f"{', '.join(hit)}: the embeddings have collapsed onto nearly one direction, so "
             "ranking is close to random; a larger gamma keeps them apart (see results/NOTES.md on SASRec (u))")
-
-
-def _check_same_run(saved: dict, now: dict, out: Path) -> None:
-    """A resumed run must continue under its own settings; only the epoch limit and threads may
-    change (the epoch limit only under a constant rate: a decaying schedule is laid over it)."""
-    free = {("train", "threads")}
-    if now["train"].get("lr_schedule", "constant") == "constant":
-        free.add(("train", "epochs"))
-    # An option newer than the checkpoint was, in effect, at its default when the run started.
-    defaults = Config().to_dict()
-    diffs = [f"{section}.{k}: {saved[section].get(k, defaults[section][k])!r} -> {v!r}"
-             for section in Config.SECTIONS for k, v in now[section].items()
-             if (section, k) not in free and saved[section].get(k, defaults[section][k]) != v]
-    if saved.get("model") != now.get("model"):
-        diffs.insert(0, f"model: {saved.get('model')!r} -> {now.get('model')!r}")
-    if diffs:
-        raise GsauError(f"{out}: cannot resume with different settings ({'; '.join(diffs)})")
 
 
 def cycle(stream, rng):
@@ -146,18 +138,60 @@ def train_step(model, optimizer: torch.optim.Optimizer, graph_batch: dict | None
     return terms
 
 
+class Callback:
+    """The trainer's seam for loggers and sinks (console, TensorBoard, MLflow, an API's history):
+    override what you need. Records are plain dicts, the same that log.jsonl and metrics.json hold."""
+
+    def on_epoch_end(self, record: dict) -> None:
+        """After each epoch: {"epoch", every loss term "L_*", "lr", "valid_<metric>", "seconds", ...}."""
+
+    def on_train_end(self, report: dict) -> None:
+        """Once, with metrics.json's content."""
+
+
 class Trainer:
-    def __init__(self, cfg: Config, out: str | Path, progress: bool = True, echo=print):
+    """Trains one run into `out`. Progress lines go to `echo` (default: the "gsau" logger at INFO,
+    which the CLI prints); warnings are `warnings.warn` with gsau.errors.GsauWarning classes;
+    `callbacks` receive every epoch's record and the final report."""
+
+    def __init__(self, cfg: Config, out: str | Path, progress: bool = True, echo=None,
+                 callbacks: list[Callback] | tuple = ()):
         self.cfg = cfg
         self.out = Path(out)
         self.progress = progress
-        self.echo = echo
+        self.echo = echo or log.info
+        self.callbacks = list(callbacks)
 
     # -- state -------------------------------------------------------------------------------
     def _state(self, epoch, best, history, rng) -> dict:
         return {"epoch": epoch, "best": best, "history": history, "model": self.model.state_dict(),
                 "optimizer": self.optimizer.state_dict(), "torch_rng": torch.get_rng_state(),
                 "numpy_rng": json.dumps(rng.bit_generator.state), "config": json.dumps(self.cfg.to_dict())}
+
+    def _open_run_dir(self, resume: bool) -> dict | None:
+        """Check `out` may be written, and return the checkpoint to continue from (or None).
+
+        A directory holding any run file is written into only by a resume of a run that has
+        last.pt: a finished record (results/runs/*: config, log, metrics, no weights) is never
+        overwritten or retrained over. The one exception is a run stopped before its first epoch
+        ended (config.yaml alone): resuming it starts it afresh, which loses nothing."""
+        out = self.out
+        if out.exists() and not out.is_dir():
+            raise GsauError(f"{out}: exists and is not a directory; pick another --out")
+        present = [f for f in runs.RUN_FILES if (out / f).exists()]
+        if resume and "last.pt" in present:
+            state = checkpoint.load(out / "last.pt")
+            runs.check_same_run(json.loads(state["config"]), self.cfg, out)
+            return state
+        if resume and set(present) <= {"config.yaml"}:
+            return None  # stopped before its first epoch ended: nothing to continue, start afresh
+        if present:
+            if resume:
+                raise GsauError(f"{out}: nothing to resume (no last.pt checkpoint; it holds {', '.join(present)}); "
+                                "a finished record is never retrained over: pick another --out")
+            hint = " or `gsau train --resume " + str(out) + "` to continue it" if "last.pt" in present else ""
+            raise GsauError(f"{out} already holds a run ({', '.join(present)}); pick another --out{hint}")
+        return None
 
     def run(self, resume: bool = False) -> dict:
         cfg, t = self.cfg, self.cfg.train
@@ -166,19 +200,16 @@ class Trainer:
             torch.set_num_threads(t.threads)
         warning = runtime.wait_policy_warning(torch.get_num_threads())
         if warning:
-            self.echo(warning)
-        if not resume and (self.out / "last.pt").exists():
-            raise GsauError(f"{self.out} already holds a run; use --resume to continue it or pick another --out")
-        if resume and not (self.out / "last.pt").exists():
-            resume = False  # stopped before its first epoch ended: nothing to continue, start afresh
-        state = checkpoint.load(self.out / "last.pt") if resume else None
-        if state is not None:
-            _check_same_run(json.loads(state["config"]), cfg.to_dict(), self.out)
-        self.out.mkdir(parents=True, exist_ok=True)
-        checkpoint.write_text(self.out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-
+            warnings.warn(warning, PerformanceWarning, stacklevel=2)
+        state = self._open_run_dir(resume)
+        # Data and model first: a failed start (bad data, bad sizes) leaves no directory behind
+        # that looks like a run.
         split, self.model = prepare(cfg)
         self.split = split
+        fingerprint = runs.data_fingerprint(split.data)
+        runs.make_run_dir(self.out)
+        checkpoint.write_text(self.out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        checkpoint.write_json(self.out / runs.DATA_FILE, fingerprint)
         self.optimizer = make_optimizer(cfg, self.model)
         rng = np.random.default_rng(t.seed)
         torch.manual_seed(t.seed + 1)  # dropout and derangements; the model init used `seed`
@@ -212,9 +243,11 @@ class Trainer:
             checkpoint.save(self._state(epoch, best, history, rng), self.out / "last.pt")
             checkpoint.write_text(self.out / "log.jsonl", "".join(json.dumps(h) + "\n" for h in history))
             self.echo(self._line(history[-1], t.metric, epoch == best["epoch"]))
+            for callback in self.callbacks:
+                callback.on_epoch_end(history[-1])
             warning = collapse_warning(terms)
             if warning and not warned:
-                self.echo(warning)
+                warnings.warn(warning, CollapseWarning, stacklevel=2)
                 warned = True
             if epoch - best["epoch"] >= t.patience:
                 self.echo(f"early stop: no {t.metric} improvement for {t.patience} epochs")
@@ -264,24 +297,40 @@ class Trainer:
             raise GsauError("no epoch finished; nothing to report")
         self.model.load_state_dict(checkpoint.load(self.out / "best.pt"))
         test = evaluate(self.model, self.split, "test", cfg.train.ks, batch_size=cfg.train.eval_batch_size)
-        report = {"model": cfg.model, "dataset": cfg.data.dataset, "best_epoch": best["epoch"] + 1,
+        report = {"model": cfg.preset, "dataset": cfg.data.dataset, "best_epoch": best["epoch"] + 1,
                   "epochs_run": len(history), "train_seconds": round(sum(h["seconds"] for h in history), 2),
                   "seconds_per_epoch": round(float(np.median([h["train_seconds"] for h in history])), 3),
                   "valid": best["valid"], "test": test, "config": cfg.to_dict()}
         checkpoint.write_json(self.out / "metrics.json", report)
+        for callback in self.callbacks:
+            callback.on_train_end(report)
         self.echo(f"best epoch {report['best_epoch']} | test " +
                   " ".join(f"{k} {test[k]:.4f}" for k in ("recall@10", "ndcg@10", "recall@20", "ndcg@20") if k in test))
         return report
 
 
 def load_run(run_dir: str | Path) -> tuple[Config, LeaveOneOut, Recommender]:
-    """A saved run's config, split and best weights."""
+    """A saved run's config, split and best weights, checked: the same data it was trained on,
+    weights that fit the model, and finite (a diverged run is refused, never scored)."""
     run_dir = Path(run_dir)
-    path = run_dir / "config.yaml"
-    if not path.exists():
-        raise GsauError(f"{run_dir}: not a gsau run directory (no config.yaml)")
-    cfg = Config.from_dict(yaml.safe_load(path.read_text()))
-    split, model = prepare(cfg)
-    model.load_state_dict(checkpoint.load(run_dir / "best.pt"))
+    cfg = runs.read_config(run_dir)
+    try:
+        split, model = prepare(cfg)
+    except GsauError as e:
+        raise GsauError(f"{run_dir}: cannot load the run's dataset: {e}") from None
+    runs.check_data(run_dir, split.data)
+    weights = checkpoint.load(run_dir / "best.pt")
+    if not isinstance(weights, dict):
+        raise GsauError(f"{run_dir / 'best.pt'}: not a model checkpoint")
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise GsauError(f"{run_dir / 'best.pt'}: weights do not fit {cfg.preset} on {cfg.data.dataset} "
+                        f"(another model's or dataset's checkpoint? {first})") from None
+    bad = [name for name, p in model.state_dict().items() if p.is_floating_point() and not torch.isfinite(p).all()]
+    if bad:
+        raise GsauError(f"{run_dir / 'best.pt'}: weights are not finite ({', '.join(bad[:3])}"
+                        f"{', ...' if len(bad) > 3 else ''}): the run diverged; retrain it with a lower lr")
     model.eval()
     return cfg, split, model

@@ -35,11 +35,16 @@ def gather_windows(flat: np.ndarray, starts: np.ndarray, lengths: np.ndarray, wi
     return np.where(valid, flat[np.where(valid, idx, 0)], 0)
 
 
-def last_windows(indptr: np.ndarray, flat: np.ndarray, cap: int) -> tuple[np.ndarray, np.ndarray]:
-    """Each CSR row's most recent min(len, cap) items, left-aligned, padded to the longest kept."""
-    lengths = np.minimum(np.diff(indptr), cap)
-    width = max(int(lengths.max(initial=1)), 1)
-    return gather_windows(flat, indptr[1:] - lengths, lengths, width), lengths
+def history_windows(indptr: np.ndarray, flat: np.ndarray, users: np.ndarray, cap: int,
+                    free_slot: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Scoring windows: each user's (1-based, CSR rows of indptr/flat) latest min(len, cap) items,
+    left-aligned and 0-padded to the longest kept, plus one free position after them when the
+    encoder reads its prediction at a token appended there (BERT4Rec). (seqs [n, w], lengths [n])."""
+    users = np.asarray(users)
+    ends = indptr[users]
+    lengths = np.minimum(ends - indptr[users - 1], cap)
+    width = max(int(lengths.max(initial=1)), 1) + int(free_slot)
+    return gather_windows(flat, ends - lengths, lengths, width), lengths
 
 
 @dataclass

@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from gsau.encoders.base import GraphEncoder
+
 
 def normalized_adjacency(users: np.ndarray, items: np.ndarray, n_users: int, n_items: int) -> torch.Tensor:
     """Sparse CSR [(U + I) x (U + I)] = D^-1/2 A D^-1/2; repeated (user, item) pairs count once."""
@@ -146,7 +148,7 @@ class _LocalPropagation(torch.autograd.Function):
         return None, g.index_add_(0, nodes, grad[0]), None, None
 
 
-class LightGCN(nn.Module):
+class LightGCN(GraphEncoder):
     """E^(k+1) = A_hat E^(k); the final embedding is the mean of layers 0..K."""
 
     def __init__(self, adjacency: torch.Tensor, n_users: int, n_layers: int = 2):
@@ -154,6 +156,13 @@ class LightGCN(nn.Module):
         self.adjacency = adjacency  # not a buffer: it is data, rebuilt from the split, not saved
         self.n_users = n_users
         self.n_layers = n_layers
+
+    @classmethod
+    def from_config(cls, cfg, adjacency: torch.Tensor, n_users: int) -> "LightGCN":
+        return cls(adjacency, n_users, cfg.graph_layers)
+
+    def combine(self, layers: torch.Tensor) -> torch.Tensor:
+        return layers.mean(0)
 
     def layers(self, user_table: torch.Tensor, item_table: torch.Tensor) -> list[torch.Tensor]:
         """[E^(0), ..., E^(K)], each [(U + I), d], from the tables without their padding rows."""

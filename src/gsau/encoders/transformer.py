@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gsau.encoders.base import SequenceEncoder
+
 
 def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     """Inverted dropout with the keep mask drawn from 16 random bits per element.
@@ -107,15 +109,25 @@ def segment_mask(segments: torch.Tensor, causal: bool) -> torch.Tensor:
     return mask.unsqueeze(1)
 
 
-class _Encoder(nn.Module):
-    def __init__(self, d, max_len, n_layers, n_heads, inner, hidden_dropout, attn_dropout, eps, fast_dropout=True):
+class _Transformer(SequenceEncoder):
+    """Item + position embeddings, LayerNorm, dropout, then the Transformer layers."""
+
+    def __init__(self, cfg):
+        """`cfg`: a NetConfig (embedding_dim, max_len, n_layers, n_heads, inner_size,
+        hidden_dropout, attn_dropout, layer_norm_eps, fast_dropout)."""
         super().__init__()
-        self.max_len = max_len
-        self.position = nn.Embedding(max_len, d)
+        d, eps = cfg.embedding_dim, cfg.layer_norm_eps
+        self.max_len = cfg.max_len
+        self.position = nn.Embedding(cfg.max_len, d)
         self.input_norm = nn.LayerNorm(d, eps=eps)
-        self.input_dropout = Dropout(hidden_dropout, fast_dropout)
-        self.layers = nn.ModuleList(TransformerLayer(d, n_heads, inner, hidden_dropout, attn_dropout, eps, fast_dropout)
-                                    for _ in range(n_layers))
+        self.input_dropout = Dropout(cfg.hidden_dropout, cfg.fast_dropout)
+        self.layers = nn.ModuleList(TransformerLayer(d, cfg.n_heads, cfg.inner_size, cfg.hidden_dropout,
+                                                     cfg.attn_dropout, eps, cfg.fast_dropout)
+                                    for _ in range(cfg.n_layers))
+
+    @classmethod
+    def from_config(cls, cfg) -> "_Transformer":
+        return cls(cfg)
 
     def embed(self, tokens: torch.Tensor, positions: torch.Tensor | None = None) -> torch.Tensor:
         pos = self.position.weight[: tokens.shape[1]] if positions is None else self.position(positions)
@@ -128,46 +140,63 @@ class _Encoder(nn.Module):
         return self.layers[-1](x, causal=causal, attend=attend, reads=reads)
 
 
-class SASRec(_Encoder):
+class SASRec(_Transformer):
     """Causal encoder; a prefix is represented by the output at its last position."""
+
+    def read_positions(self, chunk):
+        # Packed rows: `last` is each sample's flat row * width + column index.
+        if chunk.segments is not None:
+            width = chunk.seqs.shape[1]
+            return chunk.last // width, chunk.last % width, chunk.targets
+        return torch.arange(len(chunk.seqs), device=chunk.seqs.device), chunk.lengths - 1, chunk.targets
+
+    def encode(self, tokens: torch.Tensor, chunk=None, reads=None) -> torch.Tensor:
+        """For packed rows, `chunk` gives each token's position within its sample and its sample
+        id (segment), and attention stays within a sample."""
+        positions = segments = None
+        if chunk is not None:
+            positions, segments = chunk.positions, chunk.segments
+        x = self.embed(tokens, positions)
+        attend = None if segments is None else segment_mask(segments, causal=True)
+        return self._run(x, True, attend, reads)
 
     def all_positions(self, item_table: torch.Tensor, seqs: torch.Tensor) -> torch.Tensor:
         """[B, L, d]: position t encodes the prefix seqs[:, :t + 1]."""
         return self.encode(F.embedding(seqs, item_table))
 
-    def encode(self, tokens: torch.Tensor, positions: torch.Tensor | None = None,
-               segments: torch.Tensor | None = None, reads=None) -> torch.Tensor:
-        """All positions [B, L, d] from already looked-up item embeddings [B, L, d]; for packed rows,
-        each token's position within its sample and its sample id (segment). With `reads` (rows,
-        cols), only those positions [n, d], the final layer computed there alone."""
-        x = self.embed(tokens, positions)
-        attend = None if segments is None else segment_mask(segments, causal=True)
-        return self._run(x, True, attend, reads)
-
     def forward(self, item_table: torch.Tensor, seqs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """[B, d]: representation of each left-aligned sequence of `lengths[b]` items."""
         rows = torch.arange(len(seqs), device=seqs.device)
         return self.encode(F.embedding(seqs, item_table), reads=(rows, lengths - 1))
 
 
-class BERT4Rec(_Encoder):
+class BERT4Rec(_Transformer):
     """Bidirectional encoder with a learned mask token; a masked position predicts its item."""
 
-    def __init__(self, d, max_len, n_layers, n_heads, inner, hidden_dropout, attn_dropout, eps, fast_dropout=True):
-        super().__init__(d, max_len, n_layers, n_heads, inner, hidden_dropout, attn_dropout, eps, fast_dropout)
+    masked_lm = True
+    needs_free_slot = True  # the next item is predicted at a mask token appended after the history
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        d, eps = cfg.embedding_dim, cfg.layer_norm_eps
         self.mask_token = nn.Parameter(torch.zeros(1, d))
         self.head = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.LayerNorm(d, eps=eps))
+
+    def reset_extra_parameters(self, init) -> None:
+        init(self.mask_token)
+
+    def read_positions(self, chunk):
+        rows, cols = chunk.masked.nonzero(as_tuple=True)
+        return rows, cols, chunk.seqs[rows, cols]
 
     def hidden(self, item_table: torch.Tensor, seqs: torch.Tensor, masked: torch.Tensor) -> torch.Tensor:
         """[B, L, d] head outputs. seqs: item ids (0 = padding); masked: bool [B, L] positions
         whose item is replaced by the mask token."""
-        return self.encode(F.embedding(seqs, item_table), seqs, masked)
+        return self._encode(F.embedding(seqs, item_table), seqs, masked)
 
-    def encode(self, tokens: torch.Tensor, seqs: torch.Tensor, masked: torch.Tensor,
-               positions: torch.Tensor | None = None, segments: torch.Tensor | None = None,
-               reads=None) -> torch.Tensor:
-        """Head outputs from already looked-up item embeddings [B, L, d] (packed rows and `reads`:
-        see SASRec)."""
+    def encode(self, tokens: torch.Tensor, chunk, reads=None) -> torch.Tensor:
+        return self._encode(tokens, chunk.seqs, chunk.masked, chunk.positions, chunk.segments, reads)
+
+    def _encode(self, tokens, seqs, masked, positions=None, segments=None, reads=None) -> torch.Tensor:
         tokens = torch.where(masked.unsqueeze(-1), self.mask_token.to(tokens.dtype), tokens)
         x = self.embed(tokens, positions)
         if segments is None:
@@ -177,9 +206,7 @@ class BERT4Rec(_Encoder):
         return self.head(self._run(x, False, attend, reads))
 
     def forward(self, item_table: torch.Tensor, seqs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """[B, d]: representation for the next item, read at a mask token appended after each
-        history. The caller leaves one free slot: lengths[b] < seqs.shape[1]."""
         rows = torch.arange(len(seqs), device=seqs.device)
         masked = torch.zeros_like(seqs, dtype=torch.bool)
         masked[rows, lengths] = True
-        return self.encode(F.embedding(seqs, item_table), seqs, masked, reads=(rows, lengths))
+        return self._encode(F.embedding(seqs, item_table), seqs, masked, reads=(rows, lengths))
