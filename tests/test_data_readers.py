@@ -266,3 +266,98 @@ def test_build_from_raw_numeric_arrays():
     raw = RawInteractions(np.array([3, 3, 1]), np.array([20, 10, 20]), np.array([5.0, 1.0, 0.0]))
     data = build(raw, "x", "x", min_user=1, min_item=1)
     assert external(data) == {"1": ["20"], "3": ["10", "20"]}
+
+
+# -- bad input the reader must refuse or survive -----------------------------------------------
+
+def refused(path, **kw):
+    """The DataError reading `path` raises; it must be one line naming the file."""
+    from gsau.errors import DataError
+    with pytest.raises(DataError) as caught:
+        read_interactions(path, **kw)
+    message = str(caught.value)
+    assert "\n" not in message and message.startswith(f"{path}:")
+    return caught.value
+
+
+@pytest.mark.parametrize("bad", ["nan", "NaN", "inf", "-Infinity", "1e400"])
+def test_non_finite_timestamps_are_refused_with_their_line(tmp_path, bad):
+    # A nan timestamp sorts after every number: it would silently become the user's test item.
+    err = refused(write(tmp_path / "t.csv", f"u,a,1\nu,b,{bad}\nu,c,3\n"))
+    assert (err.line, err.problem) == (2, f"timestamp '{bad}' is not a finite number")
+    err = refused(write(tmp_path / "t.inter", f"user_id:token\titem_id:token\ttimestamp:float\nu\ta\t1\n\nu\tb\t{bad}\n"))
+    assert (err.line, err.problem) == (4, f"timestamp '{bad}' is not a finite number")
+
+
+def test_non_finite_rating_is_refused(tmp_path):
+    err = refused(write(tmp_path / "r.csv", "user,item,rating,timestamp\nu,a,4,1\nu,b,nan,2\n"))
+    assert (err.line, err.problem) == (3, "rating 'nan' is not a finite number")
+    err = refused(write(tmp_path / "r.inter", "user_id:token\titem_id:token\trating:float\nu\ta\tinf\n"))
+    assert (err.line, err.problem) == (2, "rating 'inf' is not a finite number")
+
+
+def test_empty_timestamp_cell_is_named_as_empty(tmp_path):
+    err = refused(write(tmp_path / "e.csv", "u,a,1\nu,b, \nu,c,3\n"))
+    assert (err.line, err.problem) == (2, "empty timestamp")
+
+
+def test_byte_order_mark_is_not_part_of_the_first_field(tmp_path):
+    # Excel's "CSV UTF-8" starts with a BOM; left in, the header's "user" would not be recognised.
+    bom = "\ufeff"
+    assert external(load_all(write(tmp_path / "x.csv", bom + CSV_HEADER))) == CSV_EXPECTED
+    inter = load_all(write(tmp_path / "x.inter", bom + "user_id:token\titem_id:token\nu\ta\nu\tb\n"))
+    assert external(inter) == {"u": ["a", "b"]}
+    assert external(load_all(write(tmp_path / "x.txt", bom + SEQ))) == external(load_all(write(tmp_path / "y.txt", SEQ)))
+
+
+QUOTED = ('user,item,review,timestamp\n'
+          'u,a,"good,\nvery ""good""\n\nindeed",2\n'  # one record on lines 2 to 5
+          'u,b,ok,1\n'
+          '\n'
+          'v,c,"two\r\nlines",1\n')  # lines 8 and 9 (a blank line 7 before)
+
+
+def test_quoted_fields_may_hold_line_breaks(tmp_path):
+    raw = read_interactions(write(tmp_path / "q.csv", QUOTED))
+    assert raw.users.tolist() == ["u", "u", "v"]
+    assert raw.items.tolist() == ["a", "b", "c"]
+    assert raw.timestamps.tolist() == [2.0, 1.0, 1.0]
+
+
+@pytest.mark.parametrize("bad,problem", [("w,d,fine\n", "wrong column count: expected 4, found 3"),
+                                         ("w,d,fine,soon\n", "non-numeric timestamp 'soon'"),
+                                         ("w,,fine,3\n", "empty item id")])
+def test_line_numbers_after_a_multi_line_record_are_physical_lines(tmp_path, bad, problem):
+    path = tmp_path / "q.csv"
+    path.write_bytes((QUOTED + bad).encode())  # bytes: keep the \r\n as written
+    err = refused(path)
+    assert (err.line, err.problem) == (10, problem)
+
+
+def test_crlf_line_endings_count_once(tmp_path):
+    path = tmp_path / "w.csv"
+    path.write_bytes(b"u,a,1\r\n\r\nu,b,x\r\n")
+    assert refused(path).line == 3
+
+
+def test_an_open_quote_is_reported_where_it_starts(tmp_path):
+    # The open quote swallows the rest of the file into one field.
+    err = refused(write(tmp_path / "o.csv", 'u,a,1\nu,"b,2\nu,c,3\nu,d,4\n'))
+    assert err.line == 2
+    assert err.problem == "wrong column count: expected 3, found 2; the record runs on to line 4: is a quote left open?"
+    # With two columns the swallowed lines still give a record of the right width.
+    err = refused(write(tmp_path / "p.csv", 'u,a\nu,"b\nu,c\nu,d\n'))
+    assert err.line == 2
+    assert err.problem == r"item id 'b\nu,c\nu,d\n' spans lines 2 to 4: is a quote left open?"
+
+
+def test_all_empty_rows_from_spreadsheets_are_skipped(tmp_path):
+    data = load_all(write(tmp_path / "s.csv", "user,item,timestamp\nu,b,2\nu,a,1\n,,\n, ,\n"))
+    assert external(data) == {"u": ["a", "b"]}
+
+
+def test_header_only_is_refused(tmp_path):
+    err = refused(write(tmp_path / "h.csv", "userId,movieId,rating,timestamp\n\n,,,\n"))
+    assert err.problem == "file is empty: a header but no interactions"
+    err = refused(write(tmp_path / "e.csv", ",,\n\n"))
+    assert err.problem == "file is empty"

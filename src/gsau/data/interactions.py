@@ -8,7 +8,6 @@ results and recommendations can be reported in the user's own ids.
 from __future__ import annotations
 
 import json
-import time
 import warnings
 import zipfile
 from dataclasses import dataclass, field
@@ -155,7 +154,7 @@ def build(raw: RawInteractions, name: str, source: str, min_user: int = 5, min_i
         kept = np.sort(by_time[first])
         user_codes, item_codes, order = user_codes[kept], item_codes[kept], order[kept]
         raw = RawInteractions(raw.users[kept], raw.items[kept],
-                              None if raw.timestamps is None else raw.timestamps[kept])
+                              None if raw.timestamps is None else raw.timestamps[kept], raw.columns_used)
     keep = k_core(user_codes, item_codes, min_user, min_item)
     if not keep.any():
         raise DataError(source, f"no interactions left after {min_user}-core (users) / {min_item}-core (items) filtering")
@@ -171,6 +170,8 @@ def build(raw: RawInteractions, name: str, source: str, min_user: int = 5, min_i
     indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
     meta = {"source": str(source), "min_user_count": min_user, "min_item_count": min_item, "dedup": dedup,
             "raw_interactions": int(n), "has_timestamps": timestamps is not None}
+    if raw.columns_used is not None:  # which file columns were read, for `gsau data import`/`stats` to show
+        meta["columns"] = dict(raw.columns_used)
     return Interactions(name, user_vals[used_u].astype(str), item_vals[used_i].astype(str), indptr,
                         (item_dense[perm] + 1).astype(np.int64), meta)
 
@@ -180,8 +181,12 @@ def bundled_path(name: str) -> Path:
 
 
 def load_dataset(spec: str | Path, min_user: int = 5, min_item: int = 5, dedup: bool = False,
-                 fmt: str | None = None) -> Interactions:
-    """A bundled name (`beauty`, `sports`, `toys`), an imported directory or `.npz`, or a raw file."""
+                 fmt: str | None = None, columns: dict[str, str] | str | None = None) -> Interactions:
+    """A bundled name (`beauty`, `sports`, `toys`), an imported directory or `.npz`, or a raw file.
+
+    `columns` picks a raw file's columns (see `read_interactions`); like the thresholds, it does
+    not apply to an imported dataset, whose columns were chosen when it was imported.
+    """
     spec_str = str(spec)
     if spec_str.lower() in BUNDLED:
         path, name = bundled_path(spec_str.lower()), spec_str.lower()
@@ -194,14 +199,8 @@ def load_dataset(spec: str | Path, min_user: int = 5, min_item: int = 5, dedup: 
         if path.is_dir():
             raise DataError(path, f"directory holds no {BINARY_NAME} (make one with `gsau data import`)")
         name = path.name.split(".")[0]
-    raw = read_interactions(path, fmt)
+    raw = read_interactions(path, fmt, columns)
     return build(raw, name, str(path), min_user, min_item, dedup)
-
-
-def timed_load(spec, **kw) -> tuple[Interactions, float]:
-    t0 = time.perf_counter()
-    data = load_dataset(spec, **kw)
-    return data, time.perf_counter() - t0
 
 
 def drop_short_users(data: Interactions, min_length: int, warn: bool = True) -> Interactions:
