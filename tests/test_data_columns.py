@@ -4,7 +4,8 @@ import pytest
 
 from gsau.data import Interactions, load_dataset
 from gsau.data.readers import parse_columns, read_interactions
-from gsau.errors import ConfigError, DataError, GsauError
+from gsau.errors import ConfigError, GsauError
+from test_data_readers import external, refused, write
 
 MOVIELENS = ("userId,movieId,rating,timestamp\n"
              "1,31,2.5,1260759144\n"
@@ -13,24 +14,6 @@ MOVIELENS = ("userId,movieId,rating,timestamp\n"
              "1,1061,3.0,1260759182\n"
              "1,1129,2.0,1260759100\n")
 MOVIELENS_ORDER = {"1": ["1129", "31", "1029", "1061"], "2": ["10"]}
-
-
-def write(path, text):
-    path.write_text(text)
-    return path
-
-
-def external(data):
-    return {data.user_ids[u - 1]: [data.item_ids[i - 1] for i in data.sequence(u)]
-            for u in range(1, data.n_users + 1)}
-
-
-def refused(path, error=DataError, **kw):
-    """The one-line error reading `path` raises."""
-    with pytest.raises(error) as caught:
-        read_interactions(path, **kw)
-    assert "\n" not in str(caught.value)
-    return caught.value
 
 
 # -- by header name ----------------------------------------------------------------------------

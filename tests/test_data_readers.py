@@ -361,3 +361,9 @@ def test_header_only_is_refused(tmp_path):
     assert err.problem == "file is empty: a header but no interactions"
     err = refused(write(tmp_path / "e.csv", ",,\n\n"))
     assert err.problem == "file is empty"
+
+
+def test_what_the_csv_module_cannot_read_is_a_data_error(tmp_path):
+    # The csv module refuses fields over 128 KiB (as an open quote running over a big file makes).
+    err = refused(write(tmp_path / "l.tsv", 'u\ta\t1\nu\tb\t2\nu\t"' + "x" * 200_000 + '"\t3\n'))
+    assert err.line == 3 and err.problem == "unreadable TSV (field larger than field limit (131072))"

@@ -347,7 +347,8 @@ def _records(path: Path, text: str, delimiter: str) -> tuple[list[list[str]], li
                 rows.append(row)
                 starts.append(start)
     except csv.Error as e:  # e.g. a field over the csv module's size limit
-        raise DataError(path, f"unreadable {'TSV' if delimiter == chr(9) else 'CSV'} ({e})", line=reader.line_num) from None
+        kind = "TSV" if delimiter == "\t" else "CSV"
+        raise DataError(path, f"unreadable {kind} ({e})", line=reader.line_num) from None
     if not rows:
         raise DataError(path, "file is empty")
     return rows, starts, spans
