@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 import time
 import warnings
@@ -287,14 +288,19 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
     print(f"warning: {message}", file=sys.stderr)
 
 
+class _LineFormatter(logging.Formatter):
+    def format(self, record) -> str:
+        message = record.getMessage()
+        return f"warning: {message}" if record.levelno >= logging.WARNING else message
+
+
 def _console():
     """The CLI prints the "gsau" logger's INFO lines (progress, epochs) as plain lines on stdout;
     a library user gets them only by adding a handler, or a Trainer echo/callback."""
-    import logging
     logger = logging.getLogger("gsau")
     if not any(getattr(h, "_gsau_console", False) for h in logger.handlers):
         handler = logging.StreamHandler(sys.stdout)
-        handler.setFormatter(logging.Formatter("%(message)s"))
+        handler.setFormatter(_LineFormatter())
         handler._gsau_console = True
         logger.addHandler(handler)
     logger.setLevel(logging.INFO)
