@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from gsau import __version__
+from gsau.data.interactions import BUNDLED
+from gsau.data.readers import FORMATS
 from gsau.errors import GsauError
 
 
@@ -20,13 +22,21 @@ def _data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min-user-count", type=int, default=5, metavar="K", help="k-core threshold for users (default 5)")
     p.add_argument("--min-item-count", type=int, default=5, metavar="K", help="k-core threshold for items (default 5)")
     p.add_argument("--dedup", action="store_true", help="keep only the first occurrence of a repeated (user, item) pair")
-    p.add_argument("--format", choices=["seq", "inter", "csv", "tsv"], help="input format (default: from the file name)")
+    p.add_argument("--format", choices=FORMATS, help="input format (default: from the file name)")
+    p.add_argument("--columns", metavar="ROLE=COL,...", help="which columns of a CSV/TSV/.inter file hold what, by "
+                   "header name or 0-based index: user=userId,item=movieId[,rating=...][,time=timestamp] "
+                   "(default: recognised header names, else user,item[,rating],time)")
 
 
 def _load(args):
     from gsau.data import load_dataset
     return load_dataset(args.dataset, min_user=args.min_user_count, min_item=args.min_item_count,
-                        dedup=args.dedup, fmt=args.format)
+                        dedup=args.dedup, fmt=args.format, columns=args.columns)
+
+
+def _columns_line(data) -> str | None:
+    used = data.meta.get("columns")
+    return "columns        " + ", ".join(f"{role}={col}" for role, col in used.items()) if used else None
 
 
 def cmd_data_stats(args) -> None:
@@ -42,7 +52,7 @@ def cmd_data_stats(args) -> None:
              "interactions": data.n_interactions,
              "sequence_length": {"min": int(lengths.min()), "median": float(np.median(lengths)), "max": int(lengths.max())},
              "density": data.n_interactions / (data.n_users * data.n_items),
-             "split": split.sizes(), "load_seconds": round(seconds, 3)}
+             "split": split.sizes(), "load_seconds": round(seconds, 3), "columns": data.meta.get("columns")}
     if caught:
         stats["warnings"] = [str(w.message) for w in caught]
     if args.json:
@@ -57,6 +67,8 @@ def cmd_data_stats(args) -> None:
     print(f"seq length     min {s['min']}  median {s['median']:g}  max {s['max']}")
     print(f"density        {stats['density']:.6f}")
     print(f"split          train {sp['train']}  valid {sp['valid']}  test {sp['test']}  (leave-one-out by time)")
+    if _columns_line(data):
+        print(_columns_line(data))
     print(f"loaded in      {seconds:.2f}s")
     for w in stats.get("warnings", []):
         print(f"warning: {w}", file=sys.stderr)
@@ -66,6 +78,8 @@ def cmd_data_import(args) -> None:
     t0 = time.perf_counter()
     data = _load(args)
     target = data.save(args.out)
+    if _columns_line(data):
+        print(_columns_line(data))
     print(f"wrote {target}: {data.n_users} users, {data.n_items} items, {data.n_interactions} interactions "
           f"({time.perf_counter() - t0:.2f}s)")
 
@@ -260,7 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "first; finished runs are skipped, interrupted ones resumed), score each also with history "
                        "masking, and write OUT/results.csv, OUT/RESULTS.md and OUT/curves.png. Several workers "
                        "may share OUT: each run is claimed first, and one held by another worker is passed over.")
-    p.add_argument("--datasets", default="beauty,sports,toys", help="comma-separated datasets (default beauty,sports,toys)")
+    p.add_argument("--datasets", default=",".join(BUNDLED), help=f"comma-separated datasets (default {','.join(BUNDLED)})")
     p.add_argument("--models", help="comma-separated presets (default: all; trained in order of importance)")
     p.add_argument("--seeds", default="2020", help="comma-separated seeds (default 2020)")
     p.add_argument("--out", default="results", metavar="DIR", help="output directory (default results)")

@@ -50,6 +50,9 @@ LEGACY_VALUES = {"init": {"classic": "encoder_default"}}
 @dataclass
 class DataConfig:
     dataset: str = "beauty"
+    # For a CSV/TSV/.inter file: which columns hold what, e.g. "user=userId,item=movieId,time=timestamp"
+    # (null: recognised header names, else the user,item[,rating],time layout).
+    columns: str | None = None
     min_user_count: int = 5
     min_item_count: int = 5
     dedup: bool = False

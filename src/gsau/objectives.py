@@ -79,8 +79,8 @@ class FullSoftmaxCE:
         self._buffer: torch.Tensor | None = None
         self._busy = False
         # bfloat16: the three [B, I]-sized products (scores = s T^T, and in the backward pass the
-        # score gradient times T and its transpose times s) take bfloat16 operands, ~2.5x faster per
-        # product on CPUs with AVX-512 BF16; the scores are rounded to bfloat16 once, then the max,
+        # score gradient times T and its transpose times s) take bfloat16 operands, faster on CPUs
+        # with AVX-512 BF16 (README, "Opt-in, not exact"); the scores are rounded to bfloat16 once, then the max,
         # softmax, loss and gradients are float32. Each score and gradient entry carries a relative
         # rounding error of about 2^-8. Not the paper's arithmetic, hence opt-in.
         self.dtype = dtype

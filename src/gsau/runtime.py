@@ -2,9 +2,9 @@
 
 A training step allocates and frees several tensors of 5-25 MB (graph layers, their gradients, the
 all-item scores). With glibc's default thresholds much of that memory goes back to the kernel
-between steps and is faulted in again page by page on the next one: LightGCN on Beauty pays
-13,600 page faults and 43 ms a step; with the mmap and trim thresholds raised, 70-170 faults and
-29 ms (tests/test_runtime.py checks the effect on real steps). Called by the trainer and the
+between steps and is faulted in again page by page on the next one, which costs a LightGCN step
+about as much as its arithmetic (figures: BENCHMARKS.md, "Measurements behind code choices";
+tests/test_runtime.py checks the effect on real steps). Called by the trainer and the
 benchmarks, never on import: it changes the allocator for the whole process.
 """
 
@@ -45,8 +45,8 @@ def wait_policy_warning(threads: int) -> str | None:
     """A warning when OMP_WAIT_POLICY=PASSIVE is set and training uses several threads, else None.
 
     PASSIVE puts OpenMP's idle threads to sleep at once, and a training step is hundreds of small
-    parallel regions, each of which then waits for its threads to wake: gsau-rec on Toys with 2
-    threads took 31.5-31.8 s an epoch under it against 23.5-24.5 s without (BENCHMARKS.md). It is
+    parallel regions, each of which then waits for its threads to wake: about a third slower with
+    2 threads (BENCHMARKS.md, "OpenMP waiting"). It is
     harmless with one thread, the right setting for several single-threaded runs side by side.
     """
     if threads > 1 and os.environ.get("OMP_WAIT_POLICY", "").strip().upper() == "PASSIVE":

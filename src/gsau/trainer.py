@@ -41,7 +41,8 @@ log = logging.getLogger("gsau")
 def prepare(cfg: Config) -> tuple[LeaveOneOut, Recommender]:
     """Data, split and a freshly initialised model for `cfg` (seeded)."""
     d = cfg.data
-    data = load_dataset(d.dataset, min_user=d.min_user_count, min_item=d.min_item_count, dedup=d.dedup)
+    data = load_dataset(d.dataset, min_user=d.min_user_count, min_item=d.min_item_count, dedup=d.dedup,
+                        columns=d.columns)
     split = LeaveOneOut.from_interactions(data, drop_short=d.drop_short)
     return split, build_model(cfg, split)
 

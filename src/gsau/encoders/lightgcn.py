@@ -33,14 +33,15 @@ def normalized_adjacency(users: np.ndarray, items: np.ndarray, n_users: int, n_i
         csr = coo.to_sparse_csr()
         if len(rows) >= 2 ** 31:
             return csr
-        # 32-bit indices: the same products bit for bit, 1.3x faster (MKL's 32-bit interface;
-        # Beauty, 2 threads: 1.9-2.5 against 2.5-3.4 ms per propagation)
+        # 32-bit indices: the same products bit for bit, faster through MKL's 32-bit interface
+        # (BENCHMARKS.md, "Measurements behind code choices")
         return torch.sparse_csr_tensor(csr.crow_indices().int(), csr.col_indices().int(), csr.values(), (n, n))
 
 
 def propagate(adjacency: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """A @ x for CSR A, accumulated into a zeroed output with `addmm_`: same result bit for bit as
-    torch.sparse.mm, which copies its output once more (3.8 against 5.5 ms on Toys, 1 thread)."""
+    torch.sparse.mm, which copies its output once more (BENCHMARKS.md, "Measurements behind code
+    choices")."""
     return x.new_zeros(adjacency.shape[0], x.shape[1]).addmm_(adjacency, x.contiguous())
 
 

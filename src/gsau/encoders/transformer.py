@@ -24,7 +24,8 @@ def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     """Inverted dropout with the keep mask drawn from 16 random bits per element.
 
     On CPU, torch's Bernoulli sampling (behind nn.Dropout) costs more than the whole Transformer at
-    this size; 64-bit random words cut into 16-bit lanes are ~100x cheaper. The drop probability is
+    this size; 64-bit random words cut into 16-bit lanes cost a small fraction of it (BENCHMARKS.md,
+    "Measurements behind code choices"). The drop probability is
     rounded to a multiple of 2^-16 (0.2 becomes 0.199997), far below any effect on training.
     Draws come from torch's global generator, so seeding and checkpointed RNG state still apply.
     """
