@@ -11,6 +11,7 @@ import math
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from gsau import objectives as obj
 from gsau.config import preset_names, resolve
@@ -180,7 +181,7 @@ def test_bert4rec_cross_entropy_predicts_the_masked_items(split):
     _, terms = model.loss(None, chunks)
     terms = {k: float(v) for k, v in terms.items()}  # detached 0-dim tensors
     table = model.item_table.weight
-    reps = torch.cat([model.sequence.hidden(table, c.seqs, c.masked)[c.masked] for c in chunks])
+    reps = torch.cat([model.sequence.encode(F.embedding(c.seqs, table), c)[c.masked] for c in chunks])
     targets = torch.cat([c.seqs[c.masked] for c in chunks])
     assert (targets > 0).all()
     logits = reps @ table.T + model.output_bias

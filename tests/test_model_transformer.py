@@ -6,8 +6,10 @@ mask tokens, and never attends to padding.
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from gsau.config import NetConfig, resolve
+from gsau.data.batching import SequenceChunk
 from gsau.encoders import BERT4Rec, SASRec
 from gsau.model import Recommender
 
@@ -25,6 +27,17 @@ def make(cls, seed=0):
     return enc, table
 
 
+def all_positions(enc, table, seqs):
+    """[B, L, d] SASRec outputs: position t encodes the prefix seqs[:, :t + 1]."""
+    return enc.encode(F.embedding(seqs, table))
+
+
+def hidden(enc, table, seqs, masked):
+    """[B, L, d] BERT4Rec head outputs with `masked` positions replaced by the mask token."""
+    chunk = SequenceChunk(seqs, (seqs > 0).sum(1), seqs[:, 0], masked=masked)
+    return enc.encode(F.embedding(seqs, table), chunk)
+
+
 def random_seqs(b, length, seed=1):
     g = torch.Generator().manual_seed(seed)
     return torch.randint(1, N_ITEMS + 1, (b, length), generator=g)
@@ -40,10 +53,10 @@ def changed(a, b):
 def test_sasrec_later_item_never_changes_earlier_positions(t):
     enc, table = make(SASRec)
     seqs = random_seqs(4, 10)
-    base = enc.all_positions(table, seqs)
+    base = all_positions(enc, table, seqs)
     other = seqs.clone()
     other[:, t] = other[:, t] % N_ITEMS + 1  # a different real item at position t
-    out = enc.all_positions(table, other)
+    out = all_positions(enc, table, other)
     torch.testing.assert_close(out[:, :t], base[:, :t], atol=ATOL, rtol=0)
     assert changed(out[:, t], base[:, t])  # the position itself does see it
     if t + 1 < seqs.shape[1]:
@@ -53,9 +66,9 @@ def test_sasrec_later_item_never_changes_earlier_positions(t):
 def test_sasrec_position_t_encodes_exactly_the_prefix():
     enc, table = make(SASRec, seed=2)
     seqs = random_seqs(3, 9, seed=3)
-    full = enc.all_positions(table, seqs)
+    full = all_positions(enc, table, seqs)
     for t in range(9):
-        prefix = enc.all_positions(table, seqs[:, : t + 1])
+        prefix = all_positions(enc, table, seqs[:, : t + 1])
         torch.testing.assert_close(full[:, t], prefix[:, -1], atol=ATOL, rtol=0)
 
 
@@ -93,10 +106,10 @@ def test_bert4rec_is_bidirectional(t):
     seqs = random_seqs(3, 9, seed=9)
     masked = torch.zeros_like(seqs, dtype=torch.bool)
     masked[:, 4] = True
-    base = enc.hidden(table, seqs, masked)
+    base = hidden(enc, table, seqs, masked)
     other = seqs.clone()
     other[:, t] = other[:, t] % N_ITEMS + 1
-    out = enc.hidden(table, other, masked)
+    out = hidden(enc, table, other, masked)
     assert changed(out[:, 0], base[:, 0])  # an earlier position sees a later change
     assert changed(out[:, 4], base[:, 4])  # the masked position sees its context
     assert changed(out[:, -1], base[:, -1])
@@ -110,19 +123,19 @@ def test_bert4rec_padding_does_not_affect_real_positions():
     seqs[~real] = 0
     masked = torch.zeros_like(seqs, dtype=torch.bool)
     masked[torch.arange(3), lengths - 1] = True
-    base = enc.hidden(table, seqs, masked)
+    base = hidden(enc, table, seqs, masked)
     # More padding columns.
     wider = torch.cat([seqs, torch.zeros(3, 4, dtype=seqs.dtype)], dim=1)
     wider_mask = torch.cat([masked, torch.zeros(3, 4, dtype=torch.bool)], dim=1)
-    torch.testing.assert_close(enc.hidden(table, wider, wider_mask)[:, :8][real], base[real], atol=ATOL, rtol=0)
+    torch.testing.assert_close(hidden(enc, table, wider, wider_mask)[:, :8][real], base[real], atol=ATOL, rtol=0)
     # Whatever the padding row of the table holds.
     table2 = table.clone()
     table2[0] = torch.randn(D) * 5
-    torch.testing.assert_close(enc.hidden(table2, seqs, masked)[real], base[real], atol=ATOL, rtol=0)
+    torch.testing.assert_close(hidden(enc, table2, seqs, masked)[real], base[real], atol=ATOL, rtol=0)
     # Each row equals its unpadded self.
     for b in range(3):
         n = int(lengths[b])
-        alone = enc.hidden(table, seqs[b: b + 1, :n], masked[b: b + 1, :n])
+        alone = hidden(enc, table, seqs[b: b + 1, :n], masked[b: b + 1, :n])
         torch.testing.assert_close(alone[0], base[b, :n], atol=ATOL, rtol=0)
 
 
@@ -133,7 +146,7 @@ def test_bert4rec_masked_position_ignores_the_hidden_item():
     masked[:, 2] = True
     other = seqs.clone()
     other[:, 2] = other[:, 2] % N_ITEMS + 1
-    torch.testing.assert_close(enc.hidden(table, other, masked), enc.hidden(table, seqs, masked), atol=ATOL, rtol=0)
+    torch.testing.assert_close(hidden(enc, table, other, masked), hidden(enc, table, seqs, masked), atol=ATOL, rtol=0)
 
 
 def test_bert4rec_forward_reads_a_mask_appended_after_the_history():
@@ -144,7 +157,7 @@ def test_bert4rec_forward_reads_a_mask_appended_after_the_history():
     out = enc(table, seqs, lengths)
     masked = torch.zeros_like(seqs, dtype=torch.bool)
     masked[torch.arange(3), lengths] = True
-    torch.testing.assert_close(out, enc.hidden(table, seqs, masked)[torch.arange(3), lengths], atol=ATOL, rtol=0)
+    torch.testing.assert_close(out, hidden(enc, table, seqs, masked)[torch.arange(3), lengths], atol=ATOL, rtol=0)
     # Garbage after the mask slot is padding only if it is 0: with zeros it cannot matter.
     wider = torch.cat([seqs, torch.zeros(3, 2, dtype=seqs.dtype)], dim=1)
     torch.testing.assert_close(enc(table, wider, lengths), out, atol=ATOL, rtol=0)
@@ -188,11 +201,11 @@ def seeded(fn, *args, seed=99):
 def test_sasrec_stays_causal_with_dropout(fast):
     enc, table = make_train(SASRec, fast)
     seqs = random_seqs(4, 10, seed=20)
-    base = seeded(enc.all_positions, table, seqs)
-    assert changed(base, seeded(enc.all_positions, table, seqs, seed=100))  # dropout is active
+    base = seeded(all_positions, enc, table, seqs)
+    assert changed(base, seeded(all_positions, enc, table, seqs, seed=100))  # dropout is active
     other = seqs.clone()
     other[:, 6] = other[:, 6] % N_ITEMS + 1
-    out = seeded(enc.all_positions, table, other)
+    out = seeded(all_positions, enc, table, other)
     torch.testing.assert_close(out[:, :6], base[:, :6], atol=ATOL, rtol=0)
     assert changed(out[:, 6:], base[:, 6:])
 
@@ -206,13 +219,13 @@ def test_bert4rec_ignores_padding_with_dropout(fast):
     seqs[~real] = 0
     masked = torch.zeros_like(seqs, dtype=torch.bool)
     masked[:, 1] = True
-    base = seeded(enc.hidden, table, seqs, masked)
+    base = seeded(hidden, enc, table, seqs, masked)
     table2 = table.clone()
     table2[0] = torch.randn(D) * 5  # what a padding key would carry if it were attended
-    torch.testing.assert_close(seeded(enc.hidden, table2, seqs, masked)[real], base[real], atol=ATOL, rtol=0)
+    torch.testing.assert_close(seeded(hidden, enc, table2, seqs, masked)[real], base[real], atol=ATOL, rtol=0)
     other = seqs.clone()
     other[1, 5] = other[1, 5] % N_ITEMS + 1
-    assert changed(seeded(enc.hidden, table, other, masked)[1, 0], base[1, 0])  # still bidirectional
+    assert changed(seeded(hidden, enc, table, other, masked)[1, 0], base[1, 0])  # still bidirectional
 
 
 @pytest.mark.parametrize("p", [0.1, 0.5])

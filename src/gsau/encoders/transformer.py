@@ -161,10 +161,6 @@ class SASRec(_Transformer):
         attend = None if segments is None else segment_mask(segments, causal=True)
         return self._run(x, True, attend, reads)
 
-    def all_positions(self, item_table: torch.Tensor, seqs: torch.Tensor) -> torch.Tensor:
-        """[B, L, d]: position t encodes the prefix seqs[:, :t + 1]."""
-        return self.encode(F.embedding(seqs, item_table))
-
     def forward(self, item_table: torch.Tensor, seqs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         rows = torch.arange(len(seqs), device=seqs.device)
         return self.encode(F.embedding(seqs, item_table), reads=(rows, lengths - 1))
@@ -188,11 +184,6 @@ class BERT4Rec(_Transformer):
     def read_positions(self, chunk):
         rows, cols = chunk.masked.nonzero(as_tuple=True)
         return rows, cols, chunk.seqs[rows, cols]
-
-    def hidden(self, item_table: torch.Tensor, seqs: torch.Tensor, masked: torch.Tensor) -> torch.Tensor:
-        """[B, L, d] head outputs. seqs: item ids (0 = padding); masked: bool [B, L] positions
-        whose item is replaced by the mask token."""
-        return self._encode(F.embedding(seqs, item_table), seqs, masked)
 
     def encode(self, tokens: torch.Tensor, chunk, reads=None) -> torch.Tensor:
         return self._encode(tokens, chunk.seqs, chunk.masked, chunk.positions, chunk.segments, reads)
