@@ -22,8 +22,9 @@ def target_ranks(scores: torch.Tensor, targets: torch.Tensor, exclude: torch.Ten
         raise ValueError(f"scores must be [B, I] and targets [B]; got {tuple(scores.shape)} and {tuple(targets.shape)}")
     rows = torch.arange(scores.shape[0], device=scores.device)
     target_score = scores[rows, targets].unsqueeze(1)
-    finite = torch.isfinite(scores)
-    beats = (scores >= target_score) | ~finite | ~torch.isfinite(target_score)
+    beats = scores >= target_score
+    if not bool(torch.isfinite(scores).all()):  # one pass when every score is finite, as it should be
+        beats |= ~torch.isfinite(scores) | ~torch.isfinite(target_score)
     if exclude is not None:
         beats &= ~exclude
     if pad_index is not None:
