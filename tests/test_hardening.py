@@ -305,3 +305,11 @@ def test_a_missing_dataset_names_the_run(capsys, data_dir, tmp_path):
 def test_dataset_names_are_kept_as_typed(dataset):
     from gsau.config import resolve
     assert resolve("sasrec", None, [f"dataset={dataset}"]).data.dataset == dataset
+
+
+def test_cut_offs_without_10_train_and_report(capsys, data_dir, tmp_path):
+    """The epoch line showed recall@10 whatever the cut-offs: ks=[1,5] crashed with a KeyError."""
+    rc, stdout, err = train(capsys, data_dir, tmp_path / "run", "--set", "ks=[1,5]", "--set", "metric=ndcg@5")
+    assert rc == 0, err
+    assert "valid ndcg@5" in stdout and "test recall@1 " in stdout and "ndcg@5 " in stdout
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["test"].keys() >= {"recall@1", "ndcg@5"}

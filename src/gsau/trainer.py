@@ -288,7 +288,8 @@ class Trainer:
     @staticmethod
     def _line(h: dict, metric: str, improved: bool) -> str:
         losses = " ".join(f"{k} {h[k]:.4f}" for k in h if k.startswith("L_"))
-        shown = dict.fromkeys(["recall@10", "ndcg@10", metric])  # ordered, without repeats
+        # recall@10 and ndcg@10 where 10 is a cut-off of the run, then the early-stopping metric
+        shown = [k for k in dict.fromkeys(["recall@10", "ndcg@10", metric]) if "valid_" + k in h]
         valid = " ".join(f"{k} {h['valid_' + k]:.4f}" for k in shown)
         return f"epoch {h['epoch']:3d} | {losses} | valid {valid} | {h['seconds']:.1f}s{' *' if improved else ''}"
 
@@ -306,8 +307,13 @@ class Trainer:
         for callback in self.callbacks:
             callback.on_train_end(report)
         self.echo(f"best epoch {report['best_epoch']} | test " +
-                  " ".join(f"{k} {test[k]:.4f}" for k in ("recall@10", "ndcg@10", "recall@20", "ndcg@20") if k in test))
+                  " ".join(f"{m}@{k} {test[f'{m}@{k}']:.4f}" for k in _report_cutoffs(cfg.train.ks) for m in ("recall", "ndcg")))
         return report
+
+
+def _report_cutoffs(ks) -> list[int]:
+    """The cut-offs of the final line: 10 and 20 as the paper reports, else the run's first two."""
+    return [k for k in (10, 20) if k in ks] or sorted(ks)[:2]
 
 
 def load_run(run_dir: str | Path) -> tuple[Config, LeaveOneOut, Recommender]:
