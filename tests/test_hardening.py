@@ -313,3 +313,20 @@ def test_cut_offs_without_10_train_and_report(capsys, data_dir, tmp_path):
     assert rc == 0, err
     assert "valid ndcg@5" in stdout and "test recall@1 " in stdout and "ndcg@5 " in stdout
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["test"].keys() >= {"recall@1", "ndcg@5"}
+
+
+def test_a_write_that_fails_is_a_one_line_error_and_leaves_the_old_file(tmp_path, monkeypatch):
+    """Disk full or a read-only directory while a run writes (root ignores permissions, so the
+    failure is injected): the error names the file and the file it replaces is intact."""
+    from gsau import atomic
+    from gsau.errors import GsauError
+    target = tmp_path / "metrics.json"
+    target.write_text("old\n")
+
+    def full(path, write):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(checkpoint, "write_atomic", full)
+    with pytest.raises(GsauError, match="metrics.json: cannot write \\(No space left on device\\)"):
+        checkpoint.write_json(target, {"x": 1})
+    assert target.read_text() == "old\n"
+    assert atomic.write_atomic is not full

@@ -11,9 +11,18 @@ from gsau.atomic import write_atomic
 from gsau.errors import GsauError
 
 
+def _written(path: Path, write) -> None:
+    """An atomic write, or a one-line error naming the file (read-only directory, disk full): the
+    file it would replace is left as it was."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, write)
+    except OSError as e:
+        raise GsauError(f"{path}: cannot write ({e.strerror or e})") from None
+
+
 def save(obj, path: str | Path) -> None:
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(Path(path), lambda f: torch.save(obj, f))
+    _written(Path(path), lambda f: torch.save(obj, f))
 
 
 def load(path: str | Path):
@@ -28,7 +37,7 @@ def load(path: str | Path):
 
 
 def write_text(path: str | Path, text: str) -> None:
-    write_atomic(Path(path), lambda f: f.write(text.encode("utf-8")))
+    _written(Path(path), lambda f: f.write(text.encode("utf-8")))
 
 
 def write_json(path: str | Path, obj) -> None:
