@@ -84,6 +84,16 @@ def cmd_data_import(args) -> None:
           f"({time.perf_counter() - t0:.2f}s)")
 
 
+def cmd_data_synth(args) -> None:
+    from gsau.data.synth import synthesize
+    t0 = time.perf_counter()
+    data = synthesize(args.users, args.items, args.interactions, args.seed, popularity_exponent=args.popularity_exponent,
+                      follow=args.follow, name=Path(args.out).name or "synth").data
+    target = data.save(args.out)
+    print(f"wrote {target}: {data.n_users} users, {data.n_items} items, {data.n_interactions} interactions "
+          f"({time.perf_counter() - t0:.2f}s)")
+
+
 def cmd_models(args) -> None:
     from gsau.config import load_preset, preset_names
     names = preset_names()
@@ -223,6 +233,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="DIR")
     _data_args(p)
     p.set_defaults(func=cmd_data_import)
+    p = data.add_parser("synth", help="generate a synthetic dataset of any size (scaling tests)",
+                        description="Write DIR/dataset.npz: power-law item popularity and user activity, and a "
+                        "planted successor pattern a sequential model can learn (gsau/data/synth.py). Later "
+                        "commands accept DIR as DATASET.")
+    p.add_argument("--users", type=_positive_int, required=True, metavar="U")
+    p.add_argument("--items", type=_positive_int, required=True, metavar="I")
+    p.add_argument("--interactions", type=_positive_int, required=True, metavar="N",
+                   help="at least 5 per user and 1 per item")
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--popularity-exponent", type=float, default=1.0, metavar="S",
+                   help="Zipf exponent of item popularity (default 1.0)")
+    p.add_argument("--follow", type=float, default=0.6, metavar="P",
+                   help="probability that an item is the planted successor of the one before (default 0.6)")
+    p.set_defaults(func=cmd_data_synth)
 
     p = sub.add_parser("models", help="list the model presets")
     p.set_defaults(func=cmd_models)
