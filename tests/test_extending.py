@@ -6,10 +6,10 @@ import logging
 import warnings
 from typing import get_args
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import block_cycles
 from torch import nn
 
 from gsau.config import ConfigError, GraphLoss, resolve
@@ -42,14 +42,9 @@ class TinyGRU(SequenceEncoder):
         return self.encode(F.embedding(seqs, item_table), None, (torch.arange(len(seqs)), lengths - 1))
 
 
-def successor_chains(n_users=60, n_items=10) -> Interactions:
-    """Each user walks item k -> k + 1 (mod n_items): the next item is a function of the last."""
-    rng = np.random.default_rng(0)
-    seqs = [(rng.integers(n_items) + np.arange(rng.integers(6, 10))) % n_items + 1 for _ in range(n_users)]
-    indptr = np.concatenate([[0], np.cumsum([len(s) for s in seqs])]).astype(np.int64)
-    return Interactions("chains", np.array([f"u{u}" for u in range(n_users)]),
-                        np.array([f"i{i}" for i in range(1, n_items + 1)]), indptr,
-                        np.concatenate(seqs).astype(np.int64))
+def successor_chains() -> Interactions:
+    """60 users each walk item k -> k + 1 (mod 10): the next item is a function of the last."""
+    return block_cycles(60, blocks=1, block_size=10, lengths=(6, 10), name="chains")
 
 
 def test_a_new_sequence_encoder_is_one_registry_line(tmp_path, monkeypatch):

@@ -5,6 +5,7 @@ import io
 import re
 
 import pytest
+from conftest import random_interactions
 
 from gsau.config import Config, preset_names, resolve
 from gsau.errors import ConfigError
@@ -217,15 +218,10 @@ def test_values_that_cannot_train_are_config_errors(preset, override):
     raise AssertionError(f"{override} accepted for {preset}")
 
 
-def test_cli_train_with_incompatible_heads_is_a_clear_error(tmp_path, capsys):
-    import numpy as np
-
+def test_cli_train_with_incompatible_heads_is_a_clear_error(tmp_path, capsys, dataset_dir):
     from gsau.cli import main
-    from gsau.data.interactions import Interactions
-    seqs = np.array([1, 2, 3, 2, 3, 4, 3, 4, 1], dtype=np.int64)
-    Interactions("t", np.array(["a", "b", "c"]), np.array(["x", "y", "z", "w"]),
-                 np.array([0, 3, 6, 9], dtype=np.int64), seqs).save(tmp_path / "data")
-    rc = main(["train", "--model", "gsau", "--dataset", str(tmp_path / "data"), "--out", str(tmp_path / "run"),
+    data = dataset_dir(random_interactions(0, 3, 4, 5))
+    rc = main(["train", "--model", "gsau", "--dataset", str(data), "--out", str(tmp_path / "run"),
                "--epochs", "1", "--quiet", "--set", "n_heads=3"])
     assert rc == 2
     assert "head" in capsys.readouterr().err

@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 import torch
+from conftest import random_interactions
 
 from gsau.config import resolve
 from gsau.data.batching import SequenceStream
-from gsau.data.interactions import Interactions
 from gsau.data.split import LeaveOneOut
 from gsau.errors import GsauError
 from gsau.evaluation import user_ranks
@@ -15,15 +15,9 @@ from gsau.trainer import Trainer, build_model
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    rng = np.random.default_rng(0)
-    seqs = [rng.choice(np.arange(1, 21), size=rng.integers(4, 12), replace=False) for _ in range(30)]
-    indptr = np.concatenate([[0], np.cumsum([len(s) for s in seqs])]).astype(np.int64)
-    data = Interactions("tiny", np.array([f"u{k}" for k in range(30)]), np.array([f"i{k}" for k in range(1, 21)]),
-                        indptr, np.concatenate(seqs).astype(np.int64))
-    out = tmp_path_factory.mktemp("edges") / "data"
-    data.save(out)
-    return out, LeaveOneOut.from_interactions(data)
+def data_dir(dataset_dir):
+    data = random_interactions(0, 30, 20, 12, distinct=True, name="edges")
+    return dataset_dir(data), LeaveOneOut.from_interactions(data)
 
 
 def test_user_ranks_come_back_in_the_callers_user_order(data_dir):

@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import random_interactions
 
 from gsau import objectives as obj
 from gsau.config import preset_names, resolve
 from gsau.data import LeaveOneOut
 from gsau.data.batching import GraphStream, SequenceStream
-from gsau.data.interactions import Interactions
 from gsau.encoders import normalized_adjacency
 from gsau.model import Recommender
 
@@ -39,12 +39,7 @@ EXPECTED_TERMS = {
 
 @pytest.fixture(scope="module")
 def split():
-    rng = np.random.default_rng(0)
-    seqs = [rng.choice(np.arange(1, 21), size=rng.integers(4, 9), replace=False) for _ in range(12)]
-    indptr = np.concatenate([[0], np.cumsum([len(s) for s in seqs])]).astype(np.int64)
-    data = Interactions("tiny", np.array([f"u{k}" for k in range(12)]), np.array([f"i{k}" for k in range(1, 21)]),
-                        indptr, np.concatenate(seqs).astype(np.int64))
-    return LeaveOneOut.from_interactions(data)
+    return LeaveOneOut.from_interactions(random_interactions(0, 12, 20, 9, distinct=True))
 
 
 def build(preset, split, *overrides):

@@ -16,10 +16,10 @@ max_len is 8 so every position the sequential models read at evaluation was trai
 import numpy as np
 import pytest
 import torch
+from conftest import block_cycles
 
 from gsau.config import preset_names, resolve
 from gsau.data import LeaveOneOut
-from gsau.data.interactions import Interactions
 from gsau.metrics import ranking_metrics
 from gsau.trainer import Trainer
 
@@ -36,25 +36,10 @@ GRAPH_ONLY_LR = "lr=0.01"
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def planted(seed=0) -> Interactions:
-    rng = np.random.default_rng(seed)
-    community = rng.choice(BLOCKS, size=N_USERS, p=SHARES)
-    seqs = []
-    for c in community:
-        length, start = rng.integers(8, 13), rng.integers(BLOCK_SIZE)
-        seqs.append(c * BLOCK_SIZE + (start + np.arange(length)) % BLOCK_SIZE + 1)
-    indptr = np.concatenate([[0], np.cumsum([len(s) for s in seqs])]).astype(np.int64)
-    return Interactions("planted", np.array([f"user{u:03d}" for u in range(N_USERS)]),
-                        np.array([f"sku-{100 + i}" for i in range(1, BLOCKS * BLOCK_SIZE + 1)]),
-                        indptr, np.concatenate(seqs).astype(np.int64), {"source": "synthetic"})
-
-
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("planted")
-    data = planted()
-    data.save(directory)
-    return directory, LeaveOneOut.from_interactions(data)
+def dataset(dataset_dir):
+    data = block_cycles(N_USERS, BLOCKS, BLOCK_SIZE, SHARES, name="planted")
+    return dataset_dir(data), LeaveOneOut.from_interactions(data)
 
 
 def popularity(split: LeaveOneOut, mask_history: bool) -> dict:

@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import block_cycles
 
 from gsau import checkpoint
-from gsau.data.interactions import Interactions
 from gsau.errors import GsauError
 
 EPOCHS = 5
@@ -47,18 +47,6 @@ def gsau(*args, check=True, timeout=300):
     return proc
 
 
-def chains() -> Interactions:
-    """Users walk a cycle of 15 items inside one of 4 blocks: item k is followed by k + 1."""
-    rng = np.random.default_rng(0)
-    seqs = []
-    for c in rng.integers(0, 4, size=N_USERS):
-        seqs.append(c * BLOCK + (rng.integers(BLOCK) + np.arange(rng.integers(8, 13))) % BLOCK + 1)
-    indptr = np.concatenate([[0], np.cumsum([len(s) for s in seqs])]).astype(np.int64)
-    return Interactions("chains", np.array([f"user{u:03d}" for u in range(N_USERS)]),
-                        np.array([f"sku-{100 + i}" for i in range(1, 4 * BLOCK + 1)]),
-                        indptr, np.concatenate(seqs).astype(np.int64), {"source": "synthetic"})
-
-
 def successor(item: int) -> int:
     block, k = divmod(item - 1, BLOCK)
     return block * BLOCK + (k + 1) % BLOCK + 1
@@ -75,7 +63,7 @@ def train_args(data_dir, out):
 @pytest.fixture(scope="module")
 def run_a(tmp_path_factory):
     root = tmp_path_factory.mktemp("runs")
-    data = chains()
+    data = block_cycles(N_USERS, 4, BLOCK, name="chains")  # users walk a cycle of 15 items in one of 4 blocks
     data.save(root / "data")
     gsau(*train_args(root / "data", root / "A"))
     return root, data

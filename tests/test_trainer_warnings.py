@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from conftest import random_interactions
 
 from gsau import objectives as obj
 from gsau.trainer import collapse_warning
@@ -63,20 +64,15 @@ def test_passive_openmp_waiting_is_flagged_only_with_several_threads(monkeypatch
     assert wait_policy_warning(2) is None
 
 
-def test_the_trainer_says_so_before_training(monkeypatch, tmp_path):
-    import numpy as np
-
+def test_the_trainer_says_so_before_training(monkeypatch, tmp_path, dataset_dir):
     from gsau.config import resolve
-    from gsau.data.interactions import Interactions
     from gsau.trainer import Trainer
-    seqs = [[(u % 3) * 5 + (u + j) % 5 + 1 for j in range(6)] for u in range(30)]
-    Interactions("tiny", np.array([f"u{u}" for u in range(30)]), np.array([f"i{i}" for i in range(1, 16)]),
-                 np.arange(0, 181, 6, dtype=np.int64), np.concatenate(seqs).astype(np.int64)).save(tmp_path / "tiny")
+    data = dataset_dir(random_interactions(0, 30, 15, 8))
     threads = torch.get_num_threads()
     monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")
     lines = []
     cfg = resolve("sasrec", None, ["batch_size=16", "embedding_dim=8", "inner_size=16", "max_len=5", "threads=2"],
-                  dataset=str(tmp_path / "tiny"), epochs=1)
+                  dataset=str(data), epochs=1)
     from gsau.errors import GsauWarning, PerformanceWarning
     try:
         with pytest.warns(PerformanceWarning, match="OMP_WAIT_POLICY=PASSIVE slows training with 2 threads") as caught:
