@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
+import os
 import sys
 import time
 import warnings
@@ -113,6 +115,8 @@ def cmd_train(args) -> None:
     from gsau import runs
     from gsau.config import resolve
     from gsau.trainer import Trainer
+    if args.nproc and args.nproc > 1:
+        return _launch(args.nproc, args.argv)
     if args.resume:
         out = Path(args.resume)
         recorded = runs.read_config(out)
@@ -125,7 +129,7 @@ def cmd_train(args) -> None:
         if refused:
             raise GsauError(f"{out}: --resume continues the run as it was configured; {', '.join(refused)} "
                             f"cannot be given with it (start a new run with another --out instead)")
-        changes = {"epochs": args.epochs, "threads": args.threads, "seed": args.seed}
+        changes = {"epochs": args.epochs, "threads": args.threads, "seed": args.seed, "device": args.device}
         for item in args.set:
             key, sep, value = item.partition("=")
             if not sep:
@@ -136,10 +140,31 @@ def cmd_train(args) -> None:
     if not args.model or not args.dataset:
         raise GsauError("train needs --model and --dataset (or --resume DIR)")
     cfg = resolve(args.model, args.config, args.set, dataset=runs.dataset_spec(args.dataset), epochs=args.epochs,
-                  seed=args.seed, threads=args.threads)
+                  seed=args.seed, threads=args.threads, device=args.device)
     out = Path(args.out) if args.out else runs.default_run_dir(cfg)
-    print(f"training {cfg.preset} on {cfg.data.dataset} -> {out}")
+    if os.environ.get("RANK", "0") == "0":  # one line, not one per process
+        print(f"training {cfg.preset} on {cfg.data.dataset} -> {out}")
     Trainer(cfg, out, progress=not args.quiet).run()
+
+
+def _launch(nproc: int, argv: list[str]) -> None:
+    """`gsau train --nproc N ...`: this same command under torchrun, N processes on this host."""
+    import subprocess
+    rest, skip = [], False
+    for a in argv:  # the same arguments without --nproc N
+        if skip:
+            skip = False
+        elif a == "--nproc":
+            skip = True
+        elif not a.startswith("--nproc="):
+            rest.append(a)
+    if os.environ.get("WORLD_SIZE"):
+        raise GsauError("--nproc inside a torchrun launch: give the number of processes to torchrun only")
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+               "-m", "gsau", *rest]
+    code = subprocess.call(command)
+    if code:
+        raise GsauError(f"training with {nproc} processes failed (exit code {code}); see the messages above")
 
 
 def _same_path(a: str, b: str) -> bool:
@@ -150,7 +175,7 @@ def _same_path(a: str, b: str) -> bool:
 def cmd_evaluate(args) -> None:
     from gsau.evaluation import evaluate
     from gsau.trainer import load_run
-    cfg, split, model = load_run(args.run)
+    cfg, split, model = load_run(args.run, device=args.device)
     mask = {"auto": None, "yes": True, "no": False}[args.mask_history]
     result = {stage: evaluate(model, split, stage, cfg.train.ks, mask_history=mask,
                               batch_size=cfg.train.eval_batch_size, progress=not args.json)
@@ -199,6 +224,10 @@ def cmd_reproduce(args) -> None:
     reproduce.reproduce(args.out, models, items(args.datasets), seeds, epochs=args.epochs, overrides=args.set,
                         max_runs=args.max_runs, dry_run=args.dry_run, report_only=args.report_only,
                         progress=not args.quiet, command=command)
+
+
+def _device_arg(p: argparse.ArgumentParser, help_text: str) -> None:
+    p.add_argument("--device", metavar="DEVICE", help=help_text)
 
 
 def _positive_int(text: str) -> int:
@@ -267,6 +296,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, help="maximum epochs (default 300)")
     p.add_argument("--seed", type=int, help="random seed (default 2020)")
     p.add_argument("--threads", type=int, help="torch intra-op threads")
+    _device_arg(p, "where to train: auto (CUDA when available), cpu, cuda or cuda:N (default: the config's, auto)")
+    p.add_argument("--nproc", type=_positive_int, metavar="N",
+                   help="train with N processes on this machine (torch.distributed; one per GPU on CUDA, "
+                   "gloo on the CPU): the same as `torchrun --nproc-per-node N -m gsau train ...`")
     p.add_argument("--config", metavar="YAML", help="YAML file of options applied over the preset")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one option, e.g. gamma=0.2 (repeatable)")
     p.add_argument("--resume", metavar="DIR", help="continue an interrupted run in DIR")
@@ -279,6 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mask-history", choices=["auto", "yes", "no"], default="auto",
                    help="exclude the user's known items (auto: the model's own protocol)")
     p.add_argument("--json", action="store_true")
+    _device_arg(p, "where to score: auto, cpu, cuda or cuda:N (default cpu)")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("bench", help="time training epochs, evaluation and memory of gsau's presets",
@@ -333,34 +367,52 @@ class _LineFormatter(logging.Formatter):
         return f"warning: {message}" if record.levelno >= logging.WARNING else message
 
 
+class _StdoutHandler(logging.StreamHandler):
+    """Writes to whatever sys.stdout is when a line is logged (a redirected or captured stdout
+    included), not the one that was current when the handler was made."""
+
+    @property
+    def stream(self):
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, value):
+        pass
+
+
+@contextlib.contextmanager
 def _console():
-    """The CLI prints the "gsau" logger's INFO lines (progress, epochs) as plain lines on stdout;
-    a library user gets them only by adding a handler, or a Trainer echo/callback."""
+    """While a command runs, the "gsau" logger's INFO lines (progress, epochs) print as plain lines
+    on stdout and Python warnings as one `warning: ...` line; both are put back afterwards, so a
+    library user of the same process gets neither (only by adding a handler, a Trainer echo or a
+    callback)."""
     logger = logging.getLogger("gsau")
-    if not any(getattr(h, "_gsau_console", False) for h in logger.handlers):
-        handler = logging.StreamHandler(sys.stdout)
-        handler.setFormatter(_LineFormatter())
-        handler._gsau_console = True
-        logger.addHandler(handler)
+    handler = _StdoutHandler()
+    handler.setFormatter(_LineFormatter())
+    before = (logger.level, logger.propagate, warnings.showwarning)
+    logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     logger.propagate = False
+    warnings.showwarning = _show_warning
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.level, logger.propagate, warnings.showwarning = before
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    _console()
-    shown = warnings.showwarning
-    warnings.showwarning = _show_warning
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        args.func(args)
+        with _console():
+            args.func(args)
     except GsauError as e:
         print(f"gsau: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("gsau: interrupted", file=sys.stderr)
         return 130
-    finally:
-        warnings.showwarning = shown
     return 0
 
 

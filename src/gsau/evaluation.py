@@ -43,14 +43,25 @@ def user_ranks(model, split: LeaveOneOut, stage: str, mask_history: bool | None 
             r = np.repeat(np.arange(len(chunk)), counts)
             firsts = np.repeat(indptr[chunk], counts)
             cols = flat[firsts + (np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts))]
-            exclude[torch.from_numpy(r), torch.from_numpy(cols)] = True
-        ranks[start: start + len(chunk)] = target_ranks(scores, torch.from_numpy(targets[chunk]), exclude).numpy()
+            exclude[torch.from_numpy(r).to(scores.device), torch.from_numpy(cols).to(scores.device)] = True
+        chunk_targets = torch.from_numpy(targets[chunk]).to(scores.device)
+        ranks[start: start + len(chunk)] = target_ranks(scores, chunk_targets, exclude).cpu().numpy()
     out = np.empty_like(ranks)
     out[by_length] = ranks  # back to the caller's user order
     return out
 
 
 def evaluate(model, split: LeaveOneOut, stage: str, ks=DEFAULT_KS, mask_history: bool | None = None,
-             batch_size: int = 1024, progress: bool = False) -> dict[str, float]:
-    ranks = user_ranks(model, split, stage, mask_history, batch_size, progress=progress)
-    return {k: float(v.mean()) for k, v in metrics_from_ranks(torch.from_numpy(ranks), ks).items()}
+             batch_size: int = 1024, progress: bool = False, dist=None) -> dict[str, float]:
+    """Metrics averaged over every user. With several processes (`dist`) each ranks its share of
+    the users and the sums are added up, so every rank gets the same figures."""
+    if dist is None or not dist.active:
+        ranks = user_ranks(model, split, stage, mask_history, batch_size, progress=progress)
+        return {k: float(v.mean()) for k, v in metrics_from_ranks(torch.from_numpy(ranks), ks).items()}
+    users = np.arange(1, split.n_users + 1)[dist.share(split.n_users)]
+    ranks = user_ranks(model, split, stage, mask_history, batch_size, users=users)
+    per_user = metrics_from_ranks(torch.from_numpy(ranks), ks)
+    names = list(per_user)
+    device = model.item_table.weight.device
+    sums = dist.sum_(torch.stack([per_user[k].sum() for k in names]).to(device))
+    return {k: float(v) / split.n_users for k, v in zip(names, sums.cpu())}

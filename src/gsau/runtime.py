@@ -53,3 +53,21 @@ def wait_policy_warning(threads: int) -> str | None:
         return (f"OMP_WAIT_POLICY=PASSIVE slows training with {threads} threads by about a third; "
                 "unset it, or use --threads 1 when several runs share the machine")
     return None
+
+
+def resolve_device(spec: str):
+    """torch.device for a config's `device` ("auto", "cpu", "cuda", "cuda:N"), or a one-line
+    error when the machine has no such device."""
+    import torch
+
+    from gsau.errors import GsauError
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(spec)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise GsauError(f"device {spec}: no CUDA device is available here (torch {torch.__version__}, "
+                            f"CUDA build: {torch.version.cuda or 'no'}); use --device cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise GsauError(f"device {spec}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return device

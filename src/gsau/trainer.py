@@ -23,10 +23,11 @@ import numpy as np
 import torch
 import yaml
 
-from gsau import checkpoint, runs, runtime
+from gsau import checkpoint, distributed, runs, runtime
 from gsau.config import Config
 from gsau.data import LeaveOneOut, load_dataset
-from gsau.data.batching import GraphStream, SequenceStream
+from gsau.data.batching import GraphStream, SequenceStream, to_device
+from gsau.distributed import Dist
 from gsau.encoders import registry
 from gsau.encoders.lightgcn import normalized_adjacency
 from gsau.errors import CollapseWarning, GsauError, PerformanceWarning
@@ -55,16 +56,17 @@ def build_model(cfg: Config, split: LeaveOneOut) -> Recommender:
     return Recommender(cfg.net, split.n_users, split.n_items, adjacency)
 
 
-def make_streams(cfg: Config, split: LeaveOneOut):
-    """(graph stream or None, sequential stream or None) for the preset's objectives."""
+def make_streams(cfg: Config, split: LeaveOneOut, dist: Dist | None = None):
+    """(graph stream or None, sequential stream or None) for the preset's objectives; with several
+    processes each yields this rank's share of every global batch."""
     n, t = cfg.net, cfg.train
     graph = seq = None
     if n.graph_loss:
-        graph = GraphStream(split, t.batch_size, negatives=GRAPH_OBJECTIVES[n.graph_loss].negatives)
+        graph = GraphStream(split, t.batch_size, negatives=GRAPH_OBJECTIVES[n.graph_loss].negatives, dist=dist)
     if n.sequence_loss:
         masked_lm = registry.sequence_encoder(n.sequence_encoder).masked_lm
         seq = SequenceStream(split, n.max_len, t.batch_size, t.seq_batching, masked_lm=masked_lm,
-                             mask_ratio=n.mask_ratio)
+                             mask_ratio=n.mask_ratio, dist=dist)
     return graph, seq
 
 
@@ -125,16 +127,20 @@ class NonFiniteLoss(GsauError):
 
 
 def train_step(model, optimizer: torch.optim.Optimizer, graph_batch: dict | None,
-               seq_chunks: list | None) -> dict[str, torch.Tensor]:
+               seq_chunks: list | None, check_finite: bool = True) -> dict[str, torch.Tensor]:
     """One optimiser step of the joint objective; returns the step's loss terms as detached
     0-dim tensors on the model's device (read them once per epoch, not per step: on a GPU each
-    read is a host sync). A non-finite loss raises NonFiniteLoss before the weights are touched,
-    so what a diverged step would write never reaches the optimiser."""
+    read is a host sync). With `check_finite` a non-finite loss raises NonFiniteLoss before the
+    weights are touched (on every rank at once when several processes train); without it (a GPU,
+    where the check would sync every step) the trainer checks once per epoch. With several
+    processes the ranks' gradients are averaged before the optimiser steps."""
     total, terms = model.loss(graph_batch, seq_chunks)
-    if not torch.isfinite(total):
-        raise NonFiniteLoss([k for k, v in terms.items() if not torch.isfinite(v)] or ["total"])
+    dist = getattr(model, "dist", None) or Dist()
+    if check_finite and dist.any(not bool(torch.isfinite(total)), total.device):
+        raise NonFiniteLoss([k for k, v in terms.items() if not torch.isfinite(v)] or ["another rank's loss"])
     optimizer.zero_grad(set_to_none=True)
     total.backward()
+    dist.average_gradients(model)
     optimizer.step()
     return terms
 
@@ -165,9 +171,31 @@ class Trainer:
 
     # -- state -------------------------------------------------------------------------------
     def _state(self, epoch, best, history, rng) -> dict:
-        return {"epoch": epoch, "best": best, "history": history, "model": self.model.state_dict(),
-                "optimizer": self.optimizer.state_dict(), "torch_rng": torch.get_rng_state(),
-                "numpy_rng": json.dumps(rng.bit_generator.state), "config": json.dumps(self.cfg.to_dict())}
+        # Every rank's torch generator (dropout draws differ by rank), so a resume of a
+        # several-process run continues each rank where it stopped.
+        torch_rng = self.dist.all_gather_object(torch.get_rng_state())
+        state = {"epoch": epoch, "best": best, "history": history, "model": self.model.state_dict(),
+                 "optimizer": self.optimizer.state_dict(), "torch_rng": torch_rng[0],
+                 "numpy_rng": json.dumps(rng.bit_generator.state), "config": json.dumps(self.cfg.to_dict()),
+                 "world_size": self.dist.world}
+        if self.dist.active:
+            state["torch_rng_ranks"] = torch_rng
+        if self.device.type == "cuda":
+            state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
+        return state
+
+    def _restore(self, state: dict, rng) -> None:
+        saved_world = state.get("world_size", 1)
+        if saved_world != self.dist.world:
+            raise GsauError(f"{self.out}: the run was trained with {saved_world} process(es) and is resumed with "
+                            f"{self.dist.world}; resume it with the same number (--nproc {saved_world}), as the "
+                            "shares of each batch and each rank's random draws depend on it")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["torch_rng_ranks"][self.dist.rank] if self.dist.active else state["torch_rng"])
+        if self.device.type == "cuda" and "cuda_rng" in state:  # from a CPU checkpoint: CUDA draws start afresh
+            torch.cuda.set_rng_state(state["cuda_rng"], self.device)
+        rng.bit_generator.state = json.loads(state["numpy_rng"])
 
     def _open_run_dir(self, resume: bool) -> dict | None:
         """Check `out` may be written, and return the checkpoint to continue from (or None).
@@ -194,33 +222,53 @@ class Trainer:
             raise GsauError(f"{out} already holds a run ({', '.join(present)}); pick another --out{hint}")
         return None
 
+    def _check_ranks_agree(self) -> None:
+        """Every rank must train the same run: refuse (on all of them) when their settings differ."""
+        configs = self.dist.all_gather_object(json.dumps(self.cfg.to_dict(), sort_keys=True))
+        if len(set(configs)) > 1:
+            differ = [r for r, c in enumerate(configs) if c != configs[0]]
+            raise GsauError(f"{self.out}: the processes were started with different settings "
+                            f"(rank 0 vs rank {differ[0]}); start every rank with the same command")
+
     def run(self, resume: bool = False) -> dict:
         cfg, t = self.cfg, self.cfg.train
         runtime.keep_freed_memory()
+        self.dist = distributed.from_environment(t.device)
+        self.device = distributed.device_for(self.dist, runtime.resolve_device(t.device))
+        if t.precision == "bf16" and self.device.type == "cpu":
+            warnings.warn("precision=bf16 on the CPU: supported, but measured slower than float32 here "
+                          "(BENCHMARKS.md)", PerformanceWarning, stacklevel=2)
+        if not self.dist.is_main:
+            self.echo, self.progress, self.callbacks = (lambda line: None), False, []
         if t.threads:
             torch.set_num_threads(t.threads)
         warning = runtime.wait_policy_warning(torch.get_num_threads())
-        if warning:
+        if warning and self.dist.is_main:
             warnings.warn(warning, PerformanceWarning, stacklevel=2)
+        self._check_ranks_agree()
         state = self._open_run_dir(resume)
         # Data and model first: a failed start (bad data, bad sizes) leaves no directory behind
         # that looks like a run.
         split, self.model = prepare(cfg)
+        self.model.to(self.device)
+        self.model.dist = self.dist
+        if self.dist.active:
+            self.model.pair_generator = torch.Generator()  # reseeded every step, alike on all ranks
+        self.model.autocast_dtype = torch.bfloat16 if t.precision == "bf16" else None
         self.split = split
-        fingerprint = runs.data_fingerprint(split.data)
-        runs.make_run_dir(self.out)
-        checkpoint.write_text(self.out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-        checkpoint.write_json(self.out / runs.DATA_FILE, fingerprint)
+        self.dist.barrier()  # every rank has checked the directory before rank 0 writes into it
+        if self.dist.is_main:
+            fingerprint = runs.data_fingerprint(split.data)
+            runs.make_run_dir(self.out)
+            checkpoint.write_text(self.out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+            checkpoint.write_json(self.out / runs.DATA_FILE, fingerprint)
         self.optimizer = make_optimizer(cfg, self.model)
         rng = np.random.default_rng(t.seed)
         torch.manual_seed(t.seed + 1)  # dropout and derangements; the model init used `seed`
-        graph, seq = make_streams(cfg, split)
+        graph, seq = make_streams(cfg, split, self.dist)
         start, best, history = 0, {"epoch": -1, "score": -1.0, "valid": {}}, []
         if state is not None:
-            self.model.load_state_dict(state["model"])
-            self.optimizer.load_state_dict(state["optimizer"])
-            torch.set_rng_state(state["torch_rng"])
-            rng.bit_generator.state = json.loads(state["numpy_rng"])
+            self._restore(state, rng)
             start, best, history = state["epoch"] + 1, state["best"], state["history"]
             self.echo(f"resuming {self.out} after epoch {state['epoch'] + 1}")
 
@@ -234,20 +282,26 @@ class Trainer:
             t0 = time.perf_counter()
             terms = self._train_epoch(epoch, graph, seq, steps, rng)
             train_s = time.perf_counter() - t0
-            valid = evaluate(self.model, split, "valid", t.ks, batch_size=t.eval_batch_size)
+            valid = evaluate(self.model, split, "valid", t.ks, batch_size=t.eval_batch_size, dist=self.dist)
             score = valid[t.metric]
-            if score > best["score"]:
+            improved = score > best["score"]
+            if improved:
                 best = {"epoch": epoch, "score": score, "valid": valid}
-                checkpoint.save(self.model.state_dict(), self.out / "best.pt")
-            history.append({"epoch": epoch + 1, **terms, "lr": learning_rate(t, (epoch + 1) * steps - 1, steps), **{f"valid_{k}": v for k, v in valid.items()},
+            history.append({"epoch": epoch + 1, **terms, "lr": learning_rate(t, (epoch + 1) * steps - 1, steps),
+                            **{f"valid_{k}": v for k, v in valid.items()},
                             "train_seconds": train_s, "seconds": time.perf_counter() - t0})
-            checkpoint.save(self._state(epoch, best, history, rng), self.out / "last.pt")
-            checkpoint.write_text(self.out / "log.jsonl", "".join(json.dumps(h) + "\n" for h in history))
+            state = self._state(epoch, best, history, rng)  # a collective: every rank takes part
+            if self.dist.is_main:
+                if improved:
+                    checkpoint.save(self.model.state_dict(), self.out / "best.pt")
+                checkpoint.save(state, self.out / "last.pt")
+                checkpoint.write_text(self.out / "log.jsonl", "".join(json.dumps(h) + "\n" for h in history))
+            self.dist.barrier()
             self.echo(self._line(history[-1], t.metric, epoch == best["epoch"]))
             for callback in self.callbacks:
                 callback.on_epoch_end(history[-1])
             warning = collapse_warning(terms)
-            if warning and not warned:
+            if warning and not warned and self.dist.is_main:
                 warnings.warn(warning, CollapseWarning, stacklevel=2)
                 warned = True
             if epoch - best["epoch"] >= t.patience:
@@ -259,7 +313,11 @@ class Trainer:
         self.model.train()
         graph_it = cycle(graph, rng) if graph else None
         seq_it = cycle(seq, rng) if seq else None
+        # On the CPU the finite check is free; on a GPU it would sync every step, so the terms of
+        # each step are kept on the device and looked at once, when the epoch ends.
+        check_each_step = self.device.type == "cpu"
         sums: dict[str, torch.Tensor] = {}
+        per_step = []
         bar = None
         if self.progress:
             from tqdm import tqdm
@@ -268,22 +326,36 @@ class Trainer:
             lr = learning_rate(self.cfg.train, epoch * steps + i, steps)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
+            if self.model.pair_generator is not None:
+                self.model.pair_generator.manual_seed(self.cfg.train.seed * 1_000_003 + epoch * steps + i)
             try:
-                terms = train_step(self.model, self.optimizer, next(graph_it) if graph_it else None,
-                                   next(seq_it) if seq_it else None)
+                terms = train_step(self.model, self.optimizer, to_device(next(graph_it) if graph_it else None, self.device),
+                                   to_device(next(seq_it) if seq_it else None, self.device), check_each_step)
             except NonFiniteLoss as e:
-                last = "the last checkpoint (last.pt, best.pt) is intact" if epoch else "no checkpoint was written"
-                raise GsauError(f"{self.out}: epoch {epoch + 1}, step {i + 1}: {e}; training stopped and {last}. "
-                                f"Lower lr (now {lr:g}) or check gamma") from None
+                self._diverged(epoch, i, str(e), lr)
             for k, v in terms.items():  # summed on the device, read once when the epoch ends
                 sums[k] = sums[k] + v.double() if k in sums else v.double()
+            if not check_each_step:
+                per_step.append(torch.stack([v.double() for v in terms.values()]))
             if bar:
                 bar.update()
                 if i % 10 == 0:
                     bar.set_postfix({k: f"{float(v):.3f}" for k, v in terms.items()}, refresh=False)
         if bar:
             bar.close()
-        return {k: float(v) / steps for k, v in sums.items()}
+        names = list(sums)
+        total = self.dist.sum_(torch.stack([sums[k] for k in names])) / self.dist.world
+        if not check_each_step and not bool(torch.isfinite(total).all()):
+            steps_terms = torch.stack(per_step)
+            bad_step = int((~torch.isfinite(steps_terms)).any(dim=1).nonzero()[0])
+            bad = [k for k, ok in zip(names, torch.isfinite(steps_terms[bad_step]).tolist()) if not ok]
+            self._diverged(epoch, bad_step, f"loss diverged ({', '.join(bad)} not finite)", lr)
+        return {k: float(v) / steps for k, v in zip(names, total.cpu())}
+
+    def _diverged(self, epoch: int, step: int, what: str, lr: float):
+        last = "the last checkpoint (last.pt, best.pt) is intact" if epoch else "no checkpoint was written"
+        raise GsauError(f"{self.out}: epoch {epoch + 1}, step {step + 1}: {what}; training stopped and {last}. "
+                        f"Lower lr (now {lr:g}) or check gamma")
 
     @staticmethod
     def _line(h: dict, metric: str, improved: bool) -> str:
@@ -298,12 +370,15 @@ class Trainer:
         if best["epoch"] < 0:
             raise GsauError("no epoch finished; nothing to report")
         self.model.load_state_dict(checkpoint.load(self.out / "best.pt"))
-        test = evaluate(self.model, self.split, "test", cfg.train.ks, batch_size=cfg.train.eval_batch_size)
+        test = evaluate(self.model, self.split, "test", cfg.train.ks, batch_size=cfg.train.eval_batch_size,
+                        dist=self.dist)
         report = {"model": cfg.preset, "dataset": cfg.data.dataset, "best_epoch": best["epoch"] + 1,
                   "epochs_run": len(history), "train_seconds": round(sum(h["seconds"] for h in history), 2),
                   "seconds_per_epoch": round(float(np.median([h["train_seconds"] for h in history])), 3),
                   "valid": best["valid"], "test": test, "config": cfg.to_dict()}
-        checkpoint.write_json(self.out / "metrics.json", report)
+        if self.dist.is_main:
+            checkpoint.write_json(self.out / "metrics.json", report)
+        self.dist.barrier()
         for callback in self.callbacks:
             callback.on_train_end(report)
         self.echo(f"best epoch {report['best_epoch']} | test " +
@@ -316,10 +391,12 @@ def _report_cutoffs(ks) -> list[int]:
     return [k for k in (10, 20) if k in ks] or sorted(ks)[:2]
 
 
-def load_run(run_dir: str | Path) -> tuple[Config, LeaveOneOut, Recommender]:
+def load_run(run_dir: str | Path, device: str | None = None) -> tuple[Config, LeaveOneOut, Recommender]:
     """A saved run's config, split and best weights, checked: the same data it was trained on,
-    weights that fit the model, and finite (a diverged run is refused, never scored)."""
+    weights that fit the model, and finite (a diverged run is refused, never scored). The model is
+    on `device` ("auto", "cpu", "cuda[:N]"; default: the CPU, whatever device trained it)."""
     run_dir = Path(run_dir)
+    target = runtime.resolve_device(device or "cpu")
     cfg = runs.read_config(run_dir)
     try:
         split, model = prepare(cfg)
@@ -339,5 +416,5 @@ def load_run(run_dir: str | Path) -> tuple[Config, LeaveOneOut, Recommender]:
     if bad:
         raise GsauError(f"{run_dir / 'best.pt'}: weights are not finite ({', '.join(bad[:3])}"
                         f"{', ...' if len(bad) > 3 else ''}): the run diverged; retrain it with a lower lr")
-    model.eval()
+    model.to(target).eval()
     return cfg, split, model

@@ -16,7 +16,7 @@ authors' pipeline pads every prefix to max_len ("padded" mode, kept for benchmar
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 import torch
@@ -85,7 +85,8 @@ class GraphStream:
     """Shuffled training (user, item) pairs; with `negatives`, one uniform negative item per pair
     that the user has not interacted with in training (for BPR)."""
 
-    def __init__(self, split: LeaveOneOut, batch_size: int, negatives: bool = False):
+    def __init__(self, split: LeaveOneOut, batch_size: int, negatives: bool = False, dist=None):
+        self.dist = dist  # gsau.distributed.Dist: with several processes, each takes its share
         self.users, self.items = split.train_pairs()
         self.batch_size = batch_size
         self.n_items = split.n_items
@@ -100,10 +101,16 @@ class GraphStream:
         order = rng.permutation(len(self.users))
         for start in range(0, len(order), self.batch_size):
             idx = order[start: start + self.batch_size]
+            if self.dist is not None and len(idx) < self.dist.world:
+                continue  # a last batch smaller than the world: some rank would have nothing
             users, items = self.users[idx], self.items[idx]
-            batch = {"users": torch.from_numpy(users), "items": torch.from_numpy(items)}
-            if self.negatives:
-                batch["negatives"] = torch.from_numpy(self.sample_negatives(users, rng))
+            # Negatives are drawn for the whole global batch, so every rank consumes the shared
+            # generator alike; then each keeps its share.
+            negatives = self.sample_negatives(users, rng) if self.negatives else None
+            mine = self.dist.share(len(idx)) if self.dist is not None else slice(None)
+            batch = {"users": torch.from_numpy(users[mine]), "items": torch.from_numpy(items[mine])}
+            if negatives is not None:
+                batch["negatives"] = torch.from_numpy(negatives[mine])
             yield batch
 
     def sample_negatives(self, users: np.ndarray, rng: np.random.Generator, rounds: int = 20) -> np.ndarray:
@@ -139,7 +146,8 @@ class SequenceStream:
 
     def __init__(self, split: LeaveOneOut, max_len: int, batch_size: int, mode: str = "packed",
                  masked_lm: bool = False, mask_ratio: float = 0.2, bucket_edges=BUCKET_EDGES,
-                 row_widths=ROW_WIDTHS):
+                 row_widths=ROW_WIDTHS, dist=None):
+        self.dist = dist  # gsau.distributed.Dist: with several processes, each takes its share
         self.flat = split.train_items
         indptr = split.train_indptr
         position = np.arange(len(self.flat)) - np.repeat(indptr[:-1], np.diff(indptr))
@@ -163,7 +171,16 @@ class SequenceStream:
     def batches(self, rng: np.random.Generator):
         order = rng.permutation(self.targets_at)
         for start in range(0, len(order), self.batch_size):
-            yield self.chunks(order[start: start + self.batch_size], rng)
+            g = order[start: start + self.batch_size]
+            if self.dist is None or not self.dist.active:
+                yield self.chunks(g, rng)
+                continue
+            # Several processes: this rank's share of the global batch. Masks (BERT4Rec) come from
+            # a generator drawn once per batch, so the shared one advances alike on every rank.
+            batch_rng = np.random.default_rng(rng.integers(2**63)) if self.masked_lm else rng
+            if len(g) < self.dist.world:
+                continue  # a last batch smaller than the world: some rank would have nothing
+            yield self.chunks(g[self.dist.share(len(g))], batch_rng)
 
     def chunks(self, g: np.ndarray, rng: np.random.Generator) -> list[SequenceChunk]:
         t = self.position[g]
@@ -227,3 +244,17 @@ class SequenceStream:
             pick = (rng.random(int(empty.sum())) * lengths[empty]).astype(np.int64)
             masked[np.flatnonzero(empty), pick] = True
         return masked
+
+
+def to_device(batch, device):
+    """A graph batch (dict of tensors) or a sequence batch (list of SequenceChunk) on `device`.
+    Batches are built on the CPU with numpy; on a GPU they are copied from pinned memory without
+    blocking, so the copy overlaps the previous step's kernels. On the CPU: the batch itself."""
+    if batch is None or device.type == "cpu":
+        return batch
+
+    def move(t):
+        return t if t is None else t.pin_memory().to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {k: move(v) for k, v in batch.items()}
+    return [SequenceChunk(**{f.name: move(getattr(c, f.name)) for f in fields(c)}) for c in batch]

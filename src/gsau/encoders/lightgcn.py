@@ -88,19 +88,21 @@ def _csr_rows(adjacency: torch.Tensor, rows: torch.Tensor):
     crow, col, val = adjacency.crow_indices(), adjacency.col_indices(), adjacency.values()
     start = crow[rows]
     counts = crow[rows + 1] - start
-    sub_crow = torch.zeros(len(rows) + 1, dtype=crow.dtype)
+    sub_crow = torch.zeros(len(rows) + 1, dtype=crow.dtype, device=crow.device)
     torch.cumsum(counts, 0, out=sub_crow[1:])
     total = int(sub_crow[-1])
-    take = torch.repeat_interleave(start - sub_crow[:-1], counts, output_size=total) + torch.arange(total)
+    take = (torch.repeat_interleave(start - sub_crow[:-1], counts, output_size=total)
+            + torch.arange(total, device=crow.device))
     return sub_crow, col[take], val[take]  # indices keep the adjacency's dtype (int32)
 
 
 def _transposed(a: torch.Tensor) -> torch.Tensor:
     """CSR of the transpose of CSR `a` (its entries stably sorted by column)."""
     crow, col, val, n_cols = a.crow_indices(), a.col_indices(), a.values(), a.shape[1]
-    rows = torch.repeat_interleave(torch.arange(len(crow) - 1, dtype=crow.dtype), crow.diff(), output_size=len(col))
+    rows = torch.repeat_interleave(torch.arange(len(crow) - 1, dtype=crow.dtype, device=crow.device), crow.diff(),
+                                   output_size=len(col))
     order = torch.argsort(col, stable=True)
-    t_crow = torch.zeros(n_cols + 1, dtype=crow.dtype)
+    t_crow = torch.zeros(n_cols + 1, dtype=crow.dtype, device=crow.device)
     torch.cumsum(torch.bincount(col, minlength=n_cols), 0, out=t_crow[1:])
     return _csr(t_crow, rows[order], val[order], (n_cols, len(crow) - 1))
 
@@ -161,6 +163,15 @@ class LightGCN(GraphEncoder):
     @classmethod
     def from_config(cls, cfg, adjacency: torch.Tensor, n_users: int) -> "LightGCN":
         return cls(adjacency, n_users, cfg.graph_layers)
+
+    def _apply(self, fn, *args, **kwargs):
+        # The adjacency is data, not a parameter or buffer (it is not saved), but it must follow
+        # the module to its device: CSR products run where the tables are.
+        out = super()._apply(fn, *args, **kwargs)
+        moved = fn(self.adjacency)
+        if moved.device != self.adjacency.device:
+            self.adjacency = moved
+        return out
 
     def combine(self, layers: torch.Tensor) -> torch.Tensor:
         return layers.mean(0)
