@@ -3,7 +3,7 @@ benfred/implicit's shared behaviour tests): one module, parametrised over the pr
 new preset is held to all of it without being named here.
 
 1. A run resumed from its checkpoint ends bit for bit where the uninterrupted run ends.
-2. A saved run, loaded and evaluated, reproduces the test metrics it reported.
+2. A saved run, loaded and evaluated, reproduces the metrics it reported.
 3. A user's scores do not depend on which users share the batch (nor do its ranks on the
    evaluation batch size).
 4. Scores are finite for every user, including one with a single known item.
@@ -13,6 +13,7 @@ new preset is held to all of it without being named here.
 
 import json
 import warnings
+from typing import NamedTuple
 
 import numpy as np
 import pytest
@@ -23,6 +24,7 @@ from gsau import checkpoint
 from gsau.config import preset_names, resolve
 from gsau.errors import CollapseWarning
 from gsau.evaluation import evaluate, user_ranks
+from gsau.model import Recommender
 from gsau.runs import resumed_config
 from gsau.trainer import Trainer, build_model, load_run, make_streams
 
@@ -35,8 +37,6 @@ SMALL = ["embedding_dim=16", "inner_size=16", "n_layers=2", "n_heads=2", "max_le
          "eval_batch_size=64", "patience=100", "seed=7"]
 TIMING = {"seconds", "train_seconds"}  # wall-clock fields of a log line (and of a checkpoint's history)
 REPORT_TIMING = {"train_seconds", "seconds_per_epoch"}  # and of metrics.json
-
-
 N_ITEMS = 30
 
 
@@ -155,39 +155,47 @@ def split():
     return random_sequences_split(3, 30, 25, 40)
 
 
-def loss_and_grads(cfg, split, chunks_of=None):
-    """One step's loss terms (floats) and parameter gradients, dropout draws and the uniformity
-    negatives (a derangement from torch's generator) seeded the same for every configuration."""
+class Step(NamedTuple):
+    terms: dict  # loss term -> float
+    grads: dict  # parameter name -> gradient
+    model: Recommender
+    chunks: list | None  # the step's sequence chunks
+
+
+def one_step(cfg, split, sequence_batch=None) -> Step:
+    """One training step's loss and gradients (no optimiser step); the stream's draws, dropout and
+    the uniformity negatives (a derangement from torch's generator) seeded the same for every
+    configuration. `sequence_batch(stream, rng)`: the sequence chunks to use instead of the
+    streams' first batches (then without a graph batch)."""
     model = build_model(cfg, split).train()
     graph, seq = make_streams(cfg, split)
     rng = np.random.default_rng(0)
-    if chunks_of is None:
+    if sequence_batch is None:
         batches = (next(graph.batches(rng)) if graph else None, next(seq.batches(rng)) if seq else None)
     else:
-        batches = (None, chunks_of(seq, rng))
+        batches = (None, sequence_batch(seq, rng))
     torch.manual_seed(5)
     total, terms = model.loss(*batches)
     total.backward()
     grads = {k: p.grad for k, p in model.named_parameters() if p.grad is not None}
-    return {k: float(v) for k, v in terms.items()}, grads, model, batches
+    return Step({k: float(v) for k, v in terms.items()}, grads, model, batches[1])
 
 
-def assert_same_step(a, b) -> None:
-    (terms_a, grads_a), (terms_b, grads_b) = a[:2], b[:2]
-    assert terms_a.keys() == terms_b.keys()
-    for k in terms_a:
-        assert terms_a[k] == pytest.approx(terms_b[k], rel=1e-5, abs=1e-6), k
-    assert grads_a.keys() == grads_b.keys()
-    for k in grads_a:
-        torch.testing.assert_close(grads_a[k], grads_b[k], atol=1e-6, rtol=1e-4, msg=k)
+def assert_same_step(a: Step, b: Step) -> None:
+    assert a.terms.keys() == b.terms.keys()
+    for k in a.terms:
+        assert a.terms[k] == pytest.approx(b.terms[k], rel=1e-5, abs=1e-6), k
+    assert a.grads.keys() == b.grads.keys()
+    for k in a.grads:
+        torch.testing.assert_close(a.grads[k], b.grads[k], atol=1e-6, rtol=1e-4, msg=k)
 
 
 @pytest.mark.parametrize("name", PRESETS)
 def test_shortcuts_change_no_loss_and_no_gradient(split, name):
     """The exact shortcuts (final layer at read positions, fused all-item cross-entropy, LightGCN's
     last layer at the batch's nodes only) against the straightforward computation."""
-    fast, plain = (loss_and_grads(resolve(name, None, ["max_len=10", "batch_size=48", f"shortcuts={s}",
-                                                        "hidden_dropout=0", "attn_dropout=0"]), split)
+    fast, plain = (one_step(resolve(name, None, ["max_len=10", "batch_size=48", f"shortcuts={s}",
+                                                  "hidden_dropout=0", "attn_dropout=0"]), split)
                    for s in ("true", "false"))
     assert_same_step(fast, plain)
 
@@ -205,13 +213,13 @@ def test_sequence_layouts_give_the_same_loss(split, name):
         g = seq.targets_at[np.argsort(seq.position[seq.targets_at], kind="stable")][::7]
         return seq.chunks(g, rng)
 
-    steps = {mode: loss_and_grads(resolve(name, None, ["max_len=4", f"seq_batching={mode}", "hidden_dropout=0",
-                                                        "attn_dropout=0"]), split, sorted_batch)
+    steps = {mode: one_step(resolve(name, None, ["max_len=4", f"seq_batching={mode}", "hidden_dropout=0",
+                                                  "attn_dropout=0"]), split, sorted_batch)
              for mode in ("packed", "prefix", "padded")}
-    chunks = steps["packed"][3][1]
-    assert sum(len(c.seqs) for c in chunks) < sum(len(c.lengths) for c in chunks)  # rows shared: really packed
+    packed = steps["packed"].chunks
+    assert sum(len(c.seqs) for c in packed) < sum(len(c.lengths) for c in packed)  # rows shared: really packed
     with torch.no_grad():
-        targets = {mode: model.encode_sequences(batches[1])[1] for mode, (_, _, model, batches) in steps.items()}
+        targets = {mode: step.model.encode_sequences(step.chunks)[1] for mode, step in steps.items()}
     for mode in ("prefix", "padded"):
         assert torch.equal(targets[mode], targets["packed"]), f"{mode}: samples or masks differ, not comparable"
         assert_same_step(steps[mode], steps["packed"])
