@@ -34,7 +34,9 @@ PRESET_METADATA = ("description", "catalog")
 
 
 GraphLoss = Literal["au", "layer_au", "bpr"]  # DirectAU's L_GA + gamma L_GU, GraphAU's per-layer AU, BPR
-SequenceLoss = Literal["au", "ce"]  # L_SA (+ gamma L_SU), or softmax cross-entropy over all items
+# L_SA (+ gamma L_SU), softmax cross-entropy over all items, or sampled softmax with logQ correction
+SequenceLoss = Literal["au", "ce", "sampled_ce"]
+Sampling = Literal["uniform", "popularity"]
 Scorer = Literal["sequence", "graph"]
 # xavier_normal: the GSAU family's init, every table and layer; encoder_default: each baseline's own
 # published init (N(0, 0.02) for the Transformers, BERT-style; Xavier-uniform tables for LightGCN).
@@ -93,6 +95,14 @@ class NetConfig:
     # Operand precision of the all-item cross-entropy's three [B, I]-sized products (bfloat16 is
     # opt-in and needs shortcuts); max, softmax, loss and gradients stay float32.
     ce_dtype: CeDtype = "float32"
+    # The exact CE over the items in chunks of this many (0: one [batch x items] buffer), for
+    # catalogues whose score matrix does not fit in memory: same value and gradients, one more
+    # [batch x items] product per step.
+    ce_chunk_items: int = 0
+    # sequence_loss=sampled_ce: this many candidate items per step, shared by the batch, drawn
+    # "uniform"ly or by "popularity" (how often each item has been a training target so far).
+    sampled_negatives: int = 1000
+    sampling: Sampling = "uniform"
 
 
 @dataclass
@@ -184,6 +194,10 @@ class Config:
             (n.scorer != "sequence" or n.sequence_encoder, "scorer=sequence needs a sequence encoder"),
             (n.scorer != "graph" or n.graph_encoder, "scorer=graph needs a graph encoder"),
             (n.ce_dtype == "float32" or n.shortcuts, "ce_dtype=bfloat16 needs shortcuts=true"),
+            (n.ce_dtype == "float32" or (n.sequence_loss != "sampled_ce" and n.ce_chunk_items == 0),
+             "ce_dtype=bfloat16 is for the one-buffer all-item CE, not sampled_ce or ce_chunk_items > 0"),
+            (n.ce_chunk_items >= 0, f"ce_chunk_items must be >= 0 (0: one buffer), not {n.ce_chunk_items}"),
+            (n.sampled_negatives >= 1, f"sampled_negatives must be at least 1, not {n.sampled_negatives}"),
             (n.gamma >= 0, f"gamma must be >= 0, not {n.gamma}"),
             (n.bpr_reg >= 0, f"bpr_reg must be >= 0, not {n.bpr_reg}"),
             (n.layer_norm_eps > 0, f"layer_norm_eps must be > 0, not {n.layer_norm_eps}"),

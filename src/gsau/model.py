@@ -40,7 +40,7 @@ class Recommender(nn.Module):
         if self.sequence is not None and self.sequence.masked_lm and cfg.sequence_loss == "ce":
             self.output_bias = nn.Parameter(torch.zeros(n_items + 1))  # BERT4Rec's output layer bias
         self._scoring_cache = None
-        self._softmax_ce = obj.FullSoftmaxCE(getattr(torch, cfg.ce_dtype))
+        self._softmax_ce = obj.sequence_ce(cfg, n_items)
         self.reset_parameters()
 
     # -- initialisation --------------------------------------------------------------------
@@ -120,7 +120,7 @@ class Recommender(nn.Module):
             terms["L_SA"] = obj.alignment(s, p)
         else:
             scored = F.normalize(s, dim=-1) if self.cfg.ce_normalize else s
-            if self.cfg.shortcuts:
+            if self.cfg.shortcuts or self.cfg.sequence_loss == "sampled_ce":  # sampled: no plain variant
                 terms["L_CE"] = self._softmax_ce(scored, self.item_table.weight, targets, self.output_bias)
             else:
                 terms["L_CE"] = F.cross_entropy(self._logits(s)[:, 1:], targets - 1)

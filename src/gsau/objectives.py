@@ -13,6 +13,7 @@ from typing import Callable, NamedTuple
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 
 def alignment(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -158,6 +159,155 @@ class _FullSoftmaxCE(torch.autograd.Function):
             grad_bias = torch.zeros(table.shape[0], dtype=scores.dtype, device=scores.device)
             grad_bias[1:] = scores.sum(dim=0)
         return grad_s, grad_table, grad_bias, None, None
+
+
+class ChunkedSoftmaxCE:
+    """The all-item softmax cross-entropy of FullSoftmaxCE (same value and gradients up to float
+    rounding) for catalogues whose [B, I] score matrix does not fit: the items are taken
+    `chunk_items` at a time, the log-partition accumulated as a running max and rescaled sum
+    (online logsumexp), and the backward pass recomputes each chunk's scores instead of keeping them.
+    Memory is [B, chunk_items] instead of [B, I]; the price is one more [B, I]-sized product (the
+    scores, twice) per step.
+    """
+
+    def __init__(self, chunk_items: int):
+        if chunk_items < 1:
+            raise ValueError(f"chunk_items must be at least 1, not {chunk_items}")
+        self.chunk_items = chunk_items
+
+    def __call__(self, s: torch.Tensor, table: torch.Tensor, targets: torch.Tensor,
+                 bias: torch.Tensor | None = None) -> torch.Tensor:
+        return _ChunkedSoftmaxCE.apply(s, table, bias, targets, self.chunk_items)
+
+
+def _item_chunks(n_rows: int, chunk: int):
+    """(lo, hi) row ranges of a table's items 1..n_rows - 1 (row 0 is padding), `chunk` at a time."""
+    return [(lo, min(lo + chunk, n_rows)) for lo in range(1, n_rows, chunk)]
+
+
+def _chunk_scores(s, table, bias, lo, hi, out):
+    scores = out[:, : hi - lo]
+    if bias is None:
+        return torch.mm(s, table[lo:hi].T, out=scores)
+    return torch.addmm(bias[lo:hi], s, table[lo:hi].T, out=scores)
+
+
+class _ChunkedSoftmaxCE(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, s, table, bias, targets, chunk):
+        n = len(s)
+        buffer = s.new_empty(n, min(chunk, table.shape[0] - 1))
+        top = s.new_full((n, 1), float("-inf"))
+        z = s.new_zeros(n, 1)
+        target_score = s.new_empty(n)
+        for lo, hi in _item_chunks(table.shape[0], chunk):
+            scores = _chunk_scores(s, table, bias, lo, hi, buffer)
+            here = torch.nonzero((targets >= lo) & (targets < hi)).squeeze(1)
+            target_score[here] = scores[here, targets[here] - lo]
+            new_top = torch.maximum(top, scores.amax(dim=1, keepdim=True))
+            # z held sum exp(score - top); rescale it to the new max before adding this chunk.
+            z = z * (top - new_top).exp() + (scores - new_top).exp_().sum(dim=1, keepdim=True)
+            top = new_top
+        log_z = top + z.log()
+        ctx.save_for_backward(s, table, bias, targets, log_z)
+        ctx.chunk = chunk
+        return (log_z.squeeze(1) - target_score).mean()
+
+    @staticmethod
+    def backward(ctx, grad):
+        s, table, bias, targets, log_z = ctx.saved_tensors
+        c = grad / len(s)
+        buffer = s.new_empty(len(s), min(ctx.chunk, table.shape[0] - 1))
+        grad_s = torch.zeros_like(s) if ctx.needs_input_grad[0] else None
+        grad_table = torch.zeros_like(table) if ctx.needs_input_grad[1] else None
+        grad_bias = torch.zeros_like(bias) if bias is not None and ctx.needs_input_grad[2] else None
+        for lo, hi in _item_chunks(table.shape[0], ctx.chunk):
+            # d loss / d score = c (softmax - one_hot), built in the chunk's score buffer.
+            g = _chunk_scores(s, table, bias, lo, hi, buffer).sub_(log_z).exp_().mul_(c)
+            here = torch.nonzero((targets >= lo) & (targets < hi)).squeeze(1)
+            g[here, targets[here] - lo] -= c
+            if grad_s is not None:
+                grad_s.addmm_(g, table[lo:hi])
+            if grad_table is not None:
+                torch.mm(g.T, s, out=grad_table[lo:hi])
+            if grad_bias is not None:
+                grad_bias[lo:hi] = g.sum(dim=0)
+        return grad_s, grad_table, grad_bias, None, None
+
+
+def sampled_softmax_ce(s: torch.Tensor, table: torch.Tensor, targets: torch.Tensor, candidates: torch.Tensor,
+                       log_q: torch.Tensor | None = None, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """Sampled softmax cross-entropy with the logQ correction (Bengio & Senecal 2008; Jean et al.
+    2015), over the target and a set of candidate items shared by the batch.
+
+    Row b's logits are its target's score o_y, in the set with certainty (Q = 1, no correction),
+    and each candidate's o_c - log Q_c, where Q_c is the candidate's expected count in the draw
+    (M q_c for M draws with replacement from q); a candidate that is the row's own target (an
+    accidental hit) is masked out. Then sum_c exp(o_c - log Q_c) estimates sum_{j != y} exp(o_j)
+    without bias, so the loss tends to the exact all-item CE as M grows. With `log_q` None and
+    every item a candidate once, it is the exact CE.
+    """
+    target_score = (s * table[targets]).sum(dim=-1)
+    logits = s @ table[candidates].T
+    if bias is not None:
+        target_score = target_score + bias[targets]
+        logits = logits + bias[candidates]
+    if log_q is not None:
+        logits = logits - log_q
+    logits = logits.masked_fill(candidates.unsqueeze(0) == targets.unsqueeze(1), float("-inf"))
+    return (torch.logsumexp(torch.cat([target_score.unsqueeze(1), logits], dim=1), dim=1) - target_score).mean()
+
+
+class SampledSoftmaxCE(nn.Module):
+    """`sampled_softmax_ce` with `negatives` candidates drawn once per step for the whole batch,
+    with replacement, from torch's generator (seeded and checkpointed like dropout):
+
+    - "uniform": q = 1 / I;
+    - "popularity": q proportional to 1 + the number of times each item has been a training target
+      so far (counted here as batches go by, the streaming frequency estimate of Yi et al. 2019;
+      after one epoch it is the training popularity). The correction uses the q the candidates were
+      drawn from, so it is exact importance sampling at every step. The counts are a buffer of the
+      model, saved with it, so a resumed run draws what an uninterrupted one would.
+    """
+
+    def __init__(self, n_items: int, negatives: int, sampling: str = "uniform"):
+        super().__init__()
+        if negatives < 1:
+            raise ValueError(f"negatives must be at least 1, not {negatives}")
+        if sampling not in ("uniform", "popularity"):
+            raise ValueError(f"sampling must be uniform or popularity, not {sampling!r}")
+        self.n_items, self.negatives, self.sampling = n_items, negatives, sampling
+        if sampling == "popularity":
+            self.register_buffer("target_counts", torch.zeros(n_items + 1, dtype=torch.float64))
+
+    def draw(self, device) -> tuple[torch.Tensor, torch.Tensor]:
+        """(candidate item ids [M], log Q of each [M])."""
+        m = self.negatives
+        if self.sampling == "uniform":
+            candidates = torch.randint(1, self.n_items + 1, (m,), device=device)
+            return candidates, torch.full((m,), math.log(m / self.n_items), device=device)
+        weights = self.target_counts[1:] + 1.0
+        candidates = torch.multinomial(weights, m, replacement=True) + 1
+        q = weights[candidates - 1] / weights.sum()
+        return candidates, (m * q).log().float()
+
+    def forward(self, s: torch.Tensor, table: torch.Tensor, targets: torch.Tensor,
+                bias: torch.Tensor | None = None) -> torch.Tensor:
+        candidates, log_q = self.draw(s.device)
+        if self.sampling == "popularity":
+            with torch.no_grad():
+                self.target_counts.index_add_(0, targets, torch.ones_like(targets, dtype=torch.float64))
+        return sampled_softmax_ce(s, table, targets, candidates, log_q.to(s.dtype), bias)
+
+
+def sequence_ce(cfg, n_items: int):
+    """The sequence CE object a NetConfig asks for (called as loss(s, table, targets, bias)):
+    sampled_ce, the chunked exact CE (ce_chunk_items > 0), or the one-buffer exact CE."""
+    if cfg.sequence_loss == "sampled_ce":
+        return SampledSoftmaxCE(n_items, cfg.sampled_negatives, cfg.sampling)
+    if cfg.ce_chunk_items:
+        return ChunkedSoftmaxCE(cfg.ce_chunk_items)
+    return FullSoftmaxCE(getattr(torch, cfg.ce_dtype))
 
 
 # -- graph objectives, by config name (NetConfig.graph_loss) -------------------------------------
