@@ -136,7 +136,7 @@ def cmd_train(args) -> None:
                 raise GsauError(f"--set expects key=value, got {item!r}")
             changes[key.strip()] = value
         cfg = runs.resumed_config(out, changes)
-        return Trainer(cfg, out, progress=not args.quiet).run(resume=True)
+        return Trainer(cfg, out, progress=not args.quiet, callbacks=_tracking(args, cfg, out)).run(resume=True)
     if not args.model or not args.dataset:
         raise GsauError("train needs --model and --dataset (or --resume DIR)")
     cfg = resolve(args.model, args.config, args.set, dataset=runs.dataset_spec(args.dataset), epochs=args.epochs,
@@ -144,7 +144,7 @@ def cmd_train(args) -> None:
     out = Path(args.out) if args.out else runs.default_run_dir(cfg)
     if os.environ.get("RANK", "0") == "0":  # one line, not one per process
         print(f"training {cfg.preset} on {cfg.data.dataset} -> {out}")
-    Trainer(cfg, out, progress=not args.quiet).run()
+    Trainer(cfg, out, progress=not args.quiet, callbacks=_tracking(args, cfg, out)).run()
 
 
 def _launch(nproc: int, argv: list[str]) -> None:
@@ -204,6 +204,50 @@ def cmd_recommend(args) -> None:
     rec = Recommendations.from_run(args.run)
     for rank, (item, score) in enumerate(rec.top_k(args.user, args.k, exclude_seen=args.exclude_seen), start=1):
         print(f"{rank}\t{item}\t{score:.4f}")
+
+
+def _tracking(args, cfg, out) -> list:
+    from gsau.track import sinks
+    return sinks(args.track, cfg, out)
+
+
+def cmd_serve(args) -> None:
+    if not 0 <= args.port <= 65535:
+        raise GsauError(f"--port must be in 0..65535 (0: any free port), not {args.port}")
+    from gsau import server  # a one-line error naming the extra when FastAPI is missing
+    if args.threads:
+        import torch
+        torch.set_num_threads(args.threads)
+    server.serve(args.run, host=args.host, port=args.port, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms)
+
+
+def cmd_export(args) -> None:
+    from gsau.export import export
+    manifest = export(args.run, args.out, fmt=args.format, onnx=args.onnx, faiss=args.faiss, n_check=args.check_users)
+    out = Path(args.out)
+    print(f"wrote {', '.join(str(out / f) for f in manifest['files'])} and {out / 'manifest.json'}")
+    print(f"embeddings: {manifest['users']} users, {manifest['items']} items, {manifest['dim']} dimensions; "
+          f"scores = user vector . item vector")
+    if "onnx" in manifest:
+        o = manifest["onnx"]
+        print(f"onnx: onnxruntime's top-10 equals torch's for {o['same_top10']} of {o['checked_users']} users "
+              f"(max score difference {o['max_abs_score_diff']:.2g})")
+    if "faiss" in manifest:
+        f = manifest["faiss"]
+        agreement = (f"top-10 equals gsau's for {f['same_top10']} of {f['checked_users']} users" if "same_top10" in f
+                     else f"recall@10 of the exact top-10 {f['recall@10_of_exact']:.4f} over {f['checked_users']} users")
+        print(f"faiss: {f['index']}: {agreement}")
+
+
+def cmd_tune(args) -> None:
+    from gsau.tune import tune
+    best = tune(args.model, args.dataset, args.space, args.trials, out=args.out, storage=args.storage,
+                study=args.study, config_file=args.config, overrides=args.set, epochs=args.epochs,
+                progress=not args.quiet)
+    print(f"best of {best['trials']} trials: trial {best['number']}, valid {best['value']:.4f} "
+          f"({', '.join(f'{k}={v}' for k, v in best['params'].items())}) in {best['run_dir']}")
+    print(f"wrote {best['config_file']}; retrain it with: gsau train --model {args.model} --dataset {args.dataset} "
+          f"--config {best['config_file']}")
 
 
 def cmd_reproduce(args) -> None:
@@ -304,6 +348,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one option, e.g. gamma=0.2 (repeatable)")
     p.add_argument("--resume", metavar="DIR", help="continue an interrupted run in DIR")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--track", action="append", choices=["tensorboard", "mlflow"],
+                   help="also log to TensorBoard (RUN_DIR/tensorboard; pip install 'gsau[track]') or MLflow "
+                   "(pip install 'gsau[mlflow]'); log.jsonl stays the record")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="re-score a saved run with full ranking")
@@ -352,6 +399,50 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-k", type=_positive_int, default=10, help="how many items (default 10)")
     p.add_argument("--exclude-seen", action="store_true", help="leave out items the user already has")
     p.set_defaults(func=cmd_recommend)
+
+    p = sub.add_parser("serve", help="serve a finished run over HTTP (FastAPI; pip install 'gsau[serve]')",
+                       description="Load RUN_DIR once and answer POST /recommendations (users, or a history of "
+                       "items), GET /users/ID/recommendations, GET /items/ID/similar, GET /health and GET /model; "
+                       "API documentation at /docs. Concurrent requests are scored together in small batches.")
+    p.add_argument("run", metavar="RUN_DIR")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one, printed)")
+    p.add_argument("--max-batch", type=_positive_int, default=64, metavar="N", help="most rows scored in one batch (default 64)")
+    p.add_argument("--max-wait-ms", type=float, default=2.0, metavar="MS",
+                   help="how long a request waits for others to be scored with it (default 2)")
+    p.add_argument("--threads", type=int, help="torch intra-op threads for scoring")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("export", help="write a finished run's embeddings, ONNX encoder and faiss index",
+                       description="Write the user and item vectors the scorer ranks with (scores = user . item) "
+                       "with their ids, and optionally the sequence encoder as ONNX and an inner-product faiss "
+                       "index, each checked against gsau's own top-10 on sample users. See DIR/manifest.json.")
+    p.add_argument("run", metavar="RUN_DIR")
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--format", choices=["npz", "parquet"], default="npz", help="embeddings file format (default npz)")
+    p.add_argument("--onnx", action="store_true", help="also the sequence encoder and scorer as ONNX (pip install 'gsau[onnx]')")
+    p.add_argument("--faiss", nargs="?", const="flat", choices=["flat", "hnsw"],
+                   help="also a faiss item index: flat (exact, the default) or hnsw (pip install 'gsau[ann]')")
+    p.add_argument("--check-users", type=_positive_int, default=256, metavar="N", help="users the checks compare on (default 256)")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("tune", help="search hyper-parameters with Optuna (pip install 'gsau[tune]')",
+                       description="Train trials of MODEL on DATASET with options drawn from --space (a YAML "
+                       "file: option: {low: .., high: ..[, log: true]} or a list of values), prune trials whose "
+                       "validation metric falls behind, and write the best config to OUT/STUDY/best.yaml. Several "
+                       "processes given the same --storage and --study share the trials.")
+    p.add_argument("--model", required=True, help="preset name (see `gsau models`)")
+    p.add_argument("--dataset", required=True, help="bundled name, imported directory or data file")
+    p.add_argument("--space", required=True, metavar="YAML", help="the search space")
+    p.add_argument("--trials", required=True, type=_positive_int, metavar="N", help="finished or pruned trials the study should hold")
+    p.add_argument("--storage", metavar="URL", help="Optuna storage shared by workers (default sqlite:///OUT/STUDY.db)")
+    p.add_argument("--study", metavar="NAME", help="study name (default MODEL-DATASET)")
+    p.add_argument("--out", default="tune", metavar="DIR", help="where trial runs go (default tune)")
+    p.add_argument("--epochs", type=int, help="maximum epochs per trial")
+    p.add_argument("--config", metavar="YAML", help="YAML file of options applied over the preset")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="fix one option in every trial")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_tune)
     return parser
 
 
@@ -389,16 +480,15 @@ def _console():
     logger = logging.getLogger("gsau")
     handler = _StdoutHandler()
     handler.setFormatter(_LineFormatter())
-    before = (logger.level, logger.propagate, warnings.showwarning)
+    before = (logger.level, warnings.showwarning)
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
-    logger.propagate = False
     warnings.showwarning = _show_warning
     try:
         yield
     finally:
         logger.removeHandler(handler)
-        logger.level, logger.propagate, warnings.showwarning = before
+        logger.level, warnings.showwarning = before
 
 
 def main(argv: list[str] | None = None) -> int:
