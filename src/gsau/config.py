@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import types
 from dataclasses import dataclass, field, fields
 from importlib import resources
@@ -44,6 +45,7 @@ Init = Literal["xavier_normal", "encoder_default"]
 CeDtype = Literal["float32", "bfloat16"]
 LrSchedule = Literal["constant", "cosine", "linear"]
 SeqBatching = Literal["packed", "prefix", "padded"]
+Precision = Literal["float32", "bf16"]
 
 # Values older run records hold, read as today's name (results/runs/* were written with them).
 LEGACY_VALUES = {"init": {"classic": "encoder_default"}}
@@ -133,6 +135,12 @@ class TrainConfig:
     # "prefix" in length buckets, "padded" each to max_len (the authors' pipeline, for benchmarks).
     seq_batching: SeqBatching = "packed"
     threads: int = field(default=0, metadata=RESUMABLE)  # torch intra-op threads; 0 keeps torch's default
+    # Where to train: "auto" (CUDA when available, else the CPU), "cpu", "cuda" or "cuda:N". A
+    # checkpoint loads on any device, so a run may be resumed elsewhere.
+    device: str = field(default="auto", metadata=RESUMABLE)
+    # "float32" (the paper's arithmetic) or "bf16": the forward pass under bfloat16 autocast, with
+    # the all-item softmax, the graph propagation, the losses and the optimiser in float32.
+    precision: Precision = "float32"
 
 
 @dataclass
@@ -221,6 +229,8 @@ class Config:
              "decay_epochs needs lr_schedule=cosine or linear (the shape of the decay)"),
             (t.eval_batch_size >= 1, "eval_batch_size must be at least 1"),
             (t.threads >= 0, "threads must be >= 0 (0 keeps torch's default)"),
+            (re.fullmatch(r"auto|cpu|cuda(:\d+)?", t.device) is not None,
+             f"device must be auto, cpu, cuda or cuda:N, not {t.device!r}"),
             (len(t.ks) > 0 and all(k >= 1 for k in t.ks), "ks must be positive cut-offs"),
             (self.data.min_user_count >= 1 and self.data.min_item_count >= 1, "min_user_count and min_item_count must be at least 1"),
         ]

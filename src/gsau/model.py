@@ -16,6 +16,7 @@ from torch import nn
 from gsau import objectives as obj
 from gsau.config import NetConfig
 from gsau.data.batching import SequenceChunk, history_windows
+from gsau.distributed import Dist
 from gsau.encoders import registry
 
 
@@ -41,6 +42,11 @@ class Recommender(nn.Module):
             self.output_bias = nn.Parameter(torch.zeros(n_items + 1))  # BERT4Rec's output layer bias
         self._scoring_cache = None
         self._softmax_ce = obj.sequence_ce(cfg, n_items)
+        # Set by the trainer: the process group (several processes share each batch) and the
+        # Transformer's autocast dtype (train.precision=bf16). Neither changes the parameters.
+        self.dist = Dist()
+        self.autocast_dtype: torch.dtype | None = None
+        self.pair_generator: torch.Generator | None = None
         self.reset_parameters()
 
     # -- initialisation --------------------------------------------------------------------
@@ -96,6 +102,11 @@ class Recommender(nn.Module):
         else:
             full = self.graph.layers(users, items)
             layers = [torch.stack([e[r] for e in full]) for r in nodes]
+        if self.dist.active:
+            # Several processes: the graph terms (uniformity is over the whole batch) are computed
+            # on the gathered global batch, identically on every rank (distributed.py).
+            layers = [self.dist.gather(rows.transpose(0, 1)).transpose(0, 1) for rows in layers]
+            batch = {k: self.dist.gather(v) for k, v in batch.items()}
         return objective.terms(layers, self.graph.combine, batch, (users, items))
 
     def encode_sequences(self, chunks: list[SequenceChunk]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -104,11 +115,14 @@ class Recommender(nn.Module):
         flat = torch.cat([c.seqs.reshape(-1) for c in chunks])
         looked_up = F.embedding(flat, self.item_table.weight).split([c.seqs.numel() for c in chunks])
         reps, targets = [], []
+        autocast = self.autocast_dtype is not None
         for c, tokens in zip(chunks, looked_up):
             rows, cols, target = self.sequence.read_positions(c)
             targets.append(target)
             reads = (rows, cols) if self.cfg.shortcuts else None
-            h = self.sequence.encode(tokens.view(*c.seqs.shape, -1), c, reads=reads)
+            with torch.autocast(tokens.device.type, dtype=self.autocast_dtype, enabled=autocast):
+                h = self.sequence.encode(tokens.view(*c.seqs.shape, -1), c, reads=reads)
+            h = h.float() if autocast else h  # the objectives run in float32
             reps.append(h if reads is not None else h[rows, cols])
         return torch.cat(reps), torch.cat(targets)
 
@@ -116,6 +130,8 @@ class Recommender(nn.Module):
         s, targets = self.encode_sequences(chunks)
         p = self.item_table(targets)
         terms = {}
+        # Means over samples; with several processes each rank's mean weighs its share.
+        share = self.dist.share_weight(len(s), s.device)
         if self.cfg.sequence_loss == "au":
             terms["L_SA"] = obj.alignment(s, p)
         else:
@@ -124,11 +140,18 @@ class Recommender(nn.Module):
                 terms["L_CE"] = self._softmax_ce(scored, self.item_table.weight, targets, self.output_bias)
             else:
                 terms["L_CE"] = F.cross_entropy(self._logits(s)[:, 1:], targets - 1)
+        if share != 1.0:
+            terms = {k: v * share for k, v in terms.items()}
         if self.cfg.sequence_uniformity:
+            # Over the whole batch: with several processes, on the gathered global batch.
+            s, p = self.dist.gather(s), self.dist.gather(p)
             terms["L_SU"] = obj.uniformity(s) + obj.uniformity(p)
             if len(p) >= 2:  # a lone sample (an epoch's last batch) has no other item to pair with
-                n = p[obj.derangement(len(p), device=p.device)]  # the user-negative-item pairs
-                terms["L_SU"] = terms["L_SU"] + obj.pair_uniformity(s, n)
+                if self.pair_generator is None:
+                    pairs = obj.derangement(len(p), device=p.device)
+                else:  # the same pairs on every rank
+                    pairs = obj.derangement(len(p), generator=self.pair_generator).to(p.device)
+                terms["L_SU"] = terms["L_SU"] + obj.pair_uniformity(s, p[pairs])  # user-negative-item pairs
         return terms
 
     def _logits(self, s: torch.Tensor) -> torch.Tensor:
@@ -164,11 +187,12 @@ class Recommender(nn.Module):
         """[B, I + 1] scores for users (1-based) whose histories are CSR rows `indptr`/`flat`
         (user u's items: flat[indptr[u - 1]:indptr[u]]). The one place scoring windows are built,
         for evaluation and recommendation alike."""
+        device = self.item_table.weight.device
         seqs = lengths = None
         if self.cfg.scorer == "sequence":
             seqs, lengths = history_windows(indptr, flat, users, self.history_cap, self.sequence.needs_free_slot)
-            seqs, lengths = torch.from_numpy(seqs), torch.from_numpy(lengths)
-        return self.score(torch.from_numpy(np.asarray(users)), seqs, lengths)
+            seqs, lengths = torch.from_numpy(seqs).to(device), torch.from_numpy(lengths).to(device)
+        return self.score(torch.from_numpy(np.asarray(users)).to(device), seqs, lengths)
 
     def train(self, mode: bool = True):
         self._scoring_cache = None
