@@ -106,22 +106,49 @@ def k_core(users: np.ndarray, items: np.ndarray, min_user: int, min_item: int) -
     """Boolean mask of interactions that survive iterative k-core filtering, applied until stable.
 
     `users` and `items` are dense codes (0-based). Removing a user can push an item under its
-    threshold and vice versa, so one pass is not enough.
+    threshold and vice versa, so one pass is not enough. Each round counts only what the last
+    left, so later rounds cost what remains to be decided, not the whole data.
     """
-    keep = np.ones(len(users), dtype=bool)
     n_users, n_items = users.max(initial=-1) + 1, items.max(initial=-1) + 1
+    keep = np.zeros(len(users), dtype=bool)
+    rows = None  # the surviving rows (None: all)
     while True:
-        u_count = np.bincount(users[keep], minlength=n_users)
-        i_count = np.bincount(items[keep], minlength=n_items)
-        now = keep & (u_count[users] >= min_user) & (i_count[items] >= min_item)
-        if now.sum() == keep.sum():
-            return now
-        keep = now
+        ok = ((np.bincount(users, minlength=n_users) >= min_user)[users]
+              & (np.bincount(items, minlength=n_items) >= min_item)[items])
+        if ok.all():
+            break
+        rows = np.flatnonzero(ok) if rows is None else rows[ok]
+        users, items = users[ok], items[ok]
+    keep[slice(None) if rows is None else rows] = True
+    return keep
+
+
+def _codes(values: np.ndarray) -> np.ndarray:
+    """Dense codes in the narrowest integer type that holds them (halves the memory of the
+    large arrays build() works on)."""
+    return values.astype(np.int32) if values.max(initial=0) < 2 ** 31 else values
 
 
 def _unique_ids(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """np.unique with inverse codes; text ids that are all integers sort as numbers ("2" before "10")."""
+    """Sorted distinct ids and each row's code (as np.unique's inverse); text ids that are all
+    integers sort as numbers ("2" before "10")."""
+    if ids.dtype.kind in "iu" and len(ids):
+        low, span = int(ids.min()), int(ids.max()) - int(ids.min()) + 1
+        if span <= max(2 * len(ids), 1 << 20):
+            # Integers in a modest range (ids 1..N, typically): a table instead of a sort.
+            present = np.zeros(span, dtype=bool)
+            present[ids - low] = True
+            rank = _codes(np.cumsum(present) - 1)
+            return np.flatnonzero(present) + low, rank[ids - low]
     vals, codes = np.unique(ids, return_inverse=True)
+    codes = _codes(codes.reshape(-1))
+    if vals.dtype.kind == "S":
+        # UTF-8 bytes (the streaming readers' text ids) sort as their text does; decode the few
+        # distinct ones, then treat them as any text ids.
+        try:
+            vals = vals.astype(str)  # ASCII: numpy's own cast
+        except UnicodeDecodeError:
+            vals = np.char.decode(vals, "utf-8")
     if vals.dtype.kind != "U":
         return vals, codes
     try:
@@ -130,9 +157,16 @@ def _unique_ids(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return vals, codes
     # Text breaks ties so "7" and "07" stay two ids.
     order = np.lexsort((vals, numbers))
-    recode = np.empty_like(order)
+    recode = np.empty_like(codes, shape=len(order))
     recode[order] = np.arange(len(order))
     return vals[order], recode[codes]
+
+
+def _dense(codes: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(the codes still used, each row's rank among them): np.unique of codes in 0..n-1, by a table."""
+    used = np.bincount(codes, minlength=n) > 0
+    rank = _codes(np.cumsum(used) - 1)
+    return np.flatnonzero(used), rank[codes]
 
 
 def build(raw: RawInteractions, name: str, source: str, min_user: int = 5, min_item: int = 5,
@@ -142,38 +176,45 @@ def build(raw: RawInteractions, name: str, source: str, min_user: int = 5, min_i
     Order: by timestamp within a user, ties (and files without timestamps) in file order.
     """
     n = len(raw.users)
-    order = np.arange(n)
     user_vals, user_codes = _unique_ids(raw.users)
     item_vals, item_codes = _unique_ids(raw.items)
+    timestamps = raw.timestamps
     if dedup:
-        # Keep each (user, item) pair's first occurrence in time.
-        t = raw.timestamps if raw.timestamps is not None else order.astype(np.float64)
-        by_time = np.lexsort((order, t))
+        # Keep each (user, item) pair's first occurrence in time (file order breaks ties).
+        by_time = np.argsort(timestamps, kind="stable") if timestamps is not None else np.arange(n)
         pair = user_codes[by_time].astype(np.int64) * len(item_vals) + item_codes[by_time]
         _, first = np.unique(pair, return_index=True)
         kept = np.sort(by_time[first])
-        user_codes, item_codes, order = user_codes[kept], item_codes[kept], order[kept]
-        raw = RawInteractions(raw.users[kept], raw.items[kept],
-                              None if raw.timestamps is None else raw.timestamps[kept], raw.columns_used)
+        del by_time, pair, first
+        user_codes, item_codes = user_codes[kept], item_codes[kept]
+        timestamps = None if timestamps is None else timestamps[kept]
     keep = k_core(user_codes, item_codes, min_user, min_item)
     if not keep.any():
         raise DataError(source, f"no interactions left after {min_user}-core (users) / {min_item}-core (items) filtering")
-    user_codes, item_codes, order = user_codes[keep], item_codes[keep], order[keep]
-    timestamps = None if raw.timestamps is None else raw.timestamps[keep]
+    if not keep.all():
+        user_codes, item_codes = user_codes[keep], item_codes[keep]
+        timestamps = None if timestamps is None else timestamps[keep]
+    del keep
     # Dense ids in sorted external-id order (numeric order when the ids are numbers), so a file
     # already in dense 1..N ids keeps them.
-    used_u, user_dense = np.unique(user_codes, return_inverse=True)
-    used_i, item_dense = np.unique(item_codes, return_inverse=True)
-    keys = (order,) if timestamps is None else (order, timestamps)
-    perm = np.lexsort(keys + (user_dense,))
+    used_u, user_dense = _dense(user_codes, len(user_vals))
+    used_i, item_dense = _dense(item_codes, len(item_vals))
+    del user_codes, item_codes
+    # Rows by user, then time, then file order: stable sorts, the last key first.
+    if timestamps is None:
+        perm = np.argsort(user_dense, kind="stable")
+    else:
+        perm = np.argsort(timestamps, kind="stable")
+        perm = perm[np.argsort(user_dense[perm], kind="stable")]
     counts = np.bincount(user_dense, minlength=len(used_u))
     indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
     meta = {"source": str(source), "min_user_count": min_user, "min_item_count": min_item, "dedup": dedup,
             "raw_interactions": int(n), "has_timestamps": timestamps is not None}
     if raw.columns_used is not None:  # which file columns were read, for `gsau data import`/`stats` to show
         meta["columns"] = dict(raw.columns_used)
-    return Interactions(name, user_vals[used_u].astype(str), item_vals[used_i].astype(str), indptr,
-                        (item_dense[perm] + 1).astype(np.int64), meta)
+    items = item_dense[perm].astype(np.int64)
+    items += 1
+    return Interactions(name, user_vals[used_u].astype(str), item_vals[used_i].astype(str), indptr, items, meta)
 
 
 def bundled_path(name: str) -> Path:

@@ -3,6 +3,10 @@
 Each reader returns a `RawInteractions`: one row per interaction, in file order, with the user's
 and item's external ids and (where the file has one) a timestamp. Ordering, filtering and id
 mapping happen later, in `interactions.py`, so every format gets the same treatment.
+
+`read_interactions` first tries the streaming readers of stream.py, which read the common case of
+every text format in blocks with numpy, and Parquet; the exact readers here, which hold the whole
+text and check it row by row, read whatever those leave, and locate every error by file and line.
 """
 
 from __future__ import annotations
@@ -17,14 +21,17 @@ from pathlib import Path
 
 import numpy as np
 
+from gsau.data import stream
 from gsau.errors import ConfigError, DataError
 
-FORMATS = ("seq", "inter", "csv", "tsv")
+FORMATS = ("seq", "inter", "csv", "tsv", "parquet")
 
 
 @dataclass
 class RawInteractions:
-    users: np.ndarray  # external user ids, int64 where the format requires numbers, else str
+    # External user ids: int64 where the format requires numbers (or, from the streaming readers,
+    # where every id is an integer written as str(int) writes it), else str or UTF-8 bytes.
+    users: np.ndarray
     items: np.ndarray
     timestamps: np.ndarray | None  # float64, or None: file order is the time order
     # Which column gave each role: {"user": "userId", "item": "movieId", "timestamp": "timestamp"}
@@ -43,6 +50,8 @@ def detect_format(path: Path) -> str:
         return "csv"
     if name.endswith(".tsv"):
         return "tsv"
+    if name.endswith((".parquet", ".pq")):
+        return "parquet"
     return "seq"
 
 
@@ -95,6 +104,14 @@ def read_interactions(path: str | Path, fmt: str | None = None,
     if isinstance(columns, str):
         columns = parse_columns(columns)
     explicit = None if columns is None else _checked_roles(columns.items(), str(columns))
+    if fmt == "parquet":
+        return stream.read_parquet(path, explicit)
+    return stream.read_fast(path, fmt, explicit) or read_exact(path, fmt, explicit)
+
+
+def read_exact(path: Path, fmt: str, explicit: dict[str, str] | None) -> RawInteractions:
+    """A text file read whole and checked row by row: the reference the streaming readers match,
+    and the reader of everything they leave (quoted CSV, odd line breaks, errors)."""
     text = read_text(path)
     if fmt == "seq":
         if explicit is not None:
@@ -187,18 +204,7 @@ def _read_sequences(path: Path, text: str) -> RawInteractions:
 def _read_atomic(path: Path, text: str, explicit: dict[str, str] | None) -> RawInteractions:
     """RecBole atomic `.inter`: tab-separated, header `name:type ...`; needs user_id and item_id."""
     lines = text.splitlines()
-    header = lines[0].split("\t")
-    names = [h.split(":", 1)[0].strip() for h in header]
-    types = [h.split(":", 1)[1].strip() if ":" in h else "" for h in header]
-    if explicit is None:
-        # RecBole's own field names (its USER_ID_FIELD, ITEM_ID_FIELD, RATING_FIELD, TIME_FIELD).
-        for needed in ("user_id", "item_id"):
-            if needed not in names:
-                raise DataError(path, f"missing header field {needed!r} (header is {lines[0]!r})", line=1)
-        roles = {r: names.index(n) for r, n in (("user", "user_id"), ("item", "item_id"),
-                                                  ("rating", "rating"), ("timestamp", "timestamp")) if n in names}
-    else:
-        roles = _explicit_columns(path, explicit, names, 1)
+    names, types, roles = atomic_layout(path, lines[0], explicit)
     # Keep original line numbers while skipping blank lines.
     numbered = [(k + 2, ln) for k, ln in enumerate(lines[1:]) if ln.strip()]
     if not numbered:
@@ -217,6 +223,22 @@ def _read_atomic(path: Path, text: str, explicit: dict[str, str] | None) -> RawI
     return raw
 
 
+def atomic_layout(path: Path, header: str, explicit: dict[str, str] | None):
+    """(names, types, roles) of a RecBole header line `name:type<TAB>...`."""
+    fields = header.split("\t")
+    names = [h.split(":", 1)[0].strip() for h in fields]
+    types = [h.split(":", 1)[1].strip() if ":" in h else "" for h in fields]
+    if explicit is not None:
+        return names, types, _explicit_columns(path, explicit, names, 1)
+    # RecBole's own field names (its USER_ID_FIELD, ITEM_ID_FIELD, RATING_FIELD, TIME_FIELD).
+    for needed in ("user_id", "item_id"):
+        if needed not in names:
+            raise DataError(path, f"missing header field {needed!r} (header is {header!r})", line=1)
+    return names, types, {r: names.index(n) for r, n in (("user", "user_id"), ("item", "item_id"),
+                                                           ("rating", "rating"), ("timestamp", "timestamp"))
+                          if n in names}
+
+
 def _from_columns(path: Path, cols: list, linenos: list[int], roles: dict[str, int],
                   names: list[str] | None) -> RawInteractions:
     """The interactions held in `cols` (one tuple of cells per column) at the columns `roles` names."""
@@ -231,8 +253,12 @@ def _from_columns(path: Path, cols: list, linenos: list[int], roles: dict[str, i
     timestamps = None
     if "timestamp" in roles:
         timestamps = _checked_floats(path, cols[roles["timestamp"]], linenos, "timestamp", finite=True)
-    used = {r: str(j) if names is None else names[j].strip() for r, j in sorted(roles.items(), key=_role_order)}
-    return RawInteractions(users, items, timestamps, used)
+    return RawInteractions(users, items, timestamps, columns_used(roles, names))
+
+
+def columns_used(roles: dict[str, int], names: list[str] | None) -> dict[str, str]:
+    """{role: column} in role order: header names, or 0-based indexes as digit strings."""
+    return {r: str(j) if names is None else names[j].strip() for r, j in sorted(roles.items(), key=_role_order)}
 
 
 def _role_order(role_and_column: tuple[str, int]) -> int:
@@ -359,18 +385,7 @@ def _read_delimited(path: Path, text: str, delimiter: str, explicit: dict[str, s
     rows, starts, spans = _records(path, text, delimiter)
     first = rows[0]
     ncol = len(first)
-    # A first record naming any known column is a header; so is one the caller names columns in.
-    has_header = any(_normalised(f) in _KNOWN_NAMES for f in first) or (
-        explicit is not None and not all(c.isdigit() for c in explicit.values()))
-    if explicit is not None:
-        roles = _explicit_columns(path, explicit, first, starts[0])
-    elif has_header:
-        roles = _header_roles(path, first, starts[0])
-    elif ncol in _HEADERLESS_LAYOUTS:
-        roles = _HEADERLESS_LAYOUTS[ncol]
-    else:
-        raise DataError(path, f"wrong column count: expected user,item[,rating],timestamp (2 to 4 columns), "
-                              f"found {ncol}", line=starts[0])
+    roles, has_header = delimited_layout(path, first, starts[0], explicit)
     body = 1 if has_header else 0
     if body == len(rows):
         raise DataError(path, "file is empty: a header but no interactions")
@@ -396,3 +411,19 @@ def _read_delimited(path: Path, text: str, delimiter: str, explicit: dict[str, s
         # Text where the first line needs numbers: most likely a header whose names gsau does not know.
         raise DataError(path, f"{e.problem}; if line {e.line} is a header, name the columns, "
                               f"e.g. {_COLUMNS_EXAMPLE}", line=e.line) from None
+
+
+def delimited_layout(path: Path, first: list[str], line: int,
+                     explicit: dict[str, str] | None) -> tuple[dict[str, int], bool]:
+    """(roles, whether `first`, the first record, on `line`, is a header) of a CSV/TSV file."""
+    # A first record naming any known column is a header; so is one the caller names columns in.
+    has_header = any(_normalised(f) in _KNOWN_NAMES for f in first) or (
+        explicit is not None and not all(c.isdigit() for c in explicit.values()))
+    if explicit is not None:
+        return _explicit_columns(path, explicit, first, line), has_header
+    if has_header:
+        return _header_roles(path, first, line), has_header
+    if len(first) in _HEADERLESS_LAYOUTS:
+        return _HEADERLESS_LAYOUTS[len(first)], has_header
+    raise DataError(path, f"wrong column count: expected user,item[,rating],timestamp (2 to 4 columns), "
+                          f"found {len(first)}", line=line)
