@@ -29,6 +29,9 @@ def train(model: str, dataset: str, out: str | None = None, config_file: str | N
 
 def __getattr__(name):
     # Heavy modules (torch) load only when used, so `gsau data stats` stays fast.
+    if name == "Model":
+        from gsau.api import Model
+        return Model
     if name == "Recommendations":
         from gsau.serving import Recommendations
         return Recommendations
