@@ -58,6 +58,8 @@ def test_dataframe_columns_can_be_named_and_datetimes_order_them():
     assert raw.users.tolist() == ["a", "a", "b"] and raw.timestamps[0] - raw.timestamps[1] == 86400
     with pytest.raises(DataError, match="no user column"):
         frame_interactions(frame)
+    gappy = pd.DataFrame({"user": [7, None, 8], "item": [1, 2, 3]}).dropna()  # pandas made the ids floats
+    assert gappy["user"].dtype.kind == "f" and frame_interactions(gappy).users.tolist() == ["7", "8"]
     frame.loc[1, "who"] = None
     with pytest.raises(DataError, match="'who': 1 missing ids"):
         frame_interactions(frame, columns={"user": "who", "item": "what"})

@@ -198,14 +198,15 @@ def test_the_micro_batcher_scores_mixed_jobs_as_alone(tmp_path_factory):
     recs = Recommendations.from_run(tiny_run(tmp_path_factory))
     batcher = MicroBatcher(recs)
     history = recs.item_indices(["sku-101", "sku-102"])[0]
-    jobs = [Job("users", [1, 2], 3), Job("history", [history], 4, True), Job("users", [5], 2, True),
+    everything = recs.n_items
+    jobs = [Job("users", [1, 2], 3), Job("history", [history], everything, True), Job("users", [5], 2, True),
             Job("similar", [7], 3)]
     together = batcher.score(jobs)
     alone = [batcher.score([job])[0] for job in jobs]
     for a, b in zip(together, alone):
         assert [r.items.tolist() for r in a] == [r.items.tolist() for r in b]
     assert [len(r.items) for r in together[0]] == [3, 3] and len(together[2][0].items) == 2
-    assert not set(history.tolist()) & set(together[1][0].items.tolist())
+    assert set(together[1][0].items.tolist()) == set(range(1, everything + 1)) - set(history.tolist())
 
 
 def test_the_listening_socket_sends_without_delay():

@@ -112,8 +112,6 @@ class Recommendations:
         (what reporting means is the caller's: a warning, a field of an answer)."""
         if unknown not in UNKNOWN_POLICIES:
             raise GsauError(f"unknown must be {', '.join(UNKNOWN_POLICIES)}, not {unknown!r}")
-        if not self.takes_histories:
-            raise GsauError(self.no_history_reason())
         history, missing = self.item_indices(items)
         if missing and unknown == "error":
             raise UnknownIds("item", missing, self.data.name)
