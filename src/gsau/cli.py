@@ -408,8 +408,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one, printed)")
     p.add_argument("--max-batch", type=_positive_int, default=64, metavar="N", help="most rows scored in one batch (default 64)")
-    p.add_argument("--max-wait-ms", type=float, default=2.0, metavar="MS",
-                   help="how long a request waits for others to be scored with it (default 2)")
+    p.add_argument("--max-wait-ms", type=float, default=0.0, metavar="MS",
+                   help="how long a batch waits for more requests (default 0: requests that arrive while one "
+                   "batch is scored form the next)")
     p.add_argument("--threads", type=int, help="torch intra-op threads for scoring")
     p.set_defaults(func=cmd_serve)
 

@@ -8,9 +8,10 @@
 
 The run is loaded once, before the port opens. Requests are validated by pydantic (a 422 names the
 field), bodies are bounded (FastAPI's max_body_size: 413), unknown ids are a 404 naming them. Scoring runs in one worker
-thread, off the event loop, and concurrent requests are scored together: a request waits at most
-`max_wait_ms` for others to join it, and requests that arrive while a batch is being scored form
-the next batch, so a loaded server makes one forward pass per batch rather than per request.
+thread, off the event loop, and concurrent requests are scored together: those that arrive while a
+batch is being scored form the next batch (optionally waiting `max_wait_ms` for more), so a loaded
+server makes one scoring pass per batch rather than per request. Known users are scored from
+vectors computed once at start-up (`Recommendations.store_user_vectors`).
 """
 
 from __future__ import annotations
@@ -99,11 +100,12 @@ class Job:
 class MicroBatcher:
     """Scores the jobs of concurrent requests together in one worker thread.
 
-    The first job waits up to `max_wait` seconds for others (until `max_rows` rows); jobs that
-    arrive while a batch is scored are taken together next. Each kind of job in a batch is one
-    call of the batched scorer (Recommendations.recommend / recommend_histories / similar)."""
+    Jobs that arrive while a batch is being scored are taken together next (up to `max_rows`
+    rows), so batches grow with the load and an idle server answers at once; with `max_wait` > 0
+    a batch also waits that long for more. Each kind of job in a batch is one call of the batched
+    scorer (Recommendations.recommend / recommend_histories / similar)."""
 
-    def __init__(self, recs: Recommendations, max_rows: int = 64, max_wait: float = 0.002):
+    def __init__(self, recs: Recommendations, max_rows: int = 64, max_wait: float = 0.0):
         self.recs, self.max_rows, self.max_wait = recs, max_rows, max_wait
         self.batches = self.jobs = 0  # served so far, for /model and the load test
 
@@ -125,20 +127,10 @@ class MicroBatcher:
         loop = asyncio.get_running_loop()
         while True:
             batch = [await self.queue.get()]
-            rows, deadline = len(batch[0][0].rows), loop.time() + self.max_wait
-            while rows < self.max_rows:
-                try:
-                    entry = self.queue.get_nowait()
-                except asyncio.QueueEmpty:
-                    left = deadline - loop.time()
-                    if left <= 0:
-                        break
-                    try:
-                        entry = await asyncio.wait_for(self.queue.get(), left)
-                    except asyncio.TimeoutError:
-                        break
-                batch.append(entry)
-                rows += len(entry[0].rows)
+            self._take_waiting(batch)
+            if self.max_wait > 0 and self._rows(batch) < self.max_rows:
+                await asyncio.sleep(self.max_wait)  # one timer per batch, not one per request
+                self._take_waiting(batch)
             results = await loop.run_in_executor(self.executor, self.score, [job for job, _ in batch])
             self.batches, self.jobs = self.batches + 1, self.jobs + len(batch)
             for (_, future), result in zip(batch, results):
@@ -148,6 +140,15 @@ class MicroBatcher:
                     future.set_exception(result)
                 else:
                     future.set_result(result)
+
+    @staticmethod
+    def _rows(batch: list) -> int:
+        return sum(len(job.rows) for job, _ in batch)
+
+    def _take_waiting(self, batch: list) -> None:
+        """Add the queued jobs to `batch` while it has fewer than max_rows rows."""
+        while self._rows(batch) < self.max_rows and not self.queue.empty():
+            batch.append(self.queue.get_nowait())
 
     def score(self, jobs: list[Job]) -> list:
         """Each job's rankings (or the exception its kind raised), one scorer call per kind."""
@@ -191,7 +192,7 @@ def model_info(recs: Recommendations, run_dir: Path) -> dict:
             "limits": {"max_k": MAX_K, "max_users": MAX_USERS, "max_history": MAX_HISTORY, "max_body_bytes": MAX_BODY}}
 
 
-def create_app(run_dir: str | Path, max_batch: int = 64, max_wait_ms: float = 2.0, max_body: int = MAX_BODY) -> FastAPI:
+def create_app(run_dir: str | Path, max_batch: int = 64, max_wait_ms: float = 0.0, max_body: int = MAX_BODY) -> FastAPI:
     """The application for a finished run directory (loaded here, once)."""
     run_dir = Path(run_dir)
     recs = Recommendations.from_run(run_dir, finished=True)
@@ -285,7 +286,7 @@ def listen(host: str, port: int) -> socket.socket:
 
 
 def serve(run_dir: str | Path, host: str = "127.0.0.1", port: int = 8000, max_batch: int = 64,
-          max_wait_ms: float = 2.0, log_level: str = "warning") -> None:
+          max_wait_ms: float = 0.0, log_level: str = "warning") -> None:
     """Load the run, open the port, and serve until interrupted."""
     uvicorn = need("uvicorn", "serve", "gsau serve")
     app = create_app(run_dir, max_batch, max_wait_ms)
