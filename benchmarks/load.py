@@ -72,7 +72,7 @@ async def level(url: str, pid: int, clients: int, total: int, seconds: float, ma
     issued = 0
     async with httpx.AsyncClient(base_url=url, timeout=30) as probe:
         before = (await probe.get("/model")).json()["served"]
-    cpu_before = cpu_seconds(pid)
+    cpu_before, own_before = cpu_seconds(pid), cpu_seconds(os.getpid())
     start = time.perf_counter()
     stop_at = start + seconds
 
@@ -100,18 +100,20 @@ async def level(url: str, pid: int, clients: int, total: int, seconds: float, ma
 
     await asyncio.gather(*(worker() for _ in range(clients)))
     elapsed = time.perf_counter() - start
-    cpu_after = cpu_seconds(pid)
+    cpu_after, own_after = cpu_seconds(pid), cpu_seconds(os.getpid())
     async with httpx.AsyncClient(base_url=url, timeout=30) as probe:
         after = (await probe.get("/model")).json()["served"]
     ms = np.array(latencies) * 1000
     batches = after["batches"] - before["batches"]
-    server_cpu = None if cpu_before is None else round((cpu_after - cpu_before) * 1000 / max(len(latencies), 1), 3)
+    def per_request(before, after):
+        return None if before is None else round((after - before) * 1000 / max(len(latencies), 1), 3)
     return {"clients": clients, "requests": len(latencies), "errors": len(errors), "first_errors": errors[:3],
             "seconds": round(elapsed, 2), "requests_per_s": round(len(latencies) / elapsed, 1),
             "p50_ms": round(float(np.percentile(ms, 50)), 2), "p95_ms": round(float(np.percentile(ms, 95)), 2),
             "p99_ms": round(float(np.percentile(ms, 99)), 2),
             "mean_batch": round((after["requests_scored"] - before["requests_scored"]) / max(batches, 1), 2),
-            "server_cpu_ms_per_request": server_cpu}
+            "server_cpu_ms_per_request": per_request(cpu_before, cpu_after),
+            "client_cpu_ms_per_request": per_request(own_before, own_after)}
 
 
 def main() -> None:
@@ -153,11 +155,12 @@ def main() -> None:
     print(f"{a.endpoint} endpoint, k={a.k}, run {a.run} ({cfg.preset} on {cfg.data.dataset}, "
           f"{data.n_users} users, {data.n_items} items), {os.cpu_count()} CPUs\n")
     print("| clients | requests | errors | req/s (= recommendation lists/s) | p50 ms | p95 ms | p99 ms | mean batch "
-          "| server CPU ms / request |")
+          "| CPU ms / request: server, load generator |")
     print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['clients']} | {r['requests']} | {r['errors']} | {r['requests_per_s']} | {r['p50_ms']} | "
-              f"{r['p95_ms']} | {r['p99_ms']} | {r['mean_batch']} | {r['server_cpu_ms_per_request']} |")
+              f"{r['p95_ms']} | {r['p99_ms']} | {r['mean_batch']} | {r['server_cpu_ms_per_request']}, "
+              f"{r['client_cpu_ms_per_request']} |")
     if a.json:
         Path(a.json).write_text(json.dumps({"endpoint": a.endpoint, "run": a.run, "k": a.k, "levels": rows}, indent=2))
     if any(r["errors"] for r in rows):
