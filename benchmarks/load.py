@@ -19,41 +19,12 @@ import argparse
 import asyncio
 import json
 import os
-import re
-import select
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import httpx
 import numpy as np
-
-
-def start(run_dir: str, threads: int | None, max_wait_ms: float | None) -> tuple[subprocess.Popen, str]:
-    command = [sys.executable, "-m", "gsau.cli", "serve", run_dir, "--port", "0"]
-    if threads:
-        command += ["--threads", str(threads)]
-    if max_wait_ms is not None:
-        command += ["--max-wait-ms", str(max_wait_ms)]
-    env = dict(os.environ)
-    env.pop("OMP_WAIT_POLICY", None)  # spinning vs sleeping OpenMP threads is the server's own choice
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    ready, _, _ = select.select([proc.stdout], [], [], 300)
-    line = proc.stdout.readline() if ready else ""
-    match = re.search(r"at (http://127\.0\.0\.1:\d+)", line)
-    if not match:
-        proc.kill()
-        sys.exit(f"load.py: the server did not start: {line or proc.stderr.read()}")
-    url = match.group(1)
-    for _ in range(600):
-        try:
-            if httpx.get(url + "/health", timeout=2).status_code == 200:
-                return proc, url
-        except httpx.TransportError:
-            time.sleep(0.1)
-    proc.kill()
-    sys.exit("load.py: the server never answered /health")
 
 
 def cpu_seconds(pid: int) -> float | None:
@@ -144,7 +115,12 @@ def main() -> None:
         history = data.item_ids[data.sequence(u + 1)[-10:] - 1].tolist()
         return "POST", "/recommendations", {"items": history, "k": a.k}
 
-    proc, url = start(a.run, a.server_threads, a.max_wait_ms)
+    from gsau.server import spawn
+    options = (["--threads", a.server_threads] if a.server_threads else []) + (
+        ["--max-wait-ms", a.max_wait_ms] if a.max_wait_ms is not None else [])
+    env = dict(os.environ)
+    env.pop("OMP_WAIT_POLICY", None)  # spinning vs sleeping OpenMP threads is the server's own choice
+    proc, url = spawn(a.run, *options, env=env)
     try:
         asyncio.run(level(url, proc.pid, 8, a.warmup, a.seconds, make_request, a.k, seed=99))
         rows = [asyncio.run(level(url, proc.pid, int(c), a.requests, a.seconds, make_request, a.k, seed=int(c)))

@@ -4,11 +4,7 @@ concurrent requests are scored in shared batches."""
 
 import asyncio
 import json
-import re
-import select
 import socket
-import subprocess
-import time
 
 import numpy as np
 import pytest
@@ -18,42 +14,18 @@ pytest.importorskip("uvicorn")
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("pandas")
 
-from app_runs import ENV, gsau_command, tiny_run  # noqa: E402
+from app_runs import ENV, tiny_run  # noqa: E402
 
 import gsau  # noqa: E402
 from gsau.cli import main  # noqa: E402
-
-
-def start_server(run_dir, *extra) -> tuple[subprocess.Popen, str]:
-    """`gsau serve RUN --port 0` and the address it printed, once /health answers."""
-    proc = subprocess.Popen(gsau_command() + ["serve", str(run_dir), "--port", "0", *map(str, extra)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
-    deadline = time.monotonic() + 120
-    line = ""
-    while time.monotonic() < deadline and proc.poll() is None:
-        ready, _, _ = select.select([proc.stdout], [], [], 1.0)
-        if ready:
-            line = proc.stdout.readline()
-            break
-    match = re.search(r"at (http://127\.0\.0\.1:\d+)", line)
-    if not match:
-        proc.kill()
-        raise AssertionError(f"no address printed: {line!r} {proc.stderr.read()}")
-    url = match.group(1)
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url + "/health", timeout=2).status_code == 200:
-                return proc, url
-        except httpx.TransportError:
-            time.sleep(0.2)
-    proc.kill()
-    raise AssertionError("server did not become healthy")
+from gsau.errors import GsauError  # noqa: E402
+from gsau.server import spawn  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     run = tiny_run(tmp_path_factory)
-    proc, url = start_server(run)
+    proc, url = spawn(run, env=ENV)
     with httpx.Client(base_url=url, timeout=30) as client:
         yield run, client, proc
     proc.terminate()
@@ -178,6 +150,8 @@ def test_serve_refuses_what_is_not_a_finished_run(tmp_path_factory, tmp_path, ca
     run = tiny_run(tmp_path_factory)
     for name in ("config.yaml", "data.json", "best.pt", "last.pt"):
         (tmp_path / name).write_bytes((run / name).read_bytes())
+    with pytest.raises(GsauError, match=f"gsau serve {tmp_path} did not start: gsau: error: .*not a finished run"):
+        spawn(tmp_path, env=ENV)  # the child's one line, passed on
     assert main(["serve", str(tmp_path), "--port", "0"]) == 2
     assert capsys.readouterr().err.strip().splitlines() == [f"gsau: error: {tmp_path}: not a finished run (no metrics.json: still "
                                                 f"training, stopped or failed); finish it with `gsau train --resume {tmp_path}`"]

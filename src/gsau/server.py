@@ -17,8 +17,12 @@ vectors computed once at start-up (`Recommendations.store_user_vectors`).
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
+import subprocess
 import sys
+import tempfile
+import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -298,3 +302,32 @@ def serve(run_dir: str | Path, host: str = "127.0.0.1", port: int = 8000, max_ba
     config = uvicorn.Config(app, log_level=log_level, access_log=False)
     uvicorn.Server(config).run(sockets=[sock])
     sys.stdout.flush()
+
+
+def spawn(run_dir: str | Path, *options, env: dict | None = None, timeout: float = 300.0):
+    """`gsau serve RUN_DIR --port 0 OPTIONS` in a child process, for a notebook, an integration
+    test or a load test: (the process, its base URL) once GET /health answers. A server that does
+    not start is a one-line error with its own last line; stop it with process.terminate()."""
+    import urllib.request
+    errors = tempfile.TemporaryFile(mode="w+")  # a file, not a pipe: a chatty server never blocks on it
+    proc = subprocess.Popen([sys.executable, "-m", "gsau.cli", "serve", str(run_dir), "--port", "0", *map(str, options)],
+                            stdout=subprocess.PIPE, stderr=errors, text=True, env=env)
+
+    def failed(why: str):
+        proc.kill()
+        proc.wait()
+        errors.seek(0)
+        last = (errors.read().strip().splitlines() or [why])[-1]
+        return GsauError(f"gsau serve {run_dir} did not start: {last}")
+    line = proc.stdout.readline()  # the "serving ... at URL" line, printed once the run is loaded
+    match = re.search(r" at (http://\S+?:\d+) ", line)
+    if not match:
+        raise failed("no address printed")
+    url, deadline = match.group(1), time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            with urllib.request.urlopen(url + "/health", timeout=5):
+                return proc, url
+        except OSError:
+            time.sleep(0.1)
+    raise failed(f"no answer from {url}/health in {timeout:g} s")
