@@ -1,10 +1,10 @@
 """Streaming, vectorised readers: the common case of every text format, and Parquet.
 
-The exact readers (readers.py) hold the whole text and split it row by row in Python: about 1 KB
-of Python objects per interaction, so a 10M-row file needs more than 10 GB. These read the file in
-blocks of CHUNK_BYTES that end at a line break, find the line breaks and delimiters of a block
-with numpy, and keep only arrays: ids as fixed-width bytes (or int64 when every id of a column is
-an integer written the canonical way, "42" but not "042"), times as float64. Memory is a small
+The exact readers (readers.py) hold the whole text and split it row by row in Python, hundreds of
+bytes of Python objects per interaction (SCALING.md, "Import"). These read the file in blocks of
+CHUNK_BYTES that end at a line break, find the line breaks and delimiters of a block with numpy,
+and keep only arrays: ids as fixed-width bytes (or integers when every id of a column is an
+integer written the canonical way, "42" but not "042"), times as float64. Memory is a small
 multiple of the result, and nothing is per row.
 
 They read a file exactly as the exact readers would, or not at all: anything outside the plain
@@ -78,6 +78,7 @@ def _blocks(path: Path, size: int):
 
 
 def _checked(block: bytes) -> np.ndarray:
+    """A block as uint8, if the plain path may read it (see the module docstring)."""
     if b"\x00" in block or (b"\r" in block and block.count(b"\r") != block.count(b"\r\n")):
         raise _Fallback
     if not block.isascii():
@@ -91,7 +92,7 @@ def _checked(block: bytes) -> np.ndarray:
 
 
 def _lines(buf: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(start, end) of each non-empty line of a block; ends exclude the \n (and a \r before it).
+    """(start, end) of each non-empty line of a block; ends exclude the \\n (and a \\r before it).
     An empty line holds no record for any reader; other blank lines (white space, bare
     delimiters) fail the column or id checks and go to the exact reader."""
     breaks = np.flatnonzero(buf == 10)
@@ -103,8 +104,8 @@ def _lines(buf: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _has_spaces(raw: bytes, delimiter: bytes) -> bool:
-    """Whether a block holds white space that str.strip() would take off a field (not \n, nor the
-    \r of \r\n, which `_lines` leaves out of every line)."""
+    """Whether a block holds white space that str.strip() would take off a field (not \\n, nor the
+    \\r of \\r\\n, which `_lines` leaves out of every line)."""
     return any(c in raw for c in (b" ", b"\t", b"\x0b", b"\x0c", b"\x1c", b"\x1d", b"\x1e", b"\x1f")
                if c != delimiter)
 
@@ -144,11 +145,11 @@ def _byte_matrix(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> tuple
     return out, lengths
 
 
-def _digits(matrix: np.ndarray, lengths: np.ndarray, signed: bool):
-    """Plain decimal numbers: (mantissa int64, digits after the point, negative, ok) per row, for
-    [-]digits[.digits] (a sign only if `signed`; at most 18 digits)."""
+def _digits(matrix: np.ndarray, lengths: np.ndarray):
+    """Plain decimal numbers, [-]digits[.digits] with at most 18 digits: (mantissa int64, digits
+    after the point, whether there is a point, negative, ok) per row."""
     n, width = matrix.shape
-    negative = (matrix[:, 0] == ord("-")) & signed
+    negative = matrix[:, 0] == ord("-")
     first = negative.astype(np.int64)
     mantissa = np.zeros(n, dtype=np.int64)
     n_digits = np.zeros(n, dtype=np.int64)
@@ -170,9 +171,9 @@ def _digits(matrix: np.ndarray, lengths: np.ndarray, signed: bool):
 
 
 def _ids(matrix: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """A column of ids: int64 when every one is a canonical integer (so its text is str(value)),
-    else fixed-width bytes."""
-    mantissa, _, point, negative, ok = _digits(matrix, lengths, signed=True)
+    """A column of ids: integers (int32 where they fit) when every one is a canonical integer, so
+    its text is str(value); else fixed-width bytes."""
+    mantissa, _, point, negative, ok = _digits(matrix, lengths)
     lead = matrix[np.arange(len(matrix)), negative.astype(np.int64)]
     canonical = ok & ~point & ((lead != ord("0")) | (lengths == 1))  # "0" yes; "07", "-0" no
     if canonical.all():
@@ -185,7 +186,7 @@ def _ids(matrix: np.ndarray, lengths: np.ndarray) -> np.ndarray:
 def _numbers(matrix: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     """Plain decimals as float64, rounded exactly as float() rounds them: a mantissa below 2^53
     over a power of ten up to 10^22 are both exact doubles, so their quotient is correctly rounded."""
-    mantissa, after, _, negative, ok = _digits(matrix, lengths, signed=True)
+    mantissa, after, _, negative, ok = _digits(matrix, lengths)
     if not (ok.all() and (mantissa < 2 ** 53).all()):
         raise _Fallback  # exponents, inf, nan, underscores, empty cells: the exact reader decides
     values = mantissa / 10.0 ** after
@@ -193,7 +194,7 @@ def _numbers(matrix: np.ndarray, lengths: np.ndarray) -> np.ndarray:
 
 
 class _Column:
-    """One role's values, block by block: int64 blocks until a block holds a non-integer id."""
+    """One role's values, block by block: integer blocks until a block holds a non-integer id."""
 
     def __init__(self):
         self.parts: list[np.ndarray] = []
@@ -229,7 +230,7 @@ def _read_sequences(path: Path):
         if (per_line < 2).any():
             raise _Fallback  # a user without items
         matrix, lengths = _byte_matrix(buf, starts, ends)
-        mantissa, _, point, negative, ok = _digits(matrix, lengths, signed=True)
+        mantissa, _, point, negative, ok = _digits(matrix, lengths)
         if not ok.all() or point.any():
             raise _Fallback
         ids = np.where(negative, -mantissa, mantissa)
@@ -330,28 +331,35 @@ def read_parquet(path: Path, explicit: dict[str, str] | None):
     roles = _header_roles(path, names, None) if explicit is None else _explicit_columns(path, explicit, names, None)
     wanted = sorted(set(roles.values()))
     users, items, times, row = _Column(), _Column(), [], 0
-    for batch in source.iter_batches(batch_size=1 << 20, columns=[names[j] for j in wanted]):
-        cols = dict(zip(wanted, batch.columns))
-        users.add(_arrow_ids(path, cols[roles["user"]], names[roles["user"]], row))
-        items.add(_arrow_ids(path, cols[roles["item"]], names[roles["item"]], row))
-        for role in ("rating", "timestamp"):
-            if role in roles:
-                values = _arrow_numbers(path, cols[roles[role]], names[roles[role]], row)
-                if role == "timestamp":
-                    times.append(values)
-        row += batch.num_rows
+    try:
+        for batch in source.iter_batches(batch_size=1 << 20, columns=[names[j] for j in wanted]):
+            cols = dict(zip(wanted, batch.columns))
+            users.add(_arrow_ids(path, cols[roles["user"]], names[roles["user"]], row))
+            items.add(_arrow_ids(path, cols[roles["item"]], names[roles["item"]], row))
+            for role in ("rating", "timestamp"):
+                if role in roles:
+                    values = _arrow_numbers(path, cols[roles[role]], names[roles[role]], row)
+                    if role == "timestamp":
+                        times.append(values)
+            row += batch.num_rows
+    except (OSError, ValueError) as e:  # a damaged file, an id too large for int64 (ArrowInvalid)
+        raise DataError(path, f"unreadable Parquet file ({str(e).splitlines()[0]})") from None
     if not row:
         raise DataError(path, "no interactions (0 rows)")
     return RawInteractions(users.array(), items.array(), np.concatenate(times) if times else None,
                            columns_used(roles, names))
 
 
-def _arrow_ids(path, column, name: str, row: int) -> np.ndarray:
-    import pyarrow as pa
+def _no_nulls(path, column, name: str, row: int, what: str) -> None:
     import pyarrow.compute as pc
     if column.null_count:
         first = row + int(pc.index(pc.is_null(column), True).as_py())
-        raise DataError(path, f"column {name!r}: missing id in row {first}")
+        raise DataError(path, f"column {name!r}: missing {what} in row {first}")
+
+
+def _arrow_ids(path, column, name: str, row: int) -> np.ndarray:
+    import pyarrow as pa
+    _no_nulls(path, column, name, row, "id")
     kind = column.type
     if pa.types.is_dictionary(kind):
         column, kind = column.dictionary_decode(), kind.value_type
@@ -373,17 +381,14 @@ def _arrow_ids(path, column, name: str, row: int) -> np.ndarray:
         try:
             return _ids(*_byte_matrix(buf, offsets[:-1], offsets[1:]))
         except _Fallback:
-            # Ids over MAX_ID_BYTES, or with non-ASCII edges: as text, one batch at a time.
+            # Ids over MAX_ID_BYTES bytes: as Python text, one batch at a time.
             return np.char.encode(np.asarray(column.to_pylist(), dtype=str), "utf-8")
     raise DataError(path, f"column {name!r}: ids must be integers or text, not {kind}")
 
 
 def _arrow_numbers(path, column, name: str, row: int) -> np.ndarray:
     import pyarrow as pa
-    import pyarrow.compute as pc
-    if column.null_count:
-        first = row + int(pc.index(pc.is_null(column), True).as_py())
-        raise DataError(path, f"column {name!r}: missing value in row {first}")
+    _no_nulls(path, column, name, row, "value")
     kind = column.type
     if pa.types.is_timestamp(kind):
         per_second = {"s": 1, "ms": 10**3, "us": 10**6, "ns": 10**9}[kind.unit]

@@ -1,0 +1,75 @@
+"""benchmarks/scaling.py: its growth fits, its CSV writer (read back by the importer), the Toys
+table from run directories, and a --quick run end to end."""
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+import scaling  # noqa: E402
+
+from gsau.data import load_dataset  # noqa: E402
+from gsau.data.synth import synthesize  # noqa: E402
+
+
+def test_slope_and_fits_recover_the_exponents():
+    assert scaling.slope([1, 10, 100], [3, 300, 30_000]) == pytest.approx(2.0)
+    assert scaling.slope([5], [1]) is None
+    rows = [{"groups": ["interactions"], "model": "sasrec", "variant": "exact", "interactions": n,
+             "epoch_cpu_seconds": 2 * n ** 1.5, "step_cpu_seconds": n ** 0.5, "steps_per_epoch": 2 * n,
+             "train_peak_mib": 100.0} for n in (10, 100, 1000)]
+    (fit,) = scaling.fits(rows, "interactions", "interactions")
+    assert (fit["points"], round(fit["epoch"], 6), round(fit["step"], 6), round(fit["steps"], 6), round(fit["memory"], 6)) \
+        == (3, 1.5, 0.5, 1.0, 0.0)
+
+
+def test_the_csv_writer_imports_back_to_the_same_dataset(tmp_path):
+    data = synthesize(300, 120, 4_000, seed=2).data
+    scaling.write_csv(data, tmp_path / "x.csv", block=777)  # several blocks
+    back = load_dataset(tmp_path / "x.csv", min_user=1, min_item=1)
+    for field in ("user_ids", "item_ids", "indptr", "items"):
+        np.testing.assert_array_equal(getattr(back, field), getattr(data, field))
+    lines = (tmp_path / "x.csv").read_text().splitlines()
+    assert lines[0] == "user,item,timestamp" and len(lines) == 4_001
+    assert lines[1:] != sorted(lines[1:])  # shuffled: the importer has to order by time
+
+
+def test_the_toys_table_reads_run_directories(tmp_path):
+    run = tmp_path / "sampled"
+    run.mkdir()
+    log = [{"epoch": e, "valid_ndcg@20": 0.01 * e, "valid_recall@10": 0.02 * e, "train_seconds": 10.0 + e}
+           for e in (1, 2)]
+    (run / "log.jsonl").write_text("".join(json.dumps(h) + "\n" for h in log))
+    net = {"sequence_loss": "sampled_ce", "sampling": "popularity", "sampled_negatives": 7}
+    (run / "config.yaml").write_text(yaml.safe_dump({"net": net}))
+    (run / "metrics.json").write_text(json.dumps({"best_epoch": 2, "test": {"recall@10": 0.5, "ndcg@10": 0.25}}))
+    record = tmp_path / "record"
+    record.mkdir()
+    (record / "log.jsonl").write_text("".join(json.dumps({**h, "valid_ndcg@20": 0.1}) + "\n" for h in log * 2))
+    table = scaling.toys_section([str(run)], record)
+    assert "| sampled | sampled_ce (popularity, 7 candidates) | 2 | 0.0200 | 0.0400 | 2 | 0.5000 | 0.2500 | 12 |" in table
+    assert f"| {record} (epoch 2 of its log) | ce (exact) | 2 | 0.1000 | 0.0400 |" in table
+    assert "Not measured" in scaling.toys_section([], record)
+
+
+def test_quick_run_writes_scaling_md(tmp_path):
+    out, raw = tmp_path / "SCALING.md", tmp_path / "rows.json"
+    scaling.main(["--quick", "--out", str(out), "--data-dir", str(tmp_path / "data"), "--json", str(raw)])
+    rows = json.loads(raw.read_text())["rows"]
+    assert len(rows) == 4 and sorted(len(r["groups"]) for r in rows) == [1, 1, 1, 2]
+    for r in rows:
+        assert r["epoch_seconds"] == pytest.approx(r["step_seconds"] * r["steps_per_epoch"])
+        assert r["step_seconds"] == pytest.approx(np.median(r["step_seconds_all"])) and len(r["step_seconds_all"]) == 3
+        assert r["users"] == r["interactions"] // 10 and r["train_peak_mib"] > 0
+    target = next(r for r in rows if "target" in r["groups"])
+    assert [e["batch_size"] for e in target["evaluations"]] == [1024, 256]
+    text = out.read_text()
+    for heading in ("## Targets", "## Growth with interactions", "## Growth with items", "## The target size",
+                    "## Import", "## Sampled against exact softmax on Toys"):
+        assert heading in text
+    assert "| gsau-rec | sampled | 2 |" in text and "| sasrec | exact | 2 |" in text  # one fit per group
+    assert "import of 4k interactions <= 2 min" in text
