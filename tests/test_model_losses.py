@@ -108,7 +108,7 @@ def test_directau_terms_follow_the_formulas(split):
     assert terms["L_GU"] == pytest.approx((obj.uniformity(eu) + obj.uniformity(ei)).item(), rel=1e-5)
 
 
-def test_graphau_aligns_layer0_with_the_partners_propagated_layers(split):
+def test_graphau_aligns_layer0_with_the_partners_propagated_layers_and_final_embedding(split):
     cfg, model = build("graphau", split, "graph_layers=3")
     graph, _ = batches(cfg, split)
     _, terms = model.loss(graph, None)
@@ -116,7 +116,8 @@ def test_graphau_aligns_layer0_with_the_partners_propagated_layers(split):
     layers = model.graph.layers(model.user_table.weight, model.item_table.weight)
     u, i = graph["users"] - 1, split.n_users + graph["items"] - 1
     e0 = layers[0]
-    expected = sum(obj.alignment(e0[u], ek[i]) + obj.alignment(e0[i], ek[u]) for ek in layers[1:]) / 2 / 3
+    views = layers[1:] + [torch.stack(layers).mean(0)]  # the authors' code: layers 1..K and their mean
+    expected = sum(obj.alignment(e0[u], ek[i]) + obj.alignment(e0[i], ek[u]) for ek in views) / (2 * 4)
     assert terms["L_GA"] == pytest.approx(expected.item(), rel=1e-5)
     assert terms["L_GU"] == pytest.approx((obj.uniformity(e0[u]) + obj.uniformity(e0[i])).item(), rel=1e-5)
 

@@ -270,6 +270,53 @@ def cmd_reproduce(args) -> None:
                         progress=not args.quiet, command=command)
 
 
+def cmd_study(args) -> None:
+    from gsau.research import report, study
+    spec = study.load_spec(args.spec)
+    out = Path(args.out) if args.out else spec.spec.parent
+    try:
+        questions = {int(q) for q in args.questions.split(",") if q.strip()} if args.questions else None
+    except ValueError:
+        raise GsauError(f"--questions expects comma-separated numbers, got {args.questions!r}") from None
+    # The spec's own report only for the spec's own runs: a trial --out gets its own report.
+    own = out.resolve() == spec.spec.parent.resolve()
+    target = Path(args.report) if args.report else (spec.report if own else out / "RESEARCH.md")
+    command = f"gsau study {args.spec}" + (f" --out {args.out}" if args.out else "")
+    if args.report_only:
+        report.write_report(spec, out, command, target)
+        return
+    threads = args.threads if args.threads is not None else study.default_threads(args.workers)
+    runs = study.plan(spec, out, epochs=args.epochs, overrides=args.set, threads=threads, questions=questions)
+    if args.dry_run:
+        return study.show(runs)
+    try:
+        if args.workers > 1:
+            child = ["study", args.spec, "--out", str(out), "--workers", "1", "--no-report", "--threads", str(threads)]
+            child += (["--epochs", str(args.epochs)] if args.epochs else []) + (["--set", *args.set] if args.set else [])
+            child += (["--max-runs", str(args.max_runs)] if args.max_runs is not None else [])
+            child += (["--questions", args.questions] if args.questions else []) + (["--quiet"] if args.quiet else [])
+            study.spawn_workers(child, args.workers)
+        else:
+            study.work(runs, args.max_runs, progress=not args.quiet)
+    finally:
+        if not args.no_report:  # also after a failure or Ctrl-C: whatever finished is reported
+            report.write_report(spec, out, command, target)
+
+
+def cmd_plot(args) -> None:
+    from gsau.research.plot import plot_run
+    print(f"wrote {plot_run(args.run, args.out)}")
+
+
+def cmd_buckets(args) -> None:
+    from gsau.research import buckets
+    mine = [buckets.record_of(r) for r in args.runs]
+    other = [buckets.record_of(r) for r in args.against] if args.against else None
+    rows = buckets.bucket_table(mine, args.metric, against=other, resamples=args.resamples)
+    names = ("+".join(Path(r).name for r in args.runs),) + (("+".join(Path(r).name for r in args.against),) if other else ())
+    print(buckets.markdown(rows, args.metric, names), end="")
+
+
 def _device_arg(p: argparse.ArgumentParser, help_text: str) -> None:
     p.add_argument("--device", metavar="DEVICE", help=help_text)
 
@@ -444,6 +491,45 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="fix one option in every trial")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_tune)
+
+    p = sub.add_parser("study", help="run the research study of a spec (RESEARCH.md), resuming where it stopped",
+                       description="Train the spec's runs in its order (results/study/study.yaml: issue #18's "
+                       "questions), skip finished ones, resume interrupted ones, then write the report. Several "
+                       "workers share OUT: each run is claimed first, one held by another worker is passed over.")
+    p.add_argument("spec", metavar="SPEC", help="the study spec (YAML)")
+    p.add_argument("--out", metavar="DIR", help="where the runs go (default: the spec's directory)")
+    p.add_argument("--report", metavar="FILE", help="where the report goes (default: the spec's `report` for its "
+                   "own runs, else OUT/RESEARCH.md)")
+    p.add_argument("--workers", type=_positive_int, default=1, help="train this many runs at once (default 1)")
+    p.add_argument("--threads", type=int, metavar="N", help="torch threads per run (default: cores / workers)")
+    p.add_argument("--questions", metavar="Q,...", help="only the runs of these questions, e.g. 1,4")
+    p.add_argument("--epochs", type=int, help="maximum epochs per run (a trial; default: the presets')")
+    p.add_argument("--set", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="override options in every run (a trial)")
+    p.add_argument("--max-runs", type=int, metavar="N", help="stop after N trainings per worker")
+    p.add_argument("--dry-run", action="store_true", help="print each run's state (done / resume / todo / absent)")
+    p.add_argument("--report-only", action="store_true", help="only rewrite the report from the runs on disk")
+    p.add_argument("--no-report", action="store_true", help=argparse.SUPPRESS)  # the workers' own
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_study)
+
+    p = sub.add_parser("plot", help="draw a run's training dynamics (train.probe fields per epoch)",
+                       description="Draw the probe fields a run logged with --set probe=N (alignment, uniformity, "
+                       "the two encoders' similarity) and its validation NDCG@20 per epoch. Needs matplotlib.")
+    p.add_argument("run", metavar="RUN_DIR")
+    p.add_argument("--out", metavar="FILE", help="the figure (default RUN_DIR/dynamics.png)")
+    p.set_defaults(func=cmd_plot)
+
+    p = sub.add_parser("buckets", help="test metrics by user history length and target popularity, with CIs",
+                       description="Test metrics of finished runs by user history length (<=5, 6-7, 8-12, 13-25, "
+                       ">25 interactions) and by target-item popularity (head, torso, tail), with user counts and "
+                       "95%% bootstrap intervals; several runs (seeds) are averaged per user; --against compares "
+                       "paired, user by user.")
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR")
+    p.add_argument("--against", nargs="+", metavar="RUN_DIR", help="the other model's runs on the same data")
+    p.add_argument("--metric", default="recall@10", help="recall@K, ndcg@K or mrr@K (default recall@10)")
+    p.add_argument("--resamples", type=_positive_int, default=1000, help="bootstrap resamples (default 1000)")
+    p.set_defaults(func=cmd_buckets)
     return parser
 
 

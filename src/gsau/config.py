@@ -69,6 +69,10 @@ class NetConfig:
     graph_encoder: str | None = "lightgcn"
     sequence_encoder: str | None = "sasrec"
     graph_loss: GraphLoss | None = "au"
+    # true: both encoders read the one shared item table (the paper). false: the graph encoder
+    # gets its own item table (users are the graph's alone either way), so the encoders share
+    # nothing but the joint loss; the sequential encoder ranks (issue #18, question 1).
+    shared_table: bool = True
     # sequence_uniformity adds gamma L_SU to the sequence loss.
     sequence_loss: SequenceLoss | None = "au"
     sequence_uniformity: bool = True
@@ -141,6 +145,10 @@ class TrainConfig:
     # "float32" (the paper's arithmetic) or "bf16": the forward pass under bfloat16 autocast, with
     # the all-item softmax, the graph propagation, the losses and the optimiser in float32.
     precision: Precision = "float32"
+    # Training dynamics: this many probe users and items (a fixed seeded sample), on which each
+    # epoch's record (log.jsonl) gets alignment, uniformity and cross-encoder similarity fields
+    # (gsau.research.dynamics); 0 = off. Reads the model only: the run trains the same bits.
+    probe: int = 0
 
 
 @dataclass
@@ -201,6 +209,8 @@ class Config:
             ((n.sequence_loss is None) == (n.sequence_encoder is None), "sequence_loss and sequence_encoder go together"),
             (n.scorer != "sequence" or n.sequence_encoder, "scorer=sequence needs a sequence encoder"),
             (n.scorer != "graph" or n.graph_encoder, "scorer=graph needs a graph encoder"),
+            (n.shared_table or (n.graph_encoder and n.sequence_encoder and n.scorer == "sequence"),
+             "shared_table=false needs a graph and a sequence encoder, and scorer=sequence"),
             (n.ce_dtype == "float32" or n.shortcuts, "ce_dtype=bfloat16 needs shortcuts=true"),
             (n.ce_dtype == "float32" or (n.sequence_loss != "sampled_ce" and n.ce_chunk_items == 0),
              "ce_dtype=bfloat16 is for the one-buffer all-item CE, not sampled_ce or ce_chunk_items > 0"),
@@ -229,6 +239,7 @@ class Config:
              "decay_epochs needs lr_schedule=cosine or linear (the shape of the decay)"),
             (t.eval_batch_size >= 1, "eval_batch_size must be at least 1"),
             (t.threads >= 0, "threads must be >= 0 (0 keeps torch's default)"),
+            (t.probe >= 0, f"probe must be >= 0 (0: off), not {t.probe}"),
             (re.fullmatch(r"auto|cpu|cuda(:\d+)?", t.device) is not None,
              f"device must be auto, cpu, cuda or cuda:N, not {t.device!r}"),
             (len(t.ks) > 0 and all(k >= 1 for k in t.ks), "ks must be positive cut-offs"),

@@ -29,6 +29,9 @@ class Recommender(nn.Module):
         # The shared table (index 0 = padding). Users only have vectors when a graph encoder uses them.
         self.item_table = nn.Embedding(n_items + 1, d, padding_idx=0)
         self.user_table = nn.Embedding(n_users + 1, d, padding_idx=0) if cfg.graph_encoder else None
+        # shared_table=false: the graph encoder's own item table; the sequential encoder and the
+        # ranker keep item_table, so the two encoders meet only in the joint loss.
+        self.graph_item_table = None if cfg.shared_table else nn.Embedding(n_items + 1, d, padding_idx=0)
         self.graph = None
         if cfg.graph_encoder:
             if adjacency is None:
@@ -69,7 +72,7 @@ class Recommender(nn.Module):
         if self.sequence is not None:
             self.sequence.reset_extra_parameters(init)
         with torch.no_grad():
-            for table in (self.item_table, self.user_table):
+            for table in (self.item_table, self.user_table, self.graph_item_table):
                 if table is not None:
                     table.weight[0].zero_()
 
@@ -90,8 +93,13 @@ class Recommender(nn.Module):
         weights = {"L_GU": self.cfg.gamma, "L_SU": self.cfg.gamma, "L_reg": self.cfg.bpr_reg}
         return sum(weights.get(name, 1.0) * value for name, value in terms.items())
 
+    def graph_tables(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(user, item) tables the graph encoder reads: the shared item table, or its own."""
+        items = self.item_table if self.graph_item_table is None else self.graph_item_table
+        return self.user_table.weight, items.weight
+
     def graph_terms(self, batch: dict) -> dict[str, torch.Tensor]:
-        users, items = self.user_table.weight, self.item_table.weight
+        users, items = self.graph_tables()
         objective = obj.GRAPH_OBJECTIVES[self.cfg.graph_loss]
         # Node rows: users 1..U are rows 0..U-1, items 1..I rows U..U+I-1.
         nodes = [batch["users"] - 1, self.n_users + batch["items"] - 1]
@@ -177,7 +185,7 @@ class Recommender(nn.Module):
         (left-aligned `seqs` of `lengths` items, as `history_windows` builds them)."""
         if self.cfg.scorer == "graph":
             if self._scoring_cache is None:
-                self._scoring_cache = self.graph(self.user_table.weight, self.item_table.weight)
+                self._scoring_cache = self.graph(*self.graph_tables())
             user_final, item_final = self._scoring_cache
             return user_final[users] @ item_final.T
         return self._logits(self.sequence(self.item_table.weight, seqs, lengths))

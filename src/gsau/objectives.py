@@ -322,11 +322,13 @@ def directau_terms(layers, combine, batch, tables) -> dict[str, torch.Tensor]:
 
 
 def graphau_terms(layers, combine, batch, tables) -> dict[str, torch.Tensor]:
-    """GraphAU: each layer-0 node aligned with its partner's layer-k view (k = 1..K), averaged
-    over layers; uniformity on layer 0."""
+    """GraphAU as the authors' code computes it: each layer-0 node aligned with its partner's
+    views [layer 1, ..., layer K, final (combined) embedding], both directions, the sum divided
+    by 2(K + 1); uniformity on layer 0."""
     lu, li = layers
-    align = sum(alignment(lu[0], li[k]) + alignment(li[0], lu[k]) for k in range(1, len(lu))) / 2
-    return {"L_GA": align / (len(lu) - 1), "L_GU": uniformity(lu[0]) + uniformity(li[0])}
+    views_u, views_i = [*lu[1:], combine(lu)], [*li[1:], combine(li)]
+    align = sum(alignment(lu[0], vi) + alignment(li[0], vu) for vu, vi in zip(views_u, views_i))
+    return {"L_GA": align / (2 * len(views_u)), "L_GU": uniformity(lu[0]) + uniformity(li[0])}
 
 
 def bpr_terms(layers, combine, batch, tables) -> dict[str, torch.Tensor]:

@@ -149,6 +149,14 @@ class Callback:
     """The trainer's seam for loggers and sinks (console, TensorBoard, MLflow, an API's history):
     override what you need. Records are plain dicts, the same that log.jsonl and metrics.json hold."""
 
+    def on_train_start(self, trainer: "Trainer") -> None:
+        """Once before the first epoch, a resumed run's included: the trainer's cfg, model (on its
+        device) and split are ready."""
+
+    def on_epoch_record(self, record: dict) -> None:
+        """Each epoch, before its record is written (log.jsonl, last.pt): fields added to `record`
+        here are logged with it (the dynamics probe, train.probe)."""
+
     def on_epoch_end(self, record: dict) -> None:
         """After each epoch: {"epoch", every loss term "L_*", "lr", "valid_<metric>", "seconds", ...}."""
 
@@ -272,6 +280,11 @@ class Trainer:
             start, best, history = state["epoch"] + 1, state["best"], state["history"]
             self.echo(f"resuming {self.out} after epoch {state['epoch'] + 1}")
 
+        if t.probe and self.dist.is_main:  # train.probe asks for the dynamics probe in every record
+            from gsau.research.dynamics import Probe
+            self.callbacks = [*self.callbacks, Probe(t.probe)]
+        for callback in self.callbacks:
+            callback.on_train_start(self)
         streams = [s for s in (graph, seq) if s is not None]
         steps = max(len(s) for s in streams)
         epoch = start - 1
@@ -290,6 +303,8 @@ class Trainer:
             history.append({"epoch": epoch + 1, **terms, "lr": learning_rate(t, (epoch + 1) * steps - 1, steps),
                             **{f"valid_{k}": v for k, v in valid.items()},
                             "train_seconds": train_s, "seconds": time.perf_counter() - t0})
+            for callback in self.callbacks:
+                callback.on_epoch_record(history[-1])
             state = self._state(epoch, best, history, rng)  # a collective: every rank takes part
             if self.dist.is_main:
                 if improved:

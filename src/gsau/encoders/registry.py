@@ -8,6 +8,8 @@ import importlib
 
 GRAPH_ENCODERS = {
     "lightgcn": "gsau.encoders.lightgcn:LightGCN",
+    "sage": "gsau.encoders.sage:GraphSAGE",
+    "gat": "gsau.encoders.gat:GAT",
 }
 SEQUENCE_ENCODERS = {
     "sasrec": "gsau.encoders.transformer:SASRec",

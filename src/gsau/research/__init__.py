@@ -1,0 +1,12 @@
+"""The study of issue #18: why GSAU works and where it does not, as experiments one command reruns
+and a report generated from their records.
+
+    dynamics.py  linear CKA and the per-epoch probe (train.probe): alignment, uniformity and the
+                 similarity of the two encoders' views, logged into each epoch's record
+    buckets.py   test metrics by user history length and target-item popularity, with seeded
+                 bootstrap confidence intervals; each run's per-user ranks as a record
+    study.py     the study spec, its runs in the issue's order, and the resumable worker
+                 (`gsau study SPEC`), sharing `gsau reproduce`'s claims between workers
+    report.py    RESEARCH.md from the spec and the run records on disk alone
+    plot.py      figures (matplotlib optional): `gsau plot RUN_DIR`, the report's figures
+"""

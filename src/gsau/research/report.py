@@ -1,0 +1,470 @@
+"""RESEARCH.md: the study's answers, from the spec and the run records on disk alone (config,
+log.jsonl, metrics.json, masked.json, ranks.json.gz); no model is loaded and nothing depends on
+which datasets or optional packages this machine has, so a committed report can be checked
+anywhere (tests/test_research_committed.py). Figures are drawn beside the runs where matplotlib
+is installed; the text never depends on them.
+
+Each answer opens with one plain sentence computed from the numbers, then its tables. Where runs
+are missing, the section names them and the command that trains them.
+
+Spread and significance: a cell of several seeds shows mean ± sample std (n). A difference
+between two cells on one dataset is the difference of their seed means, with (a) a 95% paired
+bootstrap interval over test users of the per-user metric averaged over each cell's seeds, and
+(b) the seed-level standard error sqrt(s_a^2/n_a + s_b^2/n_b) where both cells have 2+ seeds. It
+is called significant when the interval excludes 0 and, where (b) exists, |difference| > 2 SE.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from gsau import __version__, checkpoint
+from gsau.config import resolve
+from gsau.reproduce.report import markdown_table
+from gsau.research import buckets, plot
+from gsau.data.interactions import BUNDLED
+from gsau.research.study import Run, Study, plan, short_label
+
+DASH = "—"
+METRIC = "recall@10"
+QUESTIONS = {
+    1: "Shared table or joint training?",
+    2: "Where does the graph help?",
+    3: "Training dynamics",
+    4: "gamma",
+    5: "Why does L_SA collapse, and what makes the paper's GSAU train?",
+    6: "Other graph encoders",
+    7: "Another domain: Yelp",
+    8: "GraphAU as the authors' code computes it",
+}
+# How the issue's cells read in tables; a cell of another spec shows its own name.
+LABELS = {"shared": "shared table (gsau-rec)", "separate": "separate tables", "no-graph": "no graph",
+          "sasrec": "sasrec", "sage": "GraphSAGE", "gat": "GAT"}
+# Question 3's runs: the first seed of these cells (at the preset's own gamma for the sweep).
+DYNAMICS = (("shared", None), ("separate", None), ("gsau", resolve("gsau").net.gamma))
+PROBE_FIELDS = (("probe_user_cos", "user cos"), ("probe_item_cka", "item CKA"),
+                ("probe_seq_unif_user", "seq unif"), ("probe_graph_unif_user", "graph unif"))
+
+
+# -- reading the records ----------------------------------------------------------------------------
+class Records:
+    """The records of a study's runs, each file read once."""
+
+    def __init__(self):
+        self._cache: dict = {}
+
+    def _read(self, path: Path, kind: str):
+        key = (path, kind)
+        if key not in self._cache:
+            if kind == "ranks":
+                value = buckets.read_record(path)
+            elif kind == "log":
+                file = path / "log.jsonl"
+                value = [json.loads(line) for line in file.read_text().splitlines() if line.strip()] if file.exists() else []
+            else:
+                file = path / f"{kind}.json"
+                value = json.loads(file.read_text()) if file.exists() else None
+            self._cache[key] = value
+        return self._cache[key]
+
+    def metrics(self, run: Run):
+        return self._read(run.path, "metrics")
+
+    def masked(self, run: Run):
+        return self._read(run.path, "masked")
+
+    def log(self, run: Run) -> list[dict]:
+        return self._read(run.path, "log")
+
+    def ranks(self, run: Run):
+        return self._read(run.path, "ranks")
+
+    def value(self, run: Run, metric: str = METRIC, protocol: str = "metrics"):
+        result = self.metrics(run) if protocol == "metrics" else self.masked(run)
+        return None if result is None else result["test"].get(metric)
+
+    def best_record(self, run: Run) -> dict | None:
+        """The log.jsonl record of the run's best epoch."""
+        metrics = self.metrics(run)
+        if metrics is None:
+            return None
+        return next((h for h in self.log(run) if h["epoch"] == metrics["best_epoch"]), None)
+
+
+# -- numbers into words and cells -------------------------------------------------------------------
+def spread(values: list[float]) -> str:
+    if not values:
+        return DASH
+    if len(values) == 1:
+        return f"{values[0]:.4f}"
+    return f"{np.mean(values):.4f} ± {np.std(values, ddof=1):.4f} (n={len(values)})"
+
+
+@dataclass
+class Difference:
+    value: float  # mean of a's seeds - mean of b's seeds
+    low: float | None  # paired bootstrap interval over users (None without both cells' ranks)
+    high: float | None
+    se: float | None  # seed-level standard error (None unless both have 2+ seeds)
+
+    @property
+    def significant(self) -> bool:
+        if self.low is None or (self.low <= 0 <= self.high):
+            return False
+        return self.se is None or abs(self.value) > 2 * self.se
+
+    @property
+    def verdict(self) -> str:
+        if not self.significant:
+            return "no significant difference"
+        return "significant gain" if self.value > 0 else "significant loss"
+
+    def cell(self) -> str:
+        interval = f" [{self.low:+.4f}, {self.high:+.4f}]" if self.low is not None else ""
+        se = f", seed SE {self.se:.4f}" if self.se is not None else ""
+        return f"{self.value:+.4f}{interval}{se}" + (" *" if self.significant else "")
+
+
+def difference(records: Records, a: list[Run], b: list[Run], metric: str = METRIC) -> Difference | None:
+    """a's finished runs against b's (one dataset): None unless both have one."""
+    va, vb = ([records.value(r, metric) for r in side if records.metrics(r)] for side in (a, b))
+    if not va or not vb:
+        return None
+    se = math.sqrt(np.var(va, ddof=1) / len(va) + np.var(vb, ddof=1) / len(vb)) if min(len(va), len(vb)) >= 2 else None
+    ranks_a = [records.ranks(r) for r in a if records.metrics(r)]
+    ranks_b = [records.ranks(r) for r in b if records.metrics(r)]
+    low = high = None
+    if all(ranks_a) and all(ranks_b):
+        overall = buckets.bucket_table(ranks_a, metric, against=ranks_b, overall_only=True)[0]
+        low, high = overall["low"], overall["high"]
+    return Difference(float(np.mean(va) - np.mean(vb)), low, high, se)
+
+
+def verdicts(name: str, diffs: dict[str, Difference | None]) -> str | None:
+    """"name: significant gain on beauty (+0.0012), no significant difference on toys (+0.0003)"."""
+    parts = [f"{d.verdict} on {dataset} ({d.value:+.4f})" for dataset, d in diffs.items() if d is not None]
+    return f"{name}: " + ", ".join(parts) if parts else None
+
+
+# -- the study's runs, by cell ----------------------------------------------------------------------
+class View:
+    """The planned runs of a study, looked up by cell, dataset and sweep value."""
+
+    def __init__(self, study: Study, runs: list[Run], records: Records, command: str):
+        self.study, self.runs, self.records, self.command = study, runs, records, command
+        self.cells = {c.name: c for c in study.cells}
+        self.datasets = list(dict.fromkeys(r.label for r in runs))
+
+    def of(self, cell: str, dataset: str | None = None, value=None, first_seed: bool = False) -> list[Run]:
+        found = [r for r in self.runs if r.cell.name == cell and (dataset is None or r.label == dataset)
+                 and (value is None or r.value == value)]
+        if first_seed and found:
+            found = [r for r in found if r.seed == found[0].seed]
+        return found
+
+    def finished(self, runs: list[Run]) -> list[Run]:
+        return [r for r in runs if self.records.metrics(r) is not None]
+
+    def values(self, cell: str, dataset: str, metric: str = METRIC, protocol: str = "metrics", value=None) -> list[float]:
+        return [v for r in self.of(cell, dataset, value) if (v := self.records.value(r, metric, protocol)) is not None]
+
+    def cell_datasets(self, cell: str) -> list[str]:
+        return list(dict.fromkeys(r.label for r in self.of(cell)))
+
+    def all_of(self, cells: list[str]) -> list[Run]:
+        return [r for c in cells for r in self.of(c)]
+
+    def pending(self, runs: list[Run]) -> str:
+        """Which of these runs have no record yet, and how to train them."""
+        runs = [r for r in runs if not r.same_as]
+        missing = [r for r in runs if self.records.metrics(r) is None]
+        if not runs:
+            return ""
+        if not missing:
+            return f"All {len(runs)} runs finished.\n"
+        absent = sorted({d for r in missing for d in r.cell.datasets
+                         if short_label(d) == r.label and d.lower() not in BUNDLED})
+        questions = sorted({r.cell.question for r in missing})
+        where = (f" The data of {', '.join(absent)} (relative to the spec) is not bundled: those runs need it on "
+                 "the machine and are skipped where it is absent." if absent else "")
+        return (f"Pending: {len(missing)} of {len(runs)} runs ({', '.join(r.name for r in missing)}). Train them "
+                f"with `{self.command} --questions {','.join(map(str, questions))}` (resumes where it stopped; "
+                f"`--workers N` trains N at once).{where}\n")
+
+
+def metric_table(view: View, cells: list[str], datasets: list[str], metric: str = METRIC,
+                 protocol: str = "metrics") -> str:
+    rows = [[LABELS.get(c, c)] + [spread(view.values(c, d, metric, protocol)) for d in datasets] for c in cells]
+    return markdown_table(["variant"] + datasets, rows)
+
+
+def seeds_line(view: View, cells: list[str]) -> str:
+    parts = []
+    for c in cells:
+        seeds = sorted({r.seed for r in view.finished(view.of(c))})
+        if seeds:
+            parts.append(f"{LABELS.get(c, c)} {', '.join(map(str, seeds))}")
+    return f"Seeds of the finished runs: {'; '.join(parts)}.\n" if parts else ""
+
+
+def comparison_table(view: View, pairs: list[tuple[str, str]], datasets: list[str],
+                     labels: dict | None = None) -> tuple[str, list[str]]:
+    """A table of differences (rows: a - b) and one verdict clause per pair."""
+    labels = {**LABELS, **(labels or {})}
+    rows, clauses = [], []
+    for a, b in pairs:
+        diffs = {d: difference(view.records, view.of(a, d), view.of(b, d)) for d in datasets}
+        rows.append([f"{labels.get(a, a)} − {labels.get(b, b)}"] + [DASH if x is None else x.cell() for x in diffs.values()])
+        clause = verdicts(f"{labels.get(a, a)} vs {labels.get(b, b)}", diffs)
+        if clause:
+            clauses.append(clause)
+    return markdown_table(["test R@10 difference"] + datasets, rows), clauses
+
+
+def opening(clauses: list[str], what: str) -> str:
+    if not clauses:
+        return f"Not measured yet: none of the runs {what} has finished.\n"
+    return "Test R@10, " + "; ".join(clauses) + ".\n"
+
+
+# -- the questions ------------------------------------------------------------------------------------
+def q1(view: View) -> str:
+    cells = [c for c in ("shared", "separate", "no-graph") if c in view.cells]
+    datasets = [d for d in view.datasets if any(view.of(c, d) for c in cells)]
+    table, clauses = comparison_table(view, [("shared", "no-graph"), ("shared", "separate"),
+                                             ("separate", "no-graph")], datasets)
+    return (opening(clauses, "it compares") + "\nTest R@10 (paper protocol), mean ± std over seeds:\n\n"
+            + metric_table(view, cells, datasets) + "\nDifferences of the seed means, [95% bootstrap interval "
+            "over test users], seed SE; * significant:\n\n" + table + "\n" + seeds_line(view, cells)
+            + view.pending(view.all_of(cells)))
+
+
+def bucket_rows(view: View, a: str, b: str, dataset: str) -> tuple[str, list[str]] | None:
+    """The bucket table of a's runs against b's on one dataset, and the buckets where the paired
+    difference is significant; None unless both have finished runs with per-user ranks."""
+    ra = [view.records.ranks(r) for r in view.finished(view.of(a, dataset))]
+    rb = [view.records.ranks(r) for r in view.finished(view.of(b, dataset))]
+    if not ra or not rb or not all(ra) or not all(rb):
+        return None
+    rows = buckets.bucket_table(ra, METRIC, against=rb)
+    where = [f"{r['bucket']} ({r['difference']:+.4f})" for r in rows if r["kind"] != "all" and buckets.excludes_zero(r)]
+    return buckets.markdown(rows, "R@10", (LABELS.get(a, a), LABELS.get(b, b))), where
+
+
+def q2(view: View) -> str:
+    parts, clauses = [], []
+    for other in [c for c in ("no-graph", "sasrec") if c in view.cells]:
+        for d in view.datasets:
+            found = bucket_rows(view, "shared", other, d)
+            if found is None:
+                continue
+            table, where = found
+            clauses.append(f"vs {LABELS.get(other, other)} on {d}: " + (", ".join(where) or "no bucket"))
+            parts.append(f"**{d}: {LABELS['shared']} vs {LABELS.get(other, other)}** (per-user R@10 averaged over "
+                         f"seeds; history length = the user's interactions; popularity = the test item's training "
+                         f"count, head/torso/tail at 1/3 and 2/3 of training interactions):\n\n{table}")
+    head = ("Buckets where the shared table's test R@10 differs significantly (95% bootstrap interval over the "
+            "bucket's users excludes 0): " + "; ".join(clauses) + ".\n") if clauses else \
+        "Not measured yet: no dataset has finished runs of both models with their per-user ranks.\n"
+    cells = [c for c in ("shared", "no-graph", "sasrec") if c in view.cells]
+    return head + "\n" + "\n".join(parts) + ("\n" if parts else "") + view.pending(view.all_of(cells))
+
+
+def dynamics_runs(view: View) -> list[Run]:
+    """Question 3's planned runs: the first seed of each DYNAMICS cell, on every dataset."""
+    runs = []
+    for cell, value in DYNAMICS:
+        if cell in view.cells:
+            sweep = view.cells[cell].sweep
+            runs += [r for d in view.cell_datasets(cell)
+                     for r in view.of(cell, d, value=value if sweep else None, first_seed=True)]
+    return runs
+
+
+def q3(view: View, figure: Path) -> str:
+    planned = dynamics_runs(view)
+    runs = [r for r in planned if any(k.startswith("probe_") for h in view.records.log(r) for k in h)]
+    if not runs:
+        return ("Not measured yet: no run with the probe (train.probe) has finished; the runs of questions 1 and 4 "
+                "log it.\n\n" + view.pending(planned))
+    rows, clauses = [], []
+    for r in runs:
+        log, best = view.records.log(r), view.records.best_record(r)
+        first = log[0]
+        cells = []
+        for key, _ in PROBE_FIELDS:
+            a, b = first.get(key), (best or log[-1]).get(key)
+            cells.append(DASH if a is None or b is None else f"{a:.3f} → {b:.3f}")
+        rows.append([r.name, str(len(log))] + cells)
+        cka = (first.get("probe_item_cka"), (best or log[-1]).get("probe_item_cka"))
+        if None not in cka:
+            clauses.append(f"{r.name} {cka[0]:.2f} → {cka[1]:.2f}")
+    opening_line = ("Linear CKA of the two encoders' item views, epoch 1 → best epoch: " + "; ".join(clauses) + ".\n"
+                    if clauses else "Only single-encoder runs have the probe so far: no cross-encoder similarity yet.\n")
+    picture = ""
+    if plot.draw_dynamics({r.name: view.records.log(r) for r in runs}, figure):
+        picture = f"\n![probe fields per epoch]({figure.name})\n"
+    return (opening_line + "\nProbe fields (256 fixed users and items; research/dynamics.py), epoch 1 → best epoch:\n\n"
+            + markdown_table(["run", "epochs"] + [label for _, label in PROBE_FIELDS], rows) + picture
+            + "\n" + view.pending(planned))
+
+
+def q4(view: View, figure: Path) -> str:
+    cells = [c for c in ("gsau-rec", "gsau") if c in view.cells and view.cells[c].sweep]
+    if not cells:
+        return "The spec has no gamma sweep.\n"
+    values = sorted({v for c in cells for v in view.cells[c].sweep[1]})
+    dataset = view.cell_datasets(cells[0])[0]
+    rows, peaks, series = [], [], {}
+    for v in values:
+        row = [f"{v:g}"]
+        for c in cells:
+            runs = view.finished(view.of(c, dataset, value=v))
+            r10 = [view.records.value(r) for r in runs]
+            unif = [b["probe_seq_unif_user"] for r in runs if (b := view.records.best_record(r))
+                    and b.get("probe_seq_unif_user") is not None]
+            row += [spread(r10), spread(unif)]
+            if r10:
+                series.setdefault(c, []).append((v, float(np.mean(r10)), float(np.mean(unif)) if unif else None))
+        rows.append(row)
+    for c, points in series.items():
+        best = max(points, key=lambda p: p[1])
+        peaks.append(f"{c} is highest at gamma = {best[0]:g} ({best[1]:.4f}, "
+                     f"{len(points)} of {len(view.cells[c].sweep[1])} values run)")
+    header = ["gamma"] + [f"{c} {what}" for c in cells for what in ("R@10", "seq unif")]
+    picture = f"\n![test R@10 and uniformity against gamma]({figure.name})\n" if plot.draw_gamma(series, figure) else ""
+    head = (f"On {dataset}, test R@10 of " + "; ".join(peaks) + ".\n") if peaks else \
+        "Not measured yet: no run of the gamma sweep has finished.\n"
+    return (head + f"\nTest R@10 and the uniformity of the sequence representations (probe, best epoch; about -4 "
+            f"spread over the sphere, 0 collapsed) on {dataset}:\n\n" + markdown_table(header, rows) + picture + "\n"
+            + view.pending(view.all_of(cells)))
+
+
+def q5(view: View) -> str:
+    return ("Not studied yet: the spec has no runs for this question. Its evidence will be gsau's probe fields "
+            "(question 3) and its gamma sweep (question 4); the change that makes `gsau` train is to ship as a "
+            "new preset, the published presets unchanged.\n")
+
+
+def q6(view: View) -> str:
+    cells = [c for c in ("shared", "sage", "gat") if c in view.cells]
+    datasets = [d for d in view.datasets if any(view.of(c, d) for c in ("sage", "gat"))]
+    table, clauses = comparison_table(view, [(c, "shared") for c in ("sage", "gat") if c in view.cells], datasets,
+                                      {"shared": "LightGCN"})
+    return (opening(clauses, "of GraphSAGE or GAT") + "\nTest R@10 of gsau-rec with each graph encoder "
+            "(LightGCN: the shared-table runs of question 1):\n\n" + markdown_table(
+                ["graph encoder"] + datasets,
+                [[{"shared": "LightGCN"}.get(c, LABELS.get(c, c))] + [spread(view.values(c, d)) for d in datasets]
+                 for c in cells])
+            + "\nDifferences against LightGCN:\n\n" + table + "\nBoth are plain torch sparse products over "
+            "LightGCN's training graph (encoders/sage.py, gat.py), not PyTorch Geometric: the graph is one fixed CSR "
+            "matrix, so the mean aggregator is a product with D^-1 A and attention a gather and two index_adds; "
+            "no extra dependency, and the same last-layer-at-the-batch fast path as LightGCN.\n\n"
+            + seeds_line(view, cells) + view.pending(view.all_of([c for c in ("sage", "gat") if c in view.cells])))
+
+
+def q7(view: View) -> str:
+    cells = [c.name for c in view.study.cells if c.question == 7]
+    if not cells:
+        return "The spec has no runs for this question.\n"
+    datasets = list(dict.fromkeys(d for c in cells for d in view.cell_datasets(c)))
+    rows = [[c] + [spread(view.values(c, d, METRIC, p)) for d in datasets for p in ("metrics", "masked")] for c in cells]
+    header = ["run"] + [f"{d} R@10 {p}" for d in datasets for p in ("paper", "masked")]
+    clauses = []
+    pair = [c for c in cells if c.endswith("gsau-rec")] + [c for c in cells if c.endswith("sasrec")]
+    if len(pair) == 2:
+        for d in datasets:
+            diff = difference(view.records, view.of(pair[0], d), view.of(pair[1], d))
+            if diff is not None:
+                clauses.append(f"gsau-rec vs sasrec on {d}: {diff.verdict} ({diff.value:+.4f})")
+    return (opening(clauses, "on this data") + "\nTest R@10 under both protocols (paper: sequential models "
+            "rank every item; masked: every model masks the user's earlier items, which on Yelp also removes "
+            "the repeat visits that make up part of the test targets):\n\n" + markdown_table(header, rows) + "\n"
+            + seeds_line(view, cells) + view.pending(view.all_of(cells)))
+
+
+def q8(view: View) -> str:
+    cells = [c for c in view.study.cells if c.question == 8]
+    if not cells:
+        return "The spec has no runs for this question.\n"
+    rows, clauses = [], []
+    for cell in cells:
+        for d in view.cell_datasets(cell.name):
+            before = None
+            if cell.reference:
+                path = view.study.spec.parent / cell.reference.format(dataset=d) / "metrics.json"
+                before = json.loads(path.read_text())["test"][METRIC] if path.exists() else None
+            after = view.values(cell.name, d)
+            rows.append([cell.name, d, DASH if before is None else f"{before:.4f}", spread(after)])
+            if before is not None and after:
+                clauses.append(f"{d} {before:.4f} → {np.mean(after):.4f}")
+    head = ("GraphAU's test R@10 before → after aligning layer 0 also with the final embedding: " + ", ".join(clauses)
+            + ".\n") if clauses else "Not measured yet: no run with the corrected GraphAU loss has finished.\n"
+    return (head + "\nThe corrected loss aligns each layer-0 node with its partner's layers 1..K and its final "
+            "(mean-of-layers) embedding, the sum divided by 2(K + 1), as the authors' code does "
+            "(objectives.graphau_terms); the runs of RESULTS.md used layers 1..K alone.\n\n"
+            + markdown_table(["cell", "dataset", "R@10 before (RESULTS.md)", "R@10 after"], rows) + "\n"
+            + view.pending(view.all_of([c.name for c in cells])))
+
+
+def other_cells(view: View, used: set[str]) -> str:
+    cells = [c.name for c in view.study.cells if c.name not in used]
+    if not cells:
+        return ""
+    return ("## Other cells\n\n" + metric_table(view, cells, view.datasets) + "\n" + view.pending(view.all_of(cells)))
+
+
+def write_report(study: Study, out: str | Path, command: str, report: str | Path | None = None,
+                 figures: str | Path | None = None) -> Path:
+    """Write the report into `report` (default: the spec's `report`) and its figures into `figures`
+    (default OUT). Links are written relative to the spec's report, wherever this copy goes, so a
+    copy written elsewhere (the committed-report test) has the same text."""
+    out = Path(out)
+    report = Path(report) if report is not None else study.report
+    figures = Path(figures) if figures is not None else out
+    home = study.report.parent
+
+    def link(path: Path) -> str:
+        return os.path.relpath(path, home).replace(os.sep, "/")
+    runs = plan(study, out)
+    view = View(study, runs, Records(), command)
+    unique = [r for r in runs if not r.same_as]
+    finished = sum(view.records.metrics(r) is not None for r in unique)
+    dyn, gam = figures / "dynamics.png", figures / "gamma.png"
+    sections = {1: q1(view), 2: q2(view), 3: q3(view, dyn), 4: q4(view, gam), 5: q5(view), 6: q6(view),
+                7: q7(view), 8: q8(view)}
+    rel = link(out)  # figures are linked where `gsau study` draws them, beside the runs
+    sections = {q: s.replace("](dynamics.png)", f"]({rel}/dynamics.png)").replace("](gamma.png)", f"]({rel}/gamma.png)")
+                for q, s in sections.items()}
+    used = {"shared", "separate", "no-graph", "sasrec", "gsau-rec", "gsau", "sage", "gat"}
+    used |= {c.name for c in study.cells if c.question in (7, 8)}
+    parts = [
+        "# GSAU research: why it works and where it does not (issue #18)\n",
+        f"{finished} of {len(unique)} runs finished. Every number below is computed from the run records under "
+        f"[{link(out)}/runs]({link(out)}/runs) and the spec "
+        f"[{study.spec.name}]({link(study.spec)}); `{command}` trains what is missing "
+        "in the spec's order, resumes where it stopped (`--dry-run` shows each run's state, `--workers N` trains N "
+        "at once), and rewrites this file.\n",
+        "Protocol: as RESULTS.md (leave-one-out by time, full ranking over all items, best epoch on validation "
+        "NDCG@20, the test split reported; the runs use the grid's lr 0.003). A cell of several seeds shows mean "
+        "± std (n). A difference of two cells is that of their seed means, with a 95% paired bootstrap interval "
+        "over test users (1000 resamples, seeded) and, where both cells have 2+ seeds, the seed-level standard "
+        "error; it is marked significant (*) when the interval excludes 0 and it exceeds twice that error.\n",
+    ]
+    for q, title in QUESTIONS.items():
+        parts += [f"## {q}. {title}\n", sections[q]]
+    extra = other_cells(view, used)
+    if extra:
+        parts.append(extra)
+    parts.append(f"Written by `{command}` (gsau {__version__}) on {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC}.\n")
+    checkpoint.write_text(report, "\n".join(parts))
+    logging.getLogger("gsau").info("wrote %s (%d of %d runs finished)", report, finished, len(unique))
+    return report

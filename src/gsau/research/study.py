@@ -1,0 +1,288 @@
+"""`gsau study SPEC`: the study's runs, in order, resumable, with several workers.
+
+A spec (YAML; results/study/study.yaml is the issue's) lists cells: a preset with options, the
+datasets and seeds to train it on, optionally a sweep over one option's values. Cells run in the
+spec's order, question by question: within consecutive cells of one question, the first seed of
+every cell before the next seed, so a session that can afford only a slice gets one seed of
+everything important first.
+
+    report: ../RESEARCH.md        # where the report goes, relative to the spec
+    set: [lr=0.003, probe=256]    # options of every run
+    datasets: [beauty, sports, toys]
+    seeds: [2020]
+    cells:
+      - {name: shared, question: 1, model: gsau-rec, seeds: [2020, 2021, 2022]}
+      - {name: gsau-gamma, question: 4, model: gsau, datasets: [toys], sweep: {gamma: [0, 0.5]}}
+
+A run is `OUT/runs/{cell}[-{option}{value}]-{dataset}-{seed}/`, a `gsau train` run directory,
+plus masked.json (the same weights scored with history masking, as `gsau reproduce` does) and
+ranks.json.gz (per-user ranks for the buckets). Two cells that resolve to the same configuration
+share one run. A dataset path that is not on this machine (Yelp: its terms forbid bundling it)
+is skipped and reported as such. Workers share OUT through `gsau reproduce`'s claims: a finished
+run is skipped, an interrupted one resumed, one another worker holds passed over.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from gsau.config import Config, read_yaml, resolve
+from gsau.data.interactions import BUNDLED
+from gsau.errors import GsauError
+from gsau.reproduce.claims import claim, held
+from gsau.reproduce.grid import masked_metrics
+from gsau.research.buckets import RECORD, write_record
+from gsau.runs import dataset_label, resumed_config, run_state
+from gsau.trainer import Trainer
+
+SPEC_KEYS = {"report", "set", "datasets", "seeds", "cells"}
+CELL_KEYS = {"name", "question", "model", "set", "datasets", "seeds", "sweep", "reference"}
+AFTER_TRAINING = ("masked.json", RECORD)  # written from the best weights once training has finished
+
+
+@dataclass
+class Cell:
+    name: str
+    question: int
+    model: str
+    overrides: list[str]
+    datasets: list[str]
+    seeds: list[int]
+    sweep: tuple[str, list] | None = None  # (option, values)
+    # Earlier records to set beside this cell's, e.g. "../runs/graphau-{dataset}-2020" (relative
+    # to the spec; {dataset} is the dataset's name).
+    reference: str | None = None
+
+
+@dataclass
+class Study:
+    spec: Path
+    report: Path
+    overrides: list[str]
+    cells: list[Cell]
+
+
+@dataclass
+class Run:
+    cell: Cell
+    dataset: str  # as the run reads it: a bundled name or an absolute path
+    seed: int
+    value: object  # the sweep value, None without a sweep
+    name: str
+    path: Path
+    config: Config
+    present: bool  # whether the dataset is on this machine (a path may not be: Yelp)
+    same_as: str | None = None  # another cell's run with the same configuration
+
+    @property
+    def label(self) -> str:
+        return short_label(self.dataset)
+
+
+def short_label(dataset: str) -> str:
+    """A dataset's name in run directories and tables: `beauty`, or a file's name without its
+    format suffixes (`../shared/data/Yelp.txt.gz` -> `yelp`)."""
+    return re.sub(r"(\.(txt|csv|tsv|inter|json))?(\.gz)?$", "", dataset_label(dataset)).lower()
+
+
+def _strings(value, what: str, where: str) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, (str, int, float)) for v in value):
+        raise GsauError(f"{where}: {what} must be a list")
+    return [str(v) for v in value]
+
+
+def _seeds(value, where: str) -> list[int]:
+    seeds = value if isinstance(value, list) else [value]
+    if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+        raise GsauError(f"{where}: seeds must be a list of integers, not {value!r}")
+    return seeds
+
+
+def load_spec(path: str | Path) -> Study:
+    """Read and check a spec; one-line errors name the file and the cell."""
+    path = Path(path)
+    raw = read_yaml(path)
+    if not isinstance(raw, dict) or not isinstance(raw.get("cells"), list) or not raw["cells"]:
+        raise GsauError(f"{path}: a study spec is a mapping with a list of cells")
+    unknown = set(raw) - SPEC_KEYS
+    if unknown:
+        raise GsauError(f"{path}: unknown key(s) {', '.join(sorted(unknown))} (known: {', '.join(sorted(SPEC_KEYS))})")
+    datasets = _strings(raw.get("datasets", ["beauty", "sports", "toys"]), "datasets", str(path))
+    seeds = _seeds(raw.get("seeds", [2020]), str(path))
+    cells, names = [], set()
+    for i, c in enumerate(raw["cells"], start=1):
+        where = f"{path}: cell {i}"
+        if not isinstance(c, dict):
+            raise GsauError(f"{where}: a cell is a mapping (name, question, model, ...)")
+        unknown = set(c) - CELL_KEYS
+        if unknown:
+            raise GsauError(f"{where}: unknown key(s) {', '.join(sorted(unknown))} (known: {', '.join(sorted(CELL_KEYS))})")
+        name = str(c.get("name", ""))
+        if not re.fullmatch(r"[a-z0-9][a-z0-9-]*", name) or name in names:
+            raise GsauError(f"{where}: name must be unique, lower-case letters, digits and dashes, not {name!r}")
+        names.add(name)
+        where = f"{path}: cell {name}"
+        if not isinstance(c.get("question"), int) or not isinstance(c.get("model"), str):
+            raise GsauError(f"{where}: needs a question (a number) and a model (a preset)")
+        sweep = c.get("sweep")
+        if sweep is not None:
+            if not (isinstance(sweep, dict) and len(sweep) == 1 and isinstance(next(iter(sweep.values())), list)
+                    and next(iter(sweep.values()))):
+                raise GsauError(f"{where}: sweep is one option and its values, e.g. {{gamma: [0, 0.5]}}")
+            sweep = next(iter(sweep.items()))
+        cells.append(Cell(name, c["question"], c["model"], _strings(c.get("set"), "set", where),
+                          _strings(c.get("datasets"), "datasets", where) or datasets,
+                          _seeds(c["seeds"], where) if "seeds" in c else seeds, sweep, c.get("reference")))
+    report = Path(os.path.normpath(path.parent / str(raw.get("report", "RESEARCH.md"))))
+    return Study(path, report, _strings(raw.get("set"), "set", str(path)), cells)
+
+
+def ordered(cells: list[Cell]):
+    """(cell, seed) in training order: consecutive cells of one question seed by seed."""
+    groups: list[list[Cell]] = []
+    for cell in cells:
+        if groups and groups[-1][0].question == cell.question:
+            groups[-1].append(cell)
+        else:
+            groups.append([cell])
+    for group in groups:
+        for rank in range(max(len(c.seeds) for c in group)):
+            yield from ((c, c.seeds[rank]) for c in group if rank < len(c.seeds))
+
+
+def _value_text(value) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def dataset_path(study: Study, dataset: str) -> str:
+    """A bundled name as is; a path, relative to the spec, made absolute."""
+    if dataset.lower() in BUNDLED:
+        return dataset.lower()
+    return str((study.spec.parent / dataset).resolve())
+
+
+def plan(study: Study, out: str | Path, epochs: int | None = None, overrides=(), threads: int = 0,
+         questions: set[int] | None = None) -> list[Run]:
+    """Every run of the study in training order, each with the config it trains under (resolved up
+    front, so a bad option fails before hours of training rather than after)."""
+    out = Path(out)
+    runs, seen = [], {}
+    for cell, seed in ordered(study.cells):
+        for value in (cell.sweep[1] if cell.sweep else [None]):
+            for dataset in cell.datasets:
+                where = dataset_path(study, dataset)
+                sweep = f"-{cell.sweep[0]}{_value_text(value)}" if cell.sweep else ""
+                name = f"{cell.name}{sweep}-{short_label(dataset)}-{seed}"
+                options = study.overrides + cell.overrides + list(overrides)
+                options += [f"{cell.sweep[0]}={value}"] if cell.sweep else []
+                try:
+                    config = resolve(cell.model, None, options, dataset=where, epochs=epochs, seed=seed,
+                                     threads=threads or None)
+                except GsauError as e:
+                    raise GsauError(f"{study.spec}: cell {cell.name}: {e}") from None
+                run = Run(cell, where, seed, value, name, out / "runs" / name, config,
+                          where in BUNDLED or Path(where).exists())
+                key = json.dumps(config.to_dict(), sort_keys=True)
+                if key in seen:  # the same training as an earlier cell's: share its run
+                    run.same_as, run.path = seen[key].name, seen[key].path
+                else:
+                    seen[key] = run
+                runs.append(run)
+    if not questions:
+        return runs
+    # Only these questions' runs, and the runs of other questions they share (trained under their
+    # first name, so the whole study later finds them where it looks).
+    chosen = [r for r in runs if r.cell.question in questions]
+    shared = {r.same_as for r in chosen if r.same_as}
+    return [r for r in runs if r.cell.question in questions or r.name in shared]
+
+
+def complete(path: Path) -> bool:
+    return run_state(path) == "done" and all((path / f).exists() for f in AFTER_TRAINING)
+
+
+def state_of(run: Run) -> str:
+    if not run.present:
+        return "absent"
+    return "done" if complete(run.path) else run_state(run.path)
+
+
+def show(runs: list[Run]) -> None:
+    """--dry-run: each run's state (done / resume / todo / absent) and holder. Reads only."""
+    counts: dict[str, int] = {}
+    for run in runs:
+        st = state_of(run)
+        counts[st] = counts.get(st, 0) + 1
+        holder = held(run.path) if st in ("todo", "resume") else None
+        note = (f"  (same run as {run.same_as})" if run.same_as else "") + (f"  (held by {holder})" if holder else "")
+        print(f"{st:<6}  q{run.cell.question}  {run.name:<36} {run.path if run.present else run.dataset}{note}")
+    print(f"{len(runs)} runs: " + ", ".join(f"{n} {st}" for st, n in counts.items()))
+
+
+def _finish_records(path: Path) -> None:
+    """The records written from a finished run's best weights, where missing."""
+    if not (path / "masked.json").exists():
+        masked_metrics(path)
+    if not (path / RECORD).exists():
+        write_record(path)
+
+
+def work(runs: list[Run], max_runs: int | None = None, progress: bool = True) -> int:
+    """Train the runs in order; returns how many trainings this worker did."""
+    trained = 0
+    for i, run in enumerate(runs, start=1):
+        tag = f"[{i}/{len(runs)}] {run.name}"
+        if not run.present:
+            print(f"{tag}: skipped, {run.dataset} is not on this machine")
+            continue
+        if run.same_as:
+            continue  # trained (and reported) under the first cell that has it
+        if complete(run.path):
+            print(f"{tag}: done, skipped")
+            continue
+        if run_state(run.path) != "done" and max_runs is not None and trained >= max_runs:
+            print(f"stopping after {trained} trainings (--max-runs {max_runs})")
+            break
+        with claim(run.path) as mine:
+            if not mine:
+                print(f"{tag}: held by another worker ({held(run.path) or 'now released'}), skipped")
+                continue
+            st = run_state(run.path)  # judged again under the claim: another worker may have finished it
+            t0 = time.perf_counter()
+            if st != "done":
+                cfg = run.config
+                if st == "resume":  # as the run started (its config.yaml); threads and epochs are this worker's
+                    cfg = resumed_config(run.path, {"threads": cfg.train.threads, "epochs": cfg.train.epochs})
+                print(f"{tag}: {'resuming' if st == 'resume' else 'training'} -> {run.path}")
+                Trainer(cfg, run.path, progress=progress, echo=lambda line: print("  " + line)).run(resume=st == "resume")
+                trained += 1
+            _finish_records(run.path)
+        metrics = json.loads((run.path / "metrics.json").read_text())
+        print(f"{tag}: finished ({time.perf_counter() - t0:.0f}s), best epoch {metrics['best_epoch']} | "
+              f"test R@10 {metrics['test'].get('recall@10', float('nan')):.4f}")
+    return trained
+
+
+def spawn_workers(argv: list[str], workers: int) -> None:
+    """Run `gsau study` `workers` times at once (each claims its runs), and wait for all of them."""
+    processes = [subprocess.Popen([sys.executable, "-m", "gsau", *argv]) for _ in range(workers)]
+    codes = [p.wait() for p in processes]
+    failed = [f"worker {i + 1} (exit {c})" for i, c in enumerate(codes) if c != 0]
+    if failed:
+        raise GsauError(f"{', '.join(failed)} failed; the others' runs are on disk; rerun the command to resume")
+
+
+def default_threads(workers: int) -> int:
+    """Torch threads per worker when several share the machine (0: torch's default)."""
+    return max(1, (os.cpu_count() or 1) // workers) if workers > 1 else 0

@@ -1,0 +1,34 @@
+"""The committed results/RESEARCH.md must be what `gsau study results/study/study.yaml --report-only`
+makes of the committed spec and run records: a number edited by hand, or a report written before a
+run's records were complete, fails here."""
+
+from pathlib import Path
+
+import pytest
+
+from gsau.research import report, study
+from gsau.research.buckets import RECORD
+
+RESULTS = Path(__file__).resolve().parent.parent / "results"
+SPEC = RESULTS / "study" / "study.yaml"
+COMMAND = "gsau study results/study/study.yaml"
+pytestmark = pytest.mark.skipif(not SPEC.exists(), reason="no committed study in this tree")
+
+
+def body(text):  # all but the provenance line, which holds the time of writing
+    return [line for line in text.splitlines() if not line.startswith("Written by `")]
+
+
+def test_research_md_is_regenerated_from_the_run_records(tmp_path):
+    spec = study.load_spec(SPEC)
+    written = report.write_report(spec, RESULTS / "study", COMMAND, tmp_path / "RESEARCH.md", tmp_path)
+    old, new = body((RESULTS / "RESEARCH.md").read_text()), body(written.read_text())
+    stale = [f"committed: {a!r}\nregenerated: {b!r}" for a, b in zip(old, new) if a != b]
+    assert not stale and len(old) == len(new), \
+        f"results/RESEARCH.md is stale; run `{COMMAND} --report-only`:\n" + "\n".join(stale[:3])
+
+
+def test_every_finished_study_run_keeps_the_records_the_report_reads():
+    for path in sorted((RESULTS / "study" / "runs").glob("*/metrics.json")):
+        missing = [n for n in ("config.yaml", "log.jsonl", "masked.json", RECORD) if not (path.parent / n).exists()]
+        assert not missing, f"{path.parent.name}: finished (metrics.json) but without {', '.join(missing)}"

@@ -1,0 +1,199 @@
+"""`gsau study` (issue #18): a spec's runs in the issue's order, trained, resumed, skipped when
+finished or when their data is absent, shared between cells that are the same training, with the
+records the report needs; the report reads them; several workers split the runs."""
+
+import json
+
+import pytest
+from conftest import block_cycles
+
+from gsau.cli import main
+from gsau.config import resolve
+from gsau.errors import GsauError
+from gsau.research import report, study
+from gsau.research.buckets import RECORD
+from gsau.trainer import Callback, Trainer
+
+TINY = ["batch_size=32", "epochs=2", "patience=10", "embedding_dim=8", "inner_size=16", "n_layers=1", "max_len=8",
+        "lr=0.005", "probe=16", "eval_batch_size=64", "threads=1"]
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def write_spec(directory, cells, **top):
+    spec = {"set": TINY, "datasets": ["data"], "seeds": [1], "cells": cells, **top}
+    path = directory / "study.yaml"
+    path.write_text(json.dumps(spec))  # JSON is YAML
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_study(tmp_path_factory):
+    """A study like the issue's, on 60 users, trained once for the module."""
+    root = tmp_path_factory.mktemp("study")
+    block_cycles(60, 3, 8, name="data").save(root / "data")
+    spec = write_spec(root, [
+        {"name": "shared", "question": 1, "model": "gsau-rec", "seeds": [1, 2]},
+        {"name": "no-graph", "question": 1, "model": "gsau-rec", "set": ["graph_encoder=null", "graph_loss=null"],
+         "seeds": [1, 2]},
+        {"name": "separate", "question": 1, "model": "gsau-rec", "set": ["shared_table=false"]},
+        {"name": "gsau", "question": 4, "model": "gsau", "sweep": {"gamma": [0.1, 0.5]}},
+        {"name": "gsau-rec", "question": 4, "model": "gsau-rec", "sweep": {"gamma": [0.1]}},
+        {"name": "elsewhere", "question": 7, "model": "sasrec", "datasets": ["../not-here/Yelp.txt.gz"]},
+    ], report="RESEARCH.md")
+    spec = study.load_spec(spec)
+    runs = study.plan(spec, root / "out")
+    trained = study.work(runs, progress=False)
+    return spec, root, runs, trained
+
+
+def test_runs_follow_the_questions_seed_by_seed_and_share_identical_trainings(tiny_study):
+    _, root, runs, trained = tiny_study
+    assert [r.name for r in runs] == [
+        "shared-data-1", "no-graph-data-1", "separate-data-1", "shared-data-2", "no-graph-data-2",
+        "gsau-gamma0.1-data-1", "gsau-gamma0.5-data-1", "gsau-rec-gamma0.1-data-1", "elsewhere-yelp-1"]
+    alias = runs[7]
+    assert alias.same_as == "shared-data-1" and alias.path == runs[0].path  # gsau-rec at its own gamma
+    assert trained == 7  # the alias is not trained again, the absent dataset not at all
+    assert not runs[-1].present and not runs[-1].path.exists()
+
+
+def test_every_trained_run_has_its_records_and_the_no_graph_control_is_the_sequential_terms_alone(tiny_study):
+    _, _, runs, _ = tiny_study
+    for run in runs[:7]:
+        assert all((run.path / f).exists() for f in ("config.yaml", "log.jsonl", "metrics.json", "masked.json", RECORD))
+        assert "probe_seq_align" in json.loads((run.path / "log.jsonl").read_text().splitlines()[-1])
+    control = json.loads((runs[1].path / "log.jsonl").read_text().splitlines()[0])
+    assert {k for k in control if k.startswith("L_")} == {"L_CE", "L_SU"}
+    net = runs[1].config.net
+    assert (net.graph_encoder, net.sequence_encoder, net.ce_normalize, net.init) == (None, "sasrec", True, "xavier_normal")
+    assert runs[2].config.net.shared_table is False
+
+
+def test_a_second_call_trains_nothing_and_a_dry_run_says_so(tiny_study, capsys):
+    spec, root, _, _ = tiny_study
+    runs = study.plan(spec, root / "out")
+    capsys.readouterr()
+    assert study.work(runs, progress=False) == 0
+    out = capsys.readouterr().out
+    assert out.count("done, skipped") == 7 and "not on this machine" in out
+    study.show(runs)
+    assert capsys.readouterr().out.splitlines()[-1] == "9 runs: 8 done, 1 absent"
+
+
+def test_the_report_answers_from_the_records(tiny_study, tmp_path):
+    spec, root, _, _ = tiny_study
+    path = report.write_report(spec, root / "out", "gsau study study.yaml", tmp_path / "R.md", tmp_path)
+    text = path.read_text()
+    section = {q: text.split(f"## {q}. ")[1].split("\n## ")[0].split("\n\n", 1)[1] for q in range(1, 9)}
+    assert "7 of 8 runs finished" in text
+    # 1: every variant has a figure, the comparisons an interval, and the seeds are named.
+    assert section[1].startswith("Test R@10, shared table (gsau-rec) vs no graph: ")
+    assert "| shared table (gsau-rec) | " in section[1] and "(n=2)" in section[1] and "| — |" not in section[1]
+    assert "Seeds of the finished runs: shared table (gsau-rec) 1, 2; separate tables 1; no graph 1, 2." in section[1]
+    assert section[1].count(" [") >= 3 and "seed SE" in section[1] and "Pending" not in section[1]
+    # 2: bucket tables whose counts add up to the 60 test users.
+    assert "| all | all | 60 |" in section[2] and "| popularity | head |" in section[2]
+    # 3: the probe over epochs for the shared, separate and gsau runs.
+    assert all(f"| {name} | 2 |" in section[3] for name in ("shared-data-1", "separate-data-1", "gsau-gamma0.1-data-1"))
+    assert section[3].startswith("Linear CKA of the two encoders' item views, epoch 1 → best epoch: ")
+    # 4: the sweep, with gsau-rec's 0.1 read from the shared run; 0.5 not swept for gsau-rec.
+    assert section[4].startswith("On data, test R@10 of gsau-rec is highest at gamma = 0.1 (")
+    assert "1 of 1 values run); gsau is highest at gamma = " in section[4]
+    assert "| 0.5 | — | — | " in section[4]
+    # 7: the absent data is named, with the command that trains it where it exists.
+    assert "Pending: 1 of 1 runs (elsewhere-yelp-1)" in section[7] and "--questions 7" in section[7]
+    assert "../not-here/Yelp.txt.gz (relative to the spec) is not bundled" in section[7]
+    if (tmp_path / "dynamics.png").exists():  # matplotlib installed
+        assert "![probe fields per epoch](out/dynamics.png)" in section[3]
+
+
+def test_an_interrupted_run_is_resumed(tmp_path, capsys):
+    block_cycles(40, 2, 8, name="data").save(tmp_path / "data")
+    spec = study.load_spec(write_spec(tmp_path, [{"name": "s", "question": 1, "model": "sasrec"}]))
+    run = study.plan(spec, tmp_path / "out")[0]
+
+    class Stop(Callback):
+        def on_epoch_end(self, record):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(run.config, run.path, progress=False, echo=lambda line: None, callbacks=[Stop()]).run()
+    assert study.state_of(run) == "resume"
+    assert study.work([run], progress=False) == 1
+    assert "resuming" in capsys.readouterr().out
+    assert len((run.path / "log.jsonl").read_text().splitlines()) == 2 and study.complete(run.path)
+
+
+@pytest.mark.parametrize("cells, says", [
+    ([{"name": "a", "question": 1, "model": "sasrec", "colour": 1}], "cell 1: unknown key(s) colour"),
+    ([{"name": "a", "question": 1, "model": "sasrec"}, {"name": "a", "question": 2, "model": "sasrec"}],
+     "cell 2: name must be unique"),
+    ([{"name": "a", "question": 1, "model": "sasrec", "sweep": {"gamma": 0.1}}], "cell a: sweep is one option"),
+    ([{"name": "a", "model": "sasrec"}], "cell a: needs a question"),
+    ([{"name": "a", "question": 1, "model": "sasrec", "seeds": ["x"]}], "cell a: seeds must be a list of integers"),
+])
+def test_a_bad_spec_is_one_line_naming_the_cell(tmp_path, cells, says):
+    with pytest.raises(GsauError) as caught:
+        study.load_spec(write_spec(tmp_path, cells))
+    assert str(caught.value).startswith(f"{tmp_path / 'study.yaml'}: {says}") and "\n" not in str(caught.value)
+
+
+def test_a_bad_option_fails_before_any_training(tmp_path):
+    spec = study.load_spec(write_spec(tmp_path, [{"name": "a", "question": 1, "model": "sasrec", "set": ["gama=1"]}]))
+    with pytest.raises(GsauError, match="cell a: .*unknown option 'gama'"):
+        study.plan(spec, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_two_workers_split_the_runs_and_the_report_is_written_once(tmp_path, capfd, monkeypatch):
+    block_cycles(40, 2, 8, name="data").save(tmp_path / "data")
+    spec = write_spec(tmp_path, [{"name": "s", "question": 1, "model": "sasrec", "seeds": [1, 2]}], report="R.md")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert main(["study", str(spec), "--workers", "2", "--quiet"]) == 0
+    out = capfd.readouterr().out  # the workers' lines too (file descriptors, not sys.stdout)
+    assert out.count("training ->") == 2  # each run trained by one worker
+    assert (tmp_path / "R.md").exists() and "2 of 2 runs finished" in (tmp_path / "R.md").read_text()
+    assert main(["buckets", str(tmp_path / "runs" / "s-data-1"), "--against", str(tmp_path / "runs" / "s-data-2"),
+                 "--resamples", "50"]) == 0
+    listing = capfd.readouterr().out
+    assert "| all | all | 40 |" in listing and "difference [95% CI]" in listing
+
+
+def test_the_issues_spec_plans_its_questions_in_order():
+    spec = study.load_spec(report.Path(__file__).resolve().parent.parent / "results" / "study" / "study.yaml")
+    runs = study.plan(spec, "results/study")
+    questions = [r.cell.question for r in runs]
+    assert questions[:21] == [1] * 21 and questions == sorted(questions, key=[1, 4, 6, 8, 2, 7].index)
+    assert resolve("gsau-rec").net.gamma == 0.1
+    assert [r.same_as for r in runs if r.same_as] == ["shared-toys-2020"]  # gsau-rec at gamma 0.1 on Toys
+    # Question 4 alone still trains that run under its first name, where the whole study finds it.
+    sweep = study.plan(spec, "results/study", questions={4})
+    assert len(sweep) == 13 and sweep[0].name == "shared-toys-2020" and sweep[3].path == sweep[0].path
+
+
+def test_a_difference_is_significant_only_beyond_its_interval_and_twice_its_seed_error():
+    D = report.Difference
+    assert D(0.010, 0.002, 0.018, None).significant  # one seed a side: the users' interval decides
+    assert D(-0.010, -0.018, -0.002, 0.004).verdict == "significant loss"  # |d| > 2 SE
+    assert not D(0.010, 0.002, 0.018, 0.006).significant  # within twice the seed-level error
+    assert not D(0.010, -0.001, 0.021, None).significant  # the interval holds 0
+    assert not D(0.010, None, None, None).significant  # no per-user ranks: no claim
+    assert D(0.0123, 0.002, 0.018, 0.001).cell() == "+0.0123 [+0.0020, +0.0180], seed SE 0.0010 *"
+    assert report.spread([0.1, 0.3]) == "0.2000 ± 0.1414 (n=2)" and report.spread([]) == "—"
+
+
+def test_the_difference_of_two_cells_by_hand():
+    class Stub(report.Records):  # test R@10 per run name, no per-user ranks
+        values = {"a1": 0.10, "a2": 0.20, "b1": 0.05, "b2": 0.15}
+
+        def metrics(self, run):
+            return {"test": {"recall@10": self.values[run]}}
+
+        def ranks(self, run):
+            return None
+
+    d = report.difference(Stub(), ["a1", "a2"], ["b1", "b2"])
+    # mean 0.15 - mean 0.10; SE = sqrt(0.005 / 2 + 0.005 / 2) (sample variances 0.005 each)
+    assert d.value == pytest.approx(0.05) and d.se == pytest.approx(0.005 ** 0.5) and d.low is None
+    assert report.difference(Stub(), ["a1"], ["b1"]).se is None  # one seed a side: no seed error
