@@ -330,3 +330,19 @@ def test_a_write_that_fails_is_a_one_line_error_and_leaves_the_old_file(tmp_path
         checkpoint.write_json(target, {"x": 1})
     assert target.read_text() == "old\n"
     assert atomic.write_atomic is not full
+
+
+def test_a_run_that_keeps_its_data_loads_after_being_moved(capsys, tmp_path):
+    """gsau.Model keeps a DataFrame's data inside its run directory; config.yaml names it by
+    absolute path, so a moved directory reads its own copy."""
+    run = tmp_path / "run"
+    blocks().save(tmp_path / "keep")
+    assert train(capsys, tmp_path / "keep", run)[0] == 0
+    shutil.move(str(tmp_path / "keep"), str(run / "data"))
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    config["data"]["dataset"] = str(run / "data")
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    moved = tmp_path / "elsewhere"
+    shutil.move(str(run), str(moved))
+    rc, stdout, err = cli(capsys, "evaluate", moved)
+    assert rc == 0 and "test:" in stdout, err

@@ -413,6 +413,9 @@ def load_run(run_dir: str | Path, device: str | None = None) -> tuple[Config, Le
     run_dir = Path(run_dir)
     target = runtime.resolve_device(device or "cpu")
     cfg = runs.read_config(run_dir)
+    own_data = run_dir / "data"  # a run that keeps its data (gsau.Model trained on a DataFrame)
+    if not Path(cfg.data.dataset).exists() and (own_data / "dataset.npz").exists():
+        cfg.data.dataset = str(own_data.resolve())  # the run directory was moved: its own copy
     try:
         split, model = prepare(cfg)
     except GsauError as e:

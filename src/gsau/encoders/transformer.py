@@ -162,7 +162,7 @@ class SASRec(_Transformer):
         return self._run(x, True, attend, reads)
 
     def forward(self, item_table: torch.Tensor, seqs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        rows = torch.arange(len(seqs), device=seqs.device)
+        rows = torch.arange(seqs.shape[0], device=seqs.device)  # shape, not len(): traceable for export
         return self.encode(F.embedding(seqs, item_table), reads=(rows, lengths - 1))
 
 
@@ -198,7 +198,7 @@ class BERT4Rec(_Transformer):
         return self.head(self._run(x, False, attend, reads))
 
     def forward(self, item_table: torch.Tensor, seqs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        rows = torch.arange(len(seqs), device=seqs.device)
+        rows = torch.arange(seqs.shape[0], device=seqs.device)  # shape, not len(): traceable for export
         masked = torch.zeros_like(seqs, dtype=torch.bool)
         masked[rows, lengths] = True
         return self._encode(F.embedding(seqs, item_table), seqs, masked, reads=(rows, lengths))
