@@ -163,3 +163,21 @@ def test_a_two_process_run_resumes_after_a_kill_to_the_same_end(tmp_path):
     assert ma["test"] == mb["test"] and ma["valid"] == mb["valid"] and ma["best_epoch"] == mb["best_epoch"]
     wa, wb = checkpoint.load(a / "last.pt")["model"], checkpoint.load(b / "last.pt")["model"]
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_ranks_started_with_different_settings_are_refused(tmp_path):
+    """Every rank runs the agreement check before touching the run directory; here rank 1's
+    answer is faked, since torchrun starts every rank with the same command."""
+    from gsau.distributed import Dist
+    from gsau.trainer import Trainer
+
+    class TwoRanks(Dist):
+        def all_gather_object(self, obj):
+            return [obj, obj.replace('"lr": 0.001', '"lr": 0.01')]
+    trainer = Trainer(resolve("sasrec"), tmp_path / "run", progress=False)
+    trainer.dist = TwoRanks(rank=0, world=2)
+    with pytest.raises(GsauError, match="different settings \\(rank 0 vs rank 1\\)"):
+        trainer._check_ranks_agree()
+    trainer.dist = Dist()
+    trainer._check_ranks_agree()  # one process: nothing to compare
+    assert not (tmp_path / "run").exists()
