@@ -169,6 +169,10 @@ def measure(model: str, dataset: str, sets: list[str], steps: int, eval_users: i
             "eval_users_per_second": evaluations[0]["users_per_second"], "eval_peak_mib": evaluations[0]["peak_mib"]}
 
 
+def case_key(row: dict) -> tuple:
+    return row["interactions"], row["items"], row["model"], row["variant"]
+
+
 def run_case(case: dict, data_dir: Path, steps: int, eval_users: int, threads: int) -> dict:
     dataset = dataset_dir(data_dir, case["users"], case["items"], case["interactions"])
     args = [sys.executable, str(Path(__file__).resolve()), "one", "--model", case["model"], "--dataset", str(dataset),
@@ -492,7 +496,8 @@ def main(argv=None) -> None:
     p.add_argument("--threads", type=int, default=1, help="torch threads per case")
     p.add_argument("--data-dir", default=str(ROOT / "runs" / "scaling-data"))
     p.add_argument("--out", default=str(ROOT / "SCALING.md"))
-    p.add_argument("--json", help="also write the raw rows here")
+    p.add_argument("--json", help="also write the raw rows here (after every case)")
+    p.add_argument("--resume", action="store_true", help="keep the cases the --json file already holds")
     p.add_argument("--toys-runs", nargs="*", default=[], help="run directories of the Toys accuracy comparison")
     p.add_argument("--no-import", action="store_true", help="skip the import measurement")
     p.add_argument("--only", choices=("interactions", "items", "target"), help="measure only this group's cases")
@@ -508,7 +513,7 @@ def main(argv=None) -> None:
         saved = [json.loads(Path(f).read_text()) for f in a.from_json]
         rows: dict[tuple, dict] = {}
         for row in (r for part in saved for r in part["rows"]):
-            rows[(row["interactions"], row["items"], row["model"], row["variant"])] = row
+            rows[case_key(row)] = row
         imported = next((part["import"] for part in reversed(saved) if part["import"]), None)
         Path(a.out).write_text(report(list(rows.values()), imported, saved[0]["meta"], toys))
         print(f"wrote {a.out}")
@@ -520,8 +525,15 @@ def main(argv=None) -> None:
     data_dir.mkdir(parents=True, exist_ok=True)
     eval_users = 64 if a.quick else a.eval_users
     rows = []
+    done = {}
+    if a.resume and a.json and Path(a.json).exists():
+        done = {case_key(r): r for r in json.loads(Path(a.json).read_text())["rows"]
+                if (r["steps_timed"], r["threads"]) == (a.steps, a.threads)}
     for case in (c for c in grid(a.quick) if a.only is None or a.only in c["groups"]):
-        row = run_case(case, data_dir, a.steps, eval_users, a.threads)
+        row = done.get(case_key(case)) or run_case(case, data_dir, a.steps, eval_users, a.threads)
+        row["groups"] = case["groups"]
+        if a.json:  # after every case, so a crash or a stop loses one case at most (--resume)
+            Path(a.json).write_text(json.dumps({"rows": rows + [row], "import": None, "meta": None}, default=str))
         print(f"  {size(case['interactions']):>5} x {size(case['items']):>5} {case['model']:<9} {case['variant']:<8} "
               f"{row['step_seconds']:7.3f} s/step ({row['step_cpu_seconds']:.3f} CPU) x {row['steps_per_epoch']} steps "
               f"= {hms(row['epoch_seconds'])}  peak {row['train_peak_mib']:.0f} MiB", flush=True)

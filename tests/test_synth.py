@@ -64,6 +64,11 @@ def test_the_planted_successor_follows_at_the_requested_rate(medium):
     assert chance.mean() < 0.02
 
 
+def test_a_catalogue_as_large_as_the_interactions_uses_each_item_once():
+    data = synthesize(100, 1_000, 1_000, seed=0).data
+    assert sorted(data.items) == list(range(1, 1_001))
+
+
 def test_same_seed_same_data_other_seed_other_data():
     a, b, c = (synthesize(300, 200, 4_000, seed=s).data for s in (1, 1, 2))
     np.testing.assert_array_equal(a.items, b.items)

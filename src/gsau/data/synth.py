@@ -14,8 +14,8 @@ keep the realised popularity a power law: an item's count mixes its own and its 
 
 Everything is drawn with whole-array numpy operations (no per-interaction Python), so 10M
 interactions take seconds. Every item of the catalogue occurs at least once, as after any k-core
-filter: the few items the draws miss replace interactions at the ends of follow runs (whose
-successor chain they do not break) of items that occur more than once.
+filter: the items the draws miss replace interactions of items that occur more than once, those at
+the ends of follow runs first (their successor chains do not break).
 """
 
 from __future__ import annotations
@@ -88,21 +88,23 @@ def user_lengths(n_users: int, n_interactions: int, min_length: int = MIN_LENGTH
 
 
 def _cover_every_item(rank: np.ndarray, fresh: np.ndarray, n_items: int, rng: np.random.Generator) -> None:
-    """Give each rank no draw reached one interaction, in place (see the module docstring)."""
+    """Give each rank no draw reached one interaction, in place (see the module docstring). An
+    interaction may go if its item keeps at least one; those that end a follow run go first (no
+    successor chain breaks), others only when those run out (a catalogue nearly as large as the
+    interactions). With at least as many interactions as items there are always enough."""
     counts = np.bincount(rank, minlength=n_items)
     missing = np.flatnonzero(counts == 0)
     if not missing.size:
         return
-    run_end = np.append(fresh[1:], True)
-    spare = np.flatnonzero(run_end & (counts[rank] >= 2))
-    # At most count - 1 of an item's interactions may go, so it still occurs.
-    spare = spare[np.argsort(rank[spare], kind="stable")]
-    group_start = np.searchsorted(rank[spare], rank[spare])
-    spare = spare[np.arange(len(spare)) - group_start < counts[rank[spare]] - 1]
-    if len(spare) < len(missing):
-        raise ConfigError(f"too few interactions to use each of the {n_items} items at least once; "
-                          "ask for more interactions or fewer items")
-    rank[rng.choice(spare, size=len(missing), replace=False)] = rng.permutation(missing)
+    spare = np.flatnonzero(counts[rank] >= 2)
+    follows = ~np.append(fresh[1:], True)[spare]  # a successor follows it: taking it breaks a chain
+    tie = rng.random(len(spare))
+    order = np.lexsort((tie, follows, rank[spare]))  # by item; run ends first, at random
+    spare, follows, tie = spare[order], follows[order], tie[order]
+    item = rank[spare]
+    keep = np.arange(len(spare)) - np.searchsorted(item, item) < counts[item] - 1  # each item keeps one
+    spare, follows, tie = spare[keep], follows[keep], tie[keep]
+    rank[spare[np.lexsort((tie, follows))[:len(missing)]]] = rng.permutation(missing)
 
 
 def _ids(n: int) -> np.ndarray:
