@@ -21,7 +21,8 @@ def body(text):  # all but the provenance line, which holds the time of writing
 
 def test_research_md_is_regenerated_from_the_run_records(tmp_path):
     spec = study.load_spec(SPEC)
-    written = report.write_report(spec, RESULTS / "study", COMMAND, tmp_path / "RESEARCH.md", tmp_path)
+    written = report.write_report(spec, RESULTS / "study", COMMAND, tmp_path / "RESEARCH.md", tmp_path,
+                                  links_from=RESULTS)
     old, new = body((RESULTS / "RESEARCH.md").read_text()), body(written.read_text())
     stale = [f"committed: {a!r}\nregenerated: {b!r}" for a, b in zip(old, new) if a != b]
     assert not stale and len(old) == len(new), \

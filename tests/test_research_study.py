@@ -3,6 +3,7 @@ finished or when their data is absent, shared between cells that are the same tr
 records the report needs; the report reads them; several workers split the runs."""
 
 import json
+import os
 
 import pytest
 from conftest import block_cycles
@@ -83,7 +84,7 @@ def test_a_second_call_trains_nothing_and_a_dry_run_says_so(tiny_study, capsys):
 
 def test_the_report_answers_from_the_records(tiny_study, tmp_path):
     spec, root, _, _ = tiny_study
-    path = report.write_report(spec, root / "out", "gsau study study.yaml", tmp_path / "R.md", tmp_path)
+    path = report.write_report(spec, root / "out", "gsau study study.yaml", tmp_path / "R.md")
     text = path.read_text()
     section = {q: text.split(f"## {q}. ")[1].split("\n## ")[0].split("\n\n", 1)[1] for q in range(1, 9)}
     assert "7 of 8 runs finished" in text
@@ -101,11 +102,17 @@ def test_the_report_answers_from_the_records(tiny_study, tmp_path):
     assert section[4].startswith("On data, test R@10 of gsau-rec is highest at gamma = 0.1 (")
     assert "1 of 1 values run); gsau is highest at gamma = " in section[4]
     assert "| 0.5 | — | — | " in section[4]
+    # 6 and 8: no cells in this spec.
+    assert section[6] == report.NO_RUNS and section[8].startswith(report.NO_RUNS)
+    assert "Every run of this answer has finished (5)." in section[1]
     # 7: the absent data is named, with the command that trains it where it exists.
     assert "Pending: 1 of 1 runs (elsewhere-yelp-1)" in section[7] and "--questions 7" in section[7]
     assert "../not-here/Yelp.txt.gz (relative to the spec) is not bundled" in section[7]
-    if (tmp_path / "dynamics.png").exists():  # matplotlib installed
-        assert "![probe fields per epoch](out/dynamics.png)" in section[3]
+    # Links from where this copy is written to the runs and the figures beside them.
+    out = os.path.relpath(root / "out", tmp_path)
+    assert f"under [{out}/runs]({out}/runs)" in text
+    if (root / "out" / "dynamics.png").exists():  # matplotlib installed
+        assert f"![probe fields per epoch]({out}/dynamics.png)" in section[3]
 
 
 def test_an_interrupted_run_is_resumed(tmp_path, capsys):

@@ -34,6 +34,7 @@ from gsau.data.interactions import BUNDLED
 from gsau.research.study import Run, Study, plan, short_label
 
 DASH = "—"
+NO_RUNS = "The spec has no runs for this question.\n"
 METRIC = "recall@10"
 QUESTIONS = {
     1: "Shared table or joint training?",
@@ -189,7 +190,7 @@ class View:
         if not runs:
             return ""
         if not missing:
-            return f"All {len(runs)} runs finished.\n"
+            return f"Every run of this answer has finished ({len(runs)}).\n"
         absent = sorted({d for r in missing for d in r.cell.datasets
                          if short_label(d) == r.label and d.lower() not in BUNDLED})
         questions = sorted({r.cell.question for r in missing})
@@ -238,9 +239,12 @@ def opening(clauses: list[str], what: str) -> str:
 # -- the questions ------------------------------------------------------------------------------------
 def q1(view: View) -> str:
     cells = [c for c in ("shared", "separate", "no-graph") if c in view.cells]
+    if "shared" not in cells or len(cells) < 2:
+        return NO_RUNS
     datasets = [d for d in view.datasets if any(view.of(c, d) for c in cells)]
-    table, clauses = comparison_table(view, [("shared", "no-graph"), ("shared", "separate"),
-                                             ("separate", "no-graph")], datasets)
+    pairs = [(a, b) for a, b in (("shared", "no-graph"), ("shared", "separate"), ("separate", "no-graph"))
+             if a in cells and b in cells]
+    table, clauses = comparison_table(view, pairs, datasets)
     return (opening(clauses, "it compares") + "\nTest R@10 (paper protocol), mean ± std over seeds:\n\n"
             + metric_table(view, cells, datasets) + "\nDifferences of the seed means, [95% bootstrap interval "
             "over test users], seed SE; * significant:\n\n" + table + "\n" + seeds_line(view, cells)
@@ -260,6 +264,8 @@ def bucket_rows(view: View, a: str, b: str, dataset: str) -> tuple[str, list[str
 
 
 def q2(view: View) -> str:
+    if "shared" not in view.cells or not {"no-graph", "sasrec"} & set(view.cells):
+        return NO_RUNS
     parts, clauses = [], []
     for other in [c for c in ("no-graph", "sasrec") if c in view.cells]:
         for d in view.datasets:
@@ -291,6 +297,8 @@ def dynamics_runs(view: View) -> list[Run]:
 
 def q3(view: View, figure: Path) -> str:
     planned = dynamics_runs(view)
+    if not planned:
+        return NO_RUNS
     runs = [r for r in planned if any(k.startswith("probe_") for h in view.records.log(r) for k in h)]
     if not runs:
         return ("Not measured yet: no run with the probe (train.probe) has finished; the runs of questions 1 and 4 "
@@ -320,7 +328,7 @@ def q3(view: View, figure: Path) -> str:
 def q4(view: View, figure: Path) -> str:
     cells = [c for c in ("gsau-rec", "gsau") if c in view.cells and view.cells[c].sweep]
     if not cells:
-        return "The spec has no gamma sweep.\n"
+        return NO_RUNS
     values = sorted({v for c in cells for v in view.cells[c].sweep[1]})
     dataset = view.cell_datasets(cells[0])[0]
     rows, peaks, series = [], [], {}
@@ -356,6 +364,8 @@ def q5(view: View) -> str:
 
 def q6(view: View) -> str:
     cells = [c for c in ("shared", "sage", "gat") if c in view.cells]
+    if "shared" not in cells or len(cells) < 2:
+        return NO_RUNS
     datasets = [d for d in view.datasets if any(view.of(c, d) for c in ("sage", "gat"))]
     table, clauses = comparison_table(view, [(c, "shared") for c in ("sage", "gat") if c in view.cells], datasets,
                                       {"shared": "LightGCN"})
@@ -374,7 +384,7 @@ def q6(view: View) -> str:
 def q7(view: View) -> str:
     cells = [c.name for c in view.study.cells if c.question == 7]
     if not cells:
-        return "The spec has no runs for this question.\n"
+        return NO_RUNS
     datasets = list(dict.fromkeys(d for c in cells for d in view.cell_datasets(c)))
     rows = [[c] + [spread(view.values(c, d, METRIC, p)) for d in datasets for p in ("metrics", "masked")] for c in cells]
     header = ["run"] + [f"{d} R@10 {p}" for d in datasets for p in ("paper", "masked")]
@@ -394,7 +404,7 @@ def q7(view: View) -> str:
 def q8(view: View) -> str:
     cells = [c for c in view.study.cells if c.question == 8]
     if not cells:
-        return "The spec has no runs for this question.\n"
+        return NO_RUNS
     rows, clauses = [], []
     for cell in cells:
         for d in view.cell_datasets(cell.name):
@@ -423,14 +433,14 @@ def other_cells(view: View, used: set[str]) -> str:
 
 
 def write_report(study: Study, out: str | Path, command: str, report: str | Path | None = None,
-                 figures: str | Path | None = None) -> Path:
+                 figures: str | Path | None = None, links_from: str | Path | None = None) -> Path:
     """Write the report into `report` (default: the spec's `report`) and its figures into `figures`
-    (default OUT). Links are written relative to the spec's report, wherever this copy goes, so a
-    copy written elsewhere (the committed-report test) has the same text."""
+    (default OUT). Links are relative to `links_from` (default: the report's folder); a copy that
+    must read as the committed one (tests/test_research_committed.py) passes the spec's report's."""
     out = Path(out)
     report = Path(report) if report is not None else study.report
     figures = Path(figures) if figures is not None else out
-    home = study.report.parent
+    home = Path(links_from) if links_from is not None else report.parent
 
     def link(path: Path) -> str:
         return os.path.relpath(path, home).replace(os.sep, "/")
