@@ -23,7 +23,9 @@ def target_ranks(scores: torch.Tensor, targets: torch.Tensor, exclude: torch.Ten
     rows = torch.arange(scores.shape[0], device=scores.device)
     target_score = scores[rows, targets].unsqueeze(1)
     beats = scores >= target_score
-    if not bool(torch.isfinite(scores).all()):  # one pass when every score is finite, as it should be
+    # A NaN or infinite score makes the sum non-finite: one reduction, no [B, I] mask, when every
+    # score is finite as it should be (a finite overflow only sends it down the exact path).
+    if not bool(torch.isfinite(scores.sum())):
         beats |= ~torch.isfinite(scores) | ~torch.isfinite(target_score)
     if exclude is not None:
         beats &= ~exclude
