@@ -345,30 +345,54 @@ def toys_section(run_dirs: list[str], record: Path) -> str:
                 "--set sampling=uniform|popularity --set sampled_negatives=1000] --out runs/...`).\n")
     lines = ["| run | sequence loss | epochs | valid NDCG@20 at the last epoch | valid Recall@10 at the last epoch | "
              "best epoch | test Recall@10 | test NDCG@10 | train s/epoch (median) |", "|---|---|---|---|---|---|---|---|---|"]
-    epochs_seen = set()
+    runs = []
     for d in map(Path, run_dirs):
         log = [json.loads(x) for x in (d / "log.jsonl").read_text().splitlines()]
         metrics = json.loads((d / "metrics.json").read_text()) if (d / "metrics.json").exists() else None
         net = (metrics or {}).get("config", {}).get("net") or _config_net(d)
         loss = net["sequence_loss"] + (f" ({net['sampling']}, {net['sampled_negatives']} candidates)"
                                        if net["sequence_loss"] == "sampled_ce" else "")
-        last = log[-1]
-        epochs_seen.add(len(log))
         test = metrics["test"] if metrics else {}
-        lines.append(f"| {d.name} | {loss} | {len(log)} | {last['valid_ndcg@20']:.4f} | {last['valid_recall@10']:.4f} | "
+        runs.append({"name": d.name, "loss": loss, "exact": net["sequence_loss"] == "ce", "epochs": len(log), "test": test})
+        lines.append(f"| {d.name} | {loss} | {len(log)} | {log[-1]['valid_ndcg@20']:.4f} | {log[-1]['valid_recall@10']:.4f} | "
                      f"{metrics['best_epoch'] if metrics else '-'} | {test.get('recall@10', float('nan')):.4f} | "
                      f"{test.get('ndcg@10', float('nan')):.4f} | "
                      f"{statistics.median(h['train_seconds'] for h in log):.0f} |")
-    if record.exists() and len(epochs_seen) == 1:
-        # The committed exact run (results/runs) at the same epoch: same seed and config, so its first
-        # epochs are bit for bit those of a fresh exact run.
-        n = epochs_seen.pop()
+    epochs = {r["epochs"] for r in runs}
+    if record.exists() and len(epochs) == 1:
+        # The committed exact run (results/runs) at the same epoch: same seed and config (a different
+        # thread count changes only the last digits).
+        n = epochs.pop()
         log = [json.loads(x) for x in (record / "log.jsonl").read_text().splitlines()]
         if len(log) >= n:
             h = log[n - 1]
-            lines.append(f"| {record} (epoch {n} of its log) | ce (exact) | {n} | {h['valid_ndcg@20']:.4f} | "
+            shown = record.relative_to(ROOT) if record.is_relative_to(ROOT) else record
+            lines.append(f"| {shown} (epoch {n} of its {len(log)}) | ce | {n} | {h['valid_ndcg@20']:.4f} | "
                          f"{h['valid_recall@10']:.4f} | - | - | - | {statistics.median(x['train_seconds'] for x in log[:n]):.0f} |")
-    return "\n".join(lines) + "\n"
+    commands = list(dict.fromkeys(_train_command(Path(d)) for d in run_dirs))
+    exact = next((r for r in runs if r["exact"] and r["test"]), None)
+    notes = []
+    if exact:
+        for r in runs:
+            if not r["exact"] and r["test"]:
+                notes.append(f"{r['loss']}: test Recall@10 {r['test']['recall@10'] - exact['test']['recall@10']:+.4f}, "
+                             f"NDCG@10 {r['test']['ndcg@10'] - exact['test']['ndcg@10']:+.4f} against the exact CE")
+    summary = ("\nAt the same seed and epochs, " + "; ".join(notes) + ". The train seconds were measured while other "
+               "jobs shared the machine (the tables above time the losses).\n") if notes else ""
+    return ("Trained with " + ", ".join(f"`{c}`" for c in commands) + ".\n\n" + "\n".join(lines) + "\n" + summary)
+
+
+def _train_command(run_dir: Path) -> str:
+    """The `gsau train` command line of a run, from its config.yaml (the settings this section compares)."""
+    import yaml
+    cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
+    net, train = cfg["net"], cfg["train"]
+    sets = [f"lr={train['lr']:g}"]
+    if net["sequence_loss"] == "sampled_ce":
+        sets += ["sequence_loss=sampled_ce", f"sampling={net['sampling']}", f"sampled_negatives={net['sampled_negatives']}"]
+    threads = f" --threads {train['threads']}" if train.get("threads") else ""
+    return (f"gsau train --model {cfg['model']} --dataset {cfg['data']['dataset']} --epochs {train['epochs']}"
+            + "".join(f" --set {x}" for x in sets) + threads + f" --out runs/{run_dir.name}")
 
 
 def _config_net(run_dir: Path) -> dict:
@@ -418,6 +442,35 @@ def findings(rows: list[dict]) -> str:
                    f"paper's optimiser).")
     out.append("- **Uniformity** (L_GU, L_SU) costs O(batch^2 x d) a step whatever the data: a constant per step, "
                "so linear per epoch; it weighs only with large batches.")
+    for r in (r for r in rows if "target" in r["groups"] and r.get("step_parts_cpu")):
+        parts, budget = r["step_parts_cpu"], TARGET["epoch_minutes"] * 60 / r["steps_per_epoch"]
+        total = sum(parts.values())
+        if r["model"] == "gsau-rec":
+            share = {name: 100 * v / total for name, v in parts.items()}
+            out.append(f"- **The target size.** One gsau-rec epoch at {size(r['interactions'])} interactions and "
+                       f"{size(r['items'])} items is {r['steps_per_epoch']} steps; {TARGET['epoch_minutes']} minutes "
+                       f"leave {budget * 1000:.0f} ms a step, and a step takes {r['step_cpu_seconds']:.2f} CPU s "
+                       f"({r['step_cpu_seconds'] / budget:.0f}x too long). The graph terms' forward pass (LightGCN over "
+                       f"all {size(r['users'] + r['items'])} nodes, then uniformity) takes {share['graph forward']:.0f}% "
+                       f"of it and the backward pass (LightGCN's propagations again, with the sequence side's gradients) "
+                       f"{share['backward']:.0f}%; the sequence terms' forward pass, the sampled softmax included, "
+                       f"{share['sequence forward']:.0f}%. No softmax meets this target; what the split points to, "
+                       f"not measured here, is propagating only the batch's neighbourhood (or the graph once every few "
+                       f"steps), row-wise table updates, or a GPU.")
+        else:
+            out.append(f"- SASRec alone at the target size: {hms(r['epoch_cpu_seconds'])} CPU per epoch, "
+                       f"{r['step_cpu_seconds']:.2f} s a step, {100 * parts['backward'] / total:.0f}% of it the backward "
+                       f"pass (the Transformer's, and the {size(r['items'])}-row item table's dense gradient).")
+    for r in (r for r in rows if "target" in r["groups"] and len(r.get("evaluations", [])) > 1):
+        grown = [(e["batch_size"], (e["peak_mib"] - r["train_peak_mib"]) / 1024) for e in r["evaluations"] if e["peak_mib"]]
+        scores = {b: b * (r["items"] + 1) * 4 / 2**30 for b, _ in grown}
+        if grown and r["model"] == "gsau-rec":
+            out.append("- **Evaluation memory at the target size** is bounded by the chunk, not the users: ranking added "
+                       + ", ".join(f"{g:.1f} GiB with eval_batch_size={b} (one chunk's scores: {scores[b]:.1f} GiB)"
+                                   for b, g in grown)
+                       + " to the trained model's peak. About three score matrices: evaluation.py keeps the previous "
+                       "chunk's scores alive while it scores the next, and the rank comparison adds boolean masks. At a "
+                       "million items, eval_batch_size=256 keeps a full evaluation near the training peak.")
     mem = by_n.get(("gsau-rec", "sampled"))
     big = max((r for r in rows if r["variant"] == "exact" and "items" in r["groups"]), key=lambda r: r["items"], default=None)
     if mem:
@@ -438,7 +491,9 @@ def report(rows: list[dict], imported: dict | None, meta: dict, toys: str) -> st
     out = [f"# Scaling\n\nWritten by `{meta['command']}` on {meta['date']} ({meta['seconds'] / 60:.0f} minutes). "
            f"Machine: {meta['cpu']}, {meta['cores']} cores, shared with other jobs (load average "
            f"{meta['load_start']} at the start, {meta['load_end']} at the end); torch {meta['torch']}, "
-           f"{meta['threads']} thread(s) per case. No GPU was available to this run.\n",
+           f"{meta['threads']} torch thread(s) per case. No GPU was available to this run."
+           + (f" The report was rewritten from the saved rows by `{meta['rewritten']}`." if meta.get("rewritten") else "")
+           + "\n",
            "Synthetic data from `gsau data synth` (power-law popularity and activity, a planted successor pattern; "
            "users = interactions / 10). Each case: a fresh process, one warm-up step, then "
            f"{meta['steps']} single steps timed; an epoch is the median step times the steps of an epoch "
@@ -515,7 +570,9 @@ def main(argv=None) -> None:
         for row in (r for part in saved for r in part["rows"]):
             rows[case_key(row)] = row
         imported = next((part["import"] for part in reversed(saved) if part["import"]), None)
-        Path(a.out).write_text(report(list(rows.values()), imported, saved[0]["meta"], toys))
+        meta = dict(saved[0]["meta"], rewritten=f"python benchmarks/scaling.py --from-json {' '.join(a.from_json)}"
+                    + (" --toys-runs " + " ".join(a.toys_runs) if a.toys_runs else ""))
+        Path(a.out).write_text(report(list(rows.values()), imported, meta, toys))
         print(f"wrote {a.out}")
         return
     import torch
@@ -546,7 +603,8 @@ def main(argv=None) -> None:
         print(f"  import {size(imported['rows'])} rows: {imported['streaming']['seconds']:.1f} s, "
               f"peak {imported['streaming']['peak_mib']:.0f} MiB", flush=True)
     command = "python benchmarks/scaling.py" + (" --quick" if a.quick else "") + (
-        f" --steps {a.steps} --threads {a.threads}") + (" --toys-runs " + " ".join(a.toys_runs) if a.toys_runs else "")
+        f" --steps {a.steps} --threads {a.threads}") + (f" --json {a.json}" if a.json else "") + (
+        " --toys-runs " + " ".join(a.toys_runs) if a.toys_runs else "")
     meta = {"command": command, "date": started.strftime("%Y-%m-%d %H:%M"), "seconds": time.perf_counter() - t0,
             "cpu": cpu_model(), "cores": os.cpu_count(), "torch": torch.__version__, "threads": a.threads,
             "steps": a.steps, "chunk": CHUNK_ITEMS[a.quick], "load_start": load_start, "load_end": " ".join(f"{x:.1f}" for x in os.getloadavg())}

@@ -38,21 +38,32 @@ def test_the_csv_writer_imports_back_to_the_same_dataset(tmp_path):
     assert lines[1:] != sorted(lines[1:])  # shuffled: the importer has to order by time
 
 
-def test_the_toys_table_reads_run_directories(tmp_path):
-    run = tmp_path / "sampled"
-    run.mkdir()
+def fake_run(directory: Path, net: dict, test: dict) -> str:
+    directory.mkdir()
     log = [{"epoch": e, "valid_ndcg@20": 0.01 * e, "valid_recall@10": 0.02 * e, "train_seconds": 10.0 + e}
            for e in (1, 2)]
-    (run / "log.jsonl").write_text("".join(json.dumps(h) + "\n" for h in log))
-    net = {"sequence_loss": "sampled_ce", "sampling": "popularity", "sampled_negatives": 7}
-    (run / "config.yaml").write_text(yaml.safe_dump({"net": net}))
-    (run / "metrics.json").write_text(json.dumps({"best_epoch": 2, "test": {"recall@10": 0.5, "ndcg@10": 0.25}}))
+    (directory / "log.jsonl").write_text("".join(json.dumps(h) + "\n" for h in log))
+    (directory / "config.yaml").write_text(yaml.safe_dump({"model": "gsau-rec", "data": {"dataset": "toys"}, "net": net,
+                                                          "train": {"lr": 0.003, "epochs": 2, "threads": 1}}))
+    (directory / "metrics.json").write_text(json.dumps({"best_epoch": 2, "test": test}))
+    return str(directory)
+
+
+def test_the_toys_table_reads_run_directories(tmp_path):
+    sampled = fake_run(tmp_path / "sampled", {"sequence_loss": "sampled_ce", "sampling": "popularity",
+                                             "sampled_negatives": 7}, {"recall@10": 0.5, "ndcg@10": 0.25})
+    exact = fake_run(tmp_path / "exact", {"sequence_loss": "ce"}, {"recall@10": 0.4, "ndcg@10": 0.3})
     record = tmp_path / "record"
     record.mkdir()
-    (record / "log.jsonl").write_text("".join(json.dumps({**h, "valid_ndcg@20": 0.1}) + "\n" for h in log * 2))
-    table = scaling.toys_section([str(run)], record)
+    log = [{"valid_ndcg@20": 0.1, "valid_recall@10": 0.04, "train_seconds": 5.0}] * 4
+    (record / "log.jsonl").write_text("".join(json.dumps(h) + "\n" for h in log))
+    table = scaling.toys_section([exact, sampled], record)
     assert "| sampled | sampled_ce (popularity, 7 candidates) | 2 | 0.0200 | 0.0400 | 2 | 0.5000 | 0.2500 | 12 |" in table
-    assert f"| {record} (epoch 2 of its log) | ce (exact) | 2 | 0.1000 | 0.0400 |" in table
+    assert f"| {record} (epoch 2 of its 4) | ce | 2 | 0.1000 | 0.0400 | - | - | - | 5 |" in table
+    assert "sampled_ce (popularity, 7 candidates): test Recall@10 +0.1000, NDCG@10 -0.0500 against the exact CE" in table
+    assert ("`gsau train --model gsau-rec --dataset toys --epochs 2 --set lr=0.003 --threads 1 --out runs/exact`, "
+            "`gsau train --model gsau-rec --dataset toys --epochs 2 --set lr=0.003 --set sequence_loss=sampled_ce "
+            "--set sampling=popularity --set sampled_negatives=7 --threads 1 --out runs/sampled`") in table
     assert "Not measured" in scaling.toys_section([], record)
 
 
