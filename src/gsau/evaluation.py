@@ -46,6 +46,7 @@ def user_ranks(model, split: LeaveOneOut, stage: str, mask_history: bool | None 
             exclude[torch.from_numpy(r).to(scores.device), torch.from_numpy(cols).to(scores.device)] = True
         chunk_targets = torch.from_numpy(targets[chunk]).to(scores.device)
         ranks[start: start + len(chunk)] = target_ranks(scores, chunk_targets, exclude).cpu().numpy()
+        del scores, exclude  # before the next chunk is scored: one [chunk x items] buffer alive, not two
     out = np.empty_like(ranks)
     out[by_length] = ranks  # back to the caller's user order
     return out
