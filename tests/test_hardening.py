@@ -346,3 +346,11 @@ def test_a_run_that_keeps_its_data_loads_after_being_moved(capsys, tmp_path):
     shutil.move(str(run), str(moved))
     rc, stdout, err = cli(capsys, "evaluate", moved)
     assert rc == 0 and "test:" in stdout, err
+
+
+def test_a_closed_pipe_is_not_a_traceback():
+    """`gsau models | head -1`: the reader leaves early; gsau stops quietly."""
+    import subprocess
+    import sys
+    proc = subprocess.run(f"{sys.executable} -m gsau models | head -1", shell=True, capture_output=True, text=True)
+    assert proc.stdout.startswith("gsau ") and "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr

@@ -590,6 +590,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("gsau: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (`gsau models | head -3`): stop quietly, as Unix tools do, and keep
+        # the interpreter's final flush from raising again on the closed pipe.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     return 0
 
 
