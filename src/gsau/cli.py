@@ -317,6 +317,17 @@ def cmd_buckets(args) -> None:
     print(buckets.markdown(rows, args.metric, names), end="")
 
 
+def _grid_args(p: argparse.ArgumentParser, max_runs: str, states: str) -> None:
+    """The options every grid of runs takes (`gsau reproduce`, `gsau study`)."""
+    p.add_argument("--epochs", type=int, help="maximum epochs per run (default: the preset's, 300)")
+    p.add_argument("--set", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="override options in every run, e.g. --set batch_size=256 gamma=0.2")
+    p.add_argument("--max-runs", type=int, metavar="N", help=max_runs)
+    p.add_argument("--dry-run", action="store_true", help=f"print each run's state ({states}) and exit")
+    p.add_argument("--report-only", action="store_true", help="only rewrite the report from the runs on disk")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
 def _device_arg(p: argparse.ArgumentParser, help_text: str) -> None:
     p.add_argument("--device", metavar="DEVICE", help=help_text)
 
@@ -431,13 +442,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models", help="comma-separated presets (default: all; trained in order of importance)")
     p.add_argument("--seeds", default="2020", help="comma-separated seeds (default 2020)")
     p.add_argument("--out", default="results", metavar="DIR", help="output directory (default results)")
-    p.add_argument("--epochs", type=int, help="maximum epochs per run (default: the preset's, 300)")
-    p.add_argument("--set", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
-                   help="override options in every run, e.g. --set batch_size=256 gamma=0.2")
-    p.add_argument("--max-runs", type=int, metavar="N", help="stop after N trainings (do the grid in slices)")
-    p.add_argument("--dry-run", action="store_true", help="print each run's state (done / resume / todo) and exit")
-    p.add_argument("--report-only", action="store_true", help="only rewrite the report from the runs on disk")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _grid_args(p, max_runs="stop after N trainings (do the grid in slices)", states="done / resume / todo")
     p.set_defaults(func=cmd_reproduce)
 
     p = sub.add_parser("recommend", help="top-k items for a user of a saved run, in the dataset's own ids")
@@ -503,14 +508,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=_positive_int, default=1, help="train this many runs at once (default 1)")
     p.add_argument("--threads", type=int, metavar="N", help="torch threads per run (default: cores / workers)")
     p.add_argument("--questions", metavar="Q,...", help="only the runs of these questions, e.g. 1,4")
-    p.add_argument("--epochs", type=int, help="maximum epochs per run (a trial; default: the presets')")
-    p.add_argument("--set", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
-                   help="override options in every run (a trial)")
-    p.add_argument("--max-runs", type=int, metavar="N", help="stop after N trainings per worker")
-    p.add_argument("--dry-run", action="store_true", help="print each run's state (done / resume / todo / absent)")
-    p.add_argument("--report-only", action="store_true", help="only rewrite the report from the runs on disk")
+    _grid_args(p, max_runs="stop after N trainings per worker", states="done / resume / todo / absent")
     p.add_argument("--no-report", action="store_true", help=argparse.SUPPRESS)  # the workers' own
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_study)
 
     p = sub.add_parser("plot", help="draw a run's training dynamics (train.probe fields per epoch)",
