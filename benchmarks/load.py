@@ -1,7 +1,8 @@
 """Load test of `gsau serve`: throughput and latency at several numbers of concurrent clients.
 
 Starts `gsau serve RUN_DIR` on a free loopback port in a subprocess, then for each concurrency
-level runs that many clients (an async httpx loop, one keep-alive connection each) that send
+level runs that many clients (an async httpx loop, one keep-alive connection each,
+opened before the clock starts) that send
 requests back to back until --requests are answered or --seconds pass; every answer must be a 200
 with k items. Prints one Markdown row per level (and --json writes the raw figures):
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import sys
@@ -43,16 +45,24 @@ async def level(url: str, pid: int, clients: int, total: int, seconds: float, ma
     issued = 0
     async with httpx.AsyncClient(base_url=url, timeout=30) as probe:
         before = (await probe.get("/model")).json()["served"]
-    cpu_before, own_before = cpu_seconds(pid), cpu_seconds(os.getpid())
-    start = time.perf_counter()
-    stop_at = start + seconds
+    # Every client is created and connected before the clock starts: creating an httpx client
+    # costs the load generator ~20 ms of CPU, and 32 of them created at once stalled every request
+    # in flight for over half a second, which the figures counted as server latency (the p99).
+    ready, go = asyncio.Event(), asyncio.Event()
+    connected = 0
+    timing: dict[str, float] = {}
 
     async def worker():
-        nonlocal issued
+        nonlocal issued, connected
         # A client of its own per worker: one pool shared by 32 connections costs the load
         # generator more CPU per request than the server spends answering it.
         async with httpx.AsyncClient(base_url=url, timeout=30, limits=httpx.Limits(max_connections=1)) as client:
-            while issued < total and time.perf_counter() < stop_at:
+            (await client.get("/health")).raise_for_status()  # opens the keep-alive connection
+            connected += 1
+            if connected == clients:
+                ready.set()
+            await go.wait()
+            while issued < total and time.perf_counter() < timing["stop_at"]:
                 issued += 1
                 method, path, body = make_request(rng)
                 t0 = time.perf_counter()
@@ -69,8 +79,24 @@ async def level(url: str, pid: int, clients: int, total: int, seconds: float, ma
                     errors.append(type(e).__name__)
                 latencies.append(time.perf_counter() - t0)
 
-    await asyncio.gather(*(worker() for _ in range(clients)))
-    elapsed = time.perf_counter() - start
+    async def clock():
+        nonlocal cpu_before, own_before
+        await ready.wait()
+        cpu_before, own_before = cpu_seconds(pid), cpu_seconds(os.getpid())
+        timing["start"] = time.perf_counter()
+        timing["stop_at"] = timing["start"] + seconds
+        go.set()
+
+    cpu_before = own_before = None
+    # The load generator's own garbage collections (its full ones take 100+ ms) would stall every
+    # client at once and count as server latency: collect before the level, not during it.
+    gc.collect()
+    gc.disable()
+    try:
+        await asyncio.gather(clock(), *(worker() for _ in range(clients)))
+    finally:
+        gc.enable()
+    elapsed = time.perf_counter() - timing["start"]
     cpu_after, own_after = cpu_seconds(pid), cpu_seconds(os.getpid())
     async with httpx.AsyncClient(base_url=url, timeout=30) as probe:
         after = (await probe.get("/model")).json()["served"]

@@ -55,10 +55,17 @@ def test_train_evaluate_recommend_take_a_device(tmp_path, capsys):
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["config"]["train"]["device"] == "cpu"
     assert main(["evaluate", str(tmp_path / "run"), "--device", "auto", "--json"]) == 0
     capsys.readouterr()
+    recommend = ["recommend", str(tmp_path / "run"), "--user", "u3", "-k", "4"]
+    assert main(recommend) == 0
+    default = capsys.readouterr().out
+    assert main(recommend + ["--device", "cpu"]) == 0
+    assert capsys.readouterr().out == default and len(default.splitlines()) == 4
     if not torch.cuda.is_available():
         assert main(args + ["--out", str(tmp_path / "gpu"), "--device", "cuda"]) == 2
         assert "no CUDA device is available" in capsys.readouterr().err
         assert not (tmp_path / "gpu").exists()
+        assert main(recommend + ["--device", "cuda"]) == 2
+        assert "no CUDA device is available" in capsys.readouterr().err
 
 
 def test_bf16_autocast_trains_close_to_float32():

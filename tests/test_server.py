@@ -8,6 +8,7 @@ import socket
 
 import numpy as np
 import pytest
+import torch
 
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
@@ -87,7 +88,7 @@ def test_a_history_gives_the_python_apis_top_k(server):
     ("POST", "/recommendations", {"users": ["u0"], "k": 0}, 422, '"k"'),                        # k <= 0
     ("GET", "/users/u0/recommendations?k=-3", None, 422, '"k"'),
     ("POST", "/recommendations", {"users": ["u0"], "k": 10**12}, 422, '"k"'),                   # huge k
-    ("POST", "/recommendations", b'{"users": ["' + b"x" * (1 << 20) + b'"]}', 413, "Content Too Large"),  # 1 MB
+    ("POST", "/recommendations", b'{"users": ["' + b"x" * (1 << 20) + b'"]}', 413, "over the limit of 65536 bytes"),  # 1 MB
     ("POST", "/recommendations", {"users": "u0"}, 422, '"users"'),                              # wrong types
     ("POST", "/recommendations", {"users": ["u0"], "k": "10"}, 422, '"k"'),
     ("POST", "/recommendations", {"users": [1.5]}, 422, '"users"'),
@@ -190,6 +191,13 @@ def test_the_listening_socket_sends_without_delay():
         assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
     finally:
         sock.close()
+
+
+def test_serve_refuses_a_device_the_machine_lacks(tmp_path_factory):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA device")
+    with pytest.raises(GsauError, match="did not start: .*device cuda: no CUDA device is available"):
+        spawn(tiny_run(tmp_path_factory), "--device", "cuda", env=ENV)
 
 
 def test_a_chunked_body_past_the_limit_is_413(server):

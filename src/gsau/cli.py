@@ -201,7 +201,7 @@ def cmd_bench(args) -> None:
 
 def cmd_recommend(args) -> None:
     from gsau.serving import Recommendations
-    rec = Recommendations.from_run(args.run)
+    rec = Recommendations.from_run(args.run, device=args.device)
     for rank, (item, score) in enumerate(rec.top_k(args.user, args.k, exclude_seen=args.exclude_seen), start=1):
         print(f"{rank}\t{item}\t{score:.4f}")
 
@@ -218,7 +218,8 @@ def cmd_serve(args) -> None:
     if args.threads:
         import torch
         torch.set_num_threads(args.threads)
-    server.serve(args.run, host=args.host, port=args.port, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms)
+    server.serve(args.run, host=args.host, port=args.port, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
+                 device=args.device)
 
 
 def cmd_export(args) -> None:
@@ -450,6 +451,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--user", required=True, help="the user's id as in the data file")
     p.add_argument("-k", type=_positive_int, default=10, help="how many items (default 10)")
     p.add_argument("--exclude-seen", action="store_true", help="leave out items the user already has")
+    _device_arg(p, "where to score: auto, cpu, cuda or cuda:N (default cpu)")
     p.set_defaults(func=cmd_recommend)
 
     p = sub.add_parser("serve", help="serve a finished run over HTTP (FastAPI; pip install 'gsau[serve]')",
@@ -464,6 +466,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how long a batch waits for more requests (default 0: requests that arrive while one "
                    "batch is scored form the next)")
     p.add_argument("--threads", type=int, help="torch intra-op threads for scoring")
+    _device_arg(p, "where to score: auto, cpu, cuda or cuda:N (default cpu)")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("export", help="write a finished run's embeddings, ONNX encoder and faiss index",

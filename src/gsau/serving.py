@@ -61,12 +61,13 @@ class Recommendations:
         self._stored = None  # (user vectors [U + 1, d'], item vectors transposed [d', I + 1]) once stored
 
     @classmethod
-    def from_run(cls, run_dir, finished: bool = False) -> "Recommendations":
-        """The run's best weights; with `finished`, only from a run that finished training."""
+    def from_run(cls, run_dir, finished: bool = False, device: str | None = None) -> "Recommendations":
+        """The run's best weights on `device` (auto, cpu, cuda[:N]; default the CPU); with
+        `finished`, only from a run that finished training."""
         from gsau.trainer import load_run
         if finished:
             require_finished(run_dir)
-        return cls(*load_run(run_dir))
+        return cls(*load_run(run_dir, device))
 
     @property
     def takes_histories(self) -> bool:
