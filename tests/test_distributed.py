@@ -94,15 +94,20 @@ def torchrun(*args, nproc=2, timeout=240):
                            *map(str, args)], capture_output=True, text=True, env=ENV, timeout=timeout)
 
 
-@pytest.mark.parametrize("preset", ["gsau-rec", "lightgcn", "gsau"])
-def test_two_processes_take_the_single_process_step(tmp_path, preset):
+SAMPLED = ["sequence_loss=sampled_ce", "sampling=popularity", "sampled_negatives=7"]
+
+
+@pytest.mark.parametrize("preset, sets", [("gsau-rec", []), ("lightgcn", []), ("gsau", []), ("gsau-rec", SAMPLED)],
+                         ids=["gsau-rec", "lightgcn", "gsau", "gsau-rec-sampled-ce"])
+def test_two_processes_take_the_single_process_step(tmp_path, preset, sets):
     """Each rank trains on its half of the global batch; the averaged gradients and the updated
-    weights equal one process training on the whole batch."""
-    proc = torchrun(TESTS / "ddp_step.py", preset, tmp_path / "ddp.pt", *NO_DROPOUT)
+    weights equal one process training on the whole batch. With the sampled softmax every rank
+    draws the same candidates and counts the whole batch's targets (the popularity buffer)."""
+    proc = torchrun(TESTS / "ddp_step.py", preset, tmp_path / "ddp.pt", *NO_DROPOUT, *sets)
     assert proc.returncode == 0, proc.stderr[-3000:]
     ddp = torch.load(tmp_path / "ddp.pt", weights_only=True)
 
-    cfg = resolve(preset, None, NO_DROPOUT)
+    cfg = resolve(preset, None, NO_DROPOUT + sets)
     split = random_sequences_split(3, 40, 14, 30)
     model = build_model(cfg, split).train()
     model.pair_generator = torch.Generator().manual_seed(11)  # the ranks' pairs for L_SU
@@ -121,6 +126,8 @@ def test_two_processes_take_the_single_process_step(tmp_path, preset):
         if p.grad is not None:
             clear = p.grad.abs() > 1e-5
             torch.testing.assert_close(ddp["weights"][k][clear], p.detach()[clear], rtol=1e-4, atol=1e-6, msg=k)
+    for k, b in model.named_buffers():
+        torch.testing.assert_close(ddp["weights"][k], b, msg=k)
 
 
 def chains(tmp_path) -> Path:

@@ -209,3 +209,28 @@ def test_sampled_ce_presets_build_the_sampled_loss():
     loss = obj.sequence_ce(cfg.net, 100)
     assert isinstance(loss, obj.SampledSoftmaxCE) and (loss.negatives, loss.sampling) == (7, "popularity")
     assert isinstance(obj.sequence_ce(resolve("sasrec").net, 100), obj.FullSoftmaxCE)
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_bert4rec_keeps_its_output_bias_under_the_sampled_softmax(small):
+    """BERT4Rec's output layer has a bias per item; with sampled_ce it is trained at the targets and
+    the drawn candidates alone, and ranking reads it as under the exact CE."""
+    cfg = resolve("bert4rec", None, SETS + [f"dataset={small}", "sequence_loss=sampled_ce", "sampled_negatives=5"])
+    split, model = prepare(cfg)
+    assert model.output_bias is not None
+    graph, seq = make_streams(cfg, split)
+    torch.manual_seed(0)
+    chunks = next(seq.batches(np.random.default_rng(0)))
+    total, _ = model.loss(None, chunks)
+    total.backward()
+    touched = torch.nonzero(model.output_bias.grad).flatten()
+    _, targets = model.encode_sequences(chunks)
+    assert set(targets.tolist()) <= set(touched.tolist()) and len(touched) <= len(set(targets.tolist())) + 5
+    with torch.no_grad():
+        model.output_bias.copy_(torch.arange(split.n_items + 1, dtype=torch.float32))
+        model.eval()
+        users = np.arange(1, 4)
+        biased = model.score_histories(users, *split.history("test"))
+        model.output_bias.zero_()
+        plain = model.score_histories(users, *split.history("test"))
+    torch.testing.assert_close(biased - plain, torch.arange(split.n_items + 1, dtype=torch.float32).expand_as(plain))

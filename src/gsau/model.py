@@ -41,14 +41,17 @@ class Recommender(nn.Module):
         if cfg.sequence_encoder:
             self.sequence = registry.sequence_encoder(cfg.sequence_encoder).from_config(cfg)
         self.output_bias = None
-        if self.sequence is not None and self.sequence.masked_lm and cfg.sequence_loss == "ce":
-            self.output_bias = nn.Parameter(torch.zeros(n_items + 1))  # BERT4Rec's output layer bias
+        if self.sequence is not None and self.sequence.masked_lm and cfg.sequence_loss in ("ce", "sampled_ce"):
+            # BERT4Rec's output layer bias; the sampled softmax reads it at the target and candidates.
+            self.output_bias = nn.Parameter(torch.zeros(n_items + 1))
         self._scoring_cache = None
         self._softmax_ce = obj.sequence_ce(cfg, n_items)
         # Set by the trainer: the process group (several processes share each batch) and the
         # Transformer's autocast dtype (train.precision=bf16). Neither changes the parameters.
         self.dist = Dist()
         self.autocast_dtype: torch.dtype | None = None
+        # Several processes: a generator seeded alike on every rank each step, for the draws every
+        # rank must share (L_SU's negative pairs, the sampled softmax's candidates).
         self.pair_generator: torch.Generator | None = None
         self.reset_parameters()
 
@@ -144,7 +147,13 @@ class Recommender(nn.Module):
             terms["L_SA"] = obj.alignment(s, p)
         else:
             scored = F.normalize(s, dim=-1) if self.cfg.ce_normalize else s
-            if self.cfg.shortcuts or self.cfg.sequence_loss == "sampled_ce":  # sampled: no plain variant
+            if self.cfg.sequence_loss == "sampled_ce":  # no plain variant
+                # Several processes: every rank draws the same candidates (the shared generator)
+                # and counts the whole batch's targets.
+                counted = self.dist.gather(targets) if self.dist.active else None
+                terms["L_CE"] = self._softmax_ce(scored, self.item_table.weight, targets, self.output_bias,
+                                                 generator=self.pair_generator, counted=counted)
+            elif self.cfg.shortcuts:
                 terms["L_CE"] = self._softmax_ce(scored, self.item_table.weight, targets, self.output_bias)
             else:
                 terms["L_CE"] = F.cross_entropy(self._logits(s)[:, 1:], targets - 1)

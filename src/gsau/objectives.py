@@ -280,23 +280,34 @@ class SampledSoftmaxCE(nn.Module):
         if sampling == "popularity":
             self.register_buffer("target_counts", torch.zeros(n_items + 1, dtype=torch.float64))
 
-    def draw(self, device) -> tuple[torch.Tensor, torch.Tensor]:
-        """(candidate item ids [M], log Q of each [M])."""
+    def draw(self, device, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(candidate item ids [M], log Q of each [M]); from `generator` (a CPU one) when given,
+        else from torch's default generator on `device`."""
         m = self.negatives
         if self.sampling == "uniform":
-            candidates = torch.randint(1, self.n_items + 1, (m,), device=device)
+            if generator is None:
+                candidates = torch.randint(1, self.n_items + 1, (m,), device=device)
+            else:
+                candidates = torch.randint(1, self.n_items + 1, (m,), generator=generator).to(device)
             return candidates, torch.full((m,), math.log(m / self.n_items), device=device)
         weights = self.target_counts[1:] + 1.0
-        candidates = torch.multinomial(weights, m, replacement=True) + 1
+        if generator is None:
+            candidates = torch.multinomial(weights, m, replacement=True) + 1
+        else:
+            candidates = (torch.multinomial(weights.cpu(), m, replacement=True, generator=generator) + 1).to(device)
         q = weights[candidates - 1] / weights.sum()
         return candidates, (m * q).log().float()
 
     def forward(self, s: torch.Tensor, table: torch.Tensor, targets: torch.Tensor,
-                bias: torch.Tensor | None = None) -> torch.Tensor:
-        candidates, log_q = self.draw(s.device)
+                bias: torch.Tensor | None = None, generator: torch.Generator | None = None,
+                counted: torch.Tensor | None = None) -> torch.Tensor:
+        """Several processes pass the generator they share (the same candidates on every rank)
+        and the whole batch's targets as `counted` (the same popularity counts on every rank)."""
+        candidates, log_q = self.draw(s.device, generator)
         if self.sampling == "popularity":
+            counted = targets if counted is None else counted
             with torch.no_grad():
-                self.target_counts.index_add_(0, targets, torch.ones_like(targets, dtype=torch.float64))
+                self.target_counts.index_add_(0, counted, torch.ones_like(counted, dtype=torch.float64))
         return sampled_softmax_ce(s, table, targets, candidates, log_q.to(s.dtype), bias)
 
 
