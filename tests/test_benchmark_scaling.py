@@ -84,3 +84,22 @@ def test_quick_run_writes_scaling_md(tmp_path):
         assert heading in text
     assert "| gsau-rec | sampled | 2 |" in text and "| sasrec | exact | 2 |" in text  # one fit per group
     assert "import of 4k interactions <= 2 min" in text
+
+
+def test_reach_counts_a_batch_and_its_one_hop_neighbourhood_by_hand():
+    # Nodes 0-1 users, 2-4 items. Edges: 0-2, 0-3, 1-3, 1-4 (both directions in the CSR).
+    rows = {0: [2, 3], 1: [3, 4], 2: [0], 3: [0, 1], 4: [1]}
+    crow = np.cumsum([0] + [len(rows[n]) for n in range(5)])
+    col = np.concatenate([rows[n] for n in range(5)])
+    # Batch {user 0, item 2}: rows 0 and 2 hold 3 entries; N1 = {0, 2, 3}: 2 + 1 + 2 = 5 entries.
+    assert scaling.reach(crow, col, np.array([0, 2, 0])) == {"nodes": 2, "n1_nodes": 3, "entries_nodes": 3,
+                                                             "entries_n1": 5}
+    # Item 3 neighbours both users: N1 = {0, 1, 3}, 2 + 2 + 2 entries.
+    assert scaling.reach(crow, col, np.array([3])) == {"nodes": 1, "n1_nodes": 3, "entries_nodes": 2, "entries_n1": 6}
+
+
+def test_neighbourhood_shares_are_fractions_of_the_graph():
+    found = scaling.neighbourhood("toys", batch=64, draws=3)
+    assert found["batch_nodes"] <= 128 and 0 < found["last_layer_share"] < found["n1_entries_share"] <= 1
+    assert 0 < found["n1_share"] <= 1 and found["nodes"] == 19_412 + 11_924 and found["entries"] % 2 == 0
+    assert "How much of the graph one batch reaches" in scaling.reach_section([found], needed=59.0)
