@@ -79,6 +79,9 @@ class NetConfig:
     ce_normalize: bool = False  # CE logits from the L2-normalised sequence representation (GSAU (rec))
     gamma: float = 0.1
     scorer: Scorer = "sequence"  # which encoder ranks items at evaluation
+    # Rank by cosine: the query (sequence representation, or LightGCN user) and the item vectors
+    # L2-normalised, the geometry alignment and uniformity train; false ranks by the inner product.
+    cosine_scores: bool = False
     mask_history: bool = False  # exclude the user's known items when ranking
     init: Init = "xavier_normal"
     embedding_dim: int = 64

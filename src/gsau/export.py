@@ -209,12 +209,14 @@ def export(run_dir: str | Path, out: str | Path, fmt: str = "npz", onnx: bool = 
         "scorer": cfg.net.scorer, "users": int(users.shape[0]), "items": int(items.shape[0]),
         "dim": int(items.shape[1]),
         "score": "user_vector . item_vector (inner product); higher ranks first",
-        "user_vectors": ("final LightGCN user embeddings" if cfg.net.scorer == "graph" else
+        "user_vectors": ("final LightGCN user embeddings" + (", L2-normalised" if cfg.net.cosine_scores else "")
+                         if cfg.net.scorer == "graph" else
                          "sequence representation of the user's whole known history"
-                         + (", L2-normalised" if cfg.net.ce_normalize else "")
+                         + (", L2-normalised" if cfg.net.ce_normalize or cfg.net.cosine_scores else "")
                          + (", then a 1 for the item bias column" if recs.model.output_bias is not None else "")),
-        "item_vectors": ("final LightGCN item embeddings" if cfg.net.scorer == "graph" else "the shared item table"
-                         + (", then the output bias as the last column" if recs.model.output_bias is not None else "")),
+        "item_vectors": ("final LightGCN item embeddings" if cfg.net.scorer == "graph" else "the shared item table")
+                        + (", L2-normalised" if cfg.net.cosine_scores else "")
+                        + (", then the output bias as the last column" if recs.model.output_bias is not None else ""),
         "files": write_vectors(out, fmt, recs.data.user_ids, users, recs.data.item_ids, items),
     }
     checked = check_users(recs, n_check)

@@ -194,10 +194,17 @@ class Recommender(nn.Module):
         (left-aligned `seqs` of `lengths` items, as `history_windows` builds them)."""
         if self.cfg.scorer == "graph":
             if self._scoring_cache is None:
-                self._scoring_cache = self.graph(*self.graph_tables())
+                final = self.graph(*self.graph_tables())
+                self._scoring_cache = tuple(F.normalize(x, dim=-1) for x in final) if self.cfg.cosine_scores else final
             user_final, item_final = self._scoring_cache
             return user_final[users] @ item_final.T
-        return self._logits(self.sequence(self.item_table.weight, seqs, lengths))
+        s = self.sequence(self.item_table.weight, seqs, lengths)
+        if self.cfg.cosine_scores:
+            # The padding row is zero and stays zero (F.normalize divides by max(norm, eps)).
+            items = F.normalize(self.item_table.weight, dim=-1)
+            s = F.normalize(s, dim=-1)
+            return s @ items.T if self.output_bias is None else torch.addmm(self.output_bias, s, items.T)
+        return self._logits(s)
 
     @torch.no_grad()
     def score_histories(self, users: np.ndarray, indptr: np.ndarray, flat: np.ndarray) -> torch.Tensor:

@@ -237,7 +237,8 @@ class Recommendations:
     def _graph(self):
         if self._graph_tables is None:
             m = self.model
-            self._graph_tables = m.graph(m.user_table.weight, m.item_table.weight)
+            final = m.graph(*m.graph_tables())
+            self._graph_tables = tuple(F.normalize(x, dim=-1) for x in final) if self.cfg.net.cosine_scores else final
         return self._graph_tables
 
     @torch.no_grad()
@@ -248,6 +249,8 @@ class Recommendations:
         if self.cfg.net.scorer == "graph":
             return self._graph()[1]
         table = m.item_table.weight.detach()
+        if self.cfg.net.cosine_scores:
+            table = F.normalize(table, dim=-1)
         if m.output_bias is not None:
             return torch.cat([table, m.output_bias.detach()[:, None]], dim=1)
         return table
@@ -287,8 +290,9 @@ class Recommendations:
 
     def as_query(self, s: torch.Tensor) -> torch.Tensor:
         """Sequence representations [B, d] as query vectors: normalised under ce_normalize (GSAU
-        (rec)), as Recommender._logits reads them, with a 1 for the output bias column if any."""
-        if self.cfg.net.ce_normalize:
+        (rec)) or cosine_scores, as Recommender.score reads them, with a 1 for the output bias
+        column if any."""
+        if self.cfg.net.ce_normalize or self.cfg.net.cosine_scores:
             s = F.normalize(s, dim=-1)
         if self.model.output_bias is not None:
             s = torch.cat([s, torch.ones_like(s[:, :1])], dim=1)
