@@ -155,6 +155,18 @@ def test_sequential_uniformity_uses_sequence_vs_deranged_target_pairs(split):
     assert terms["L_SU"] == pytest.approx(expected.item(), rel=1e-5)
 
 
+def test_su_negatives_batch_pairs_each_sample_with_every_other_target(split):
+    cfg, model = build("sasrec-u", split, "su_negatives=batch")
+    model.eval()
+    _, chunks = batches(cfg, split)
+    _, terms = model.loss(None, chunks)
+    table = model.item_table.weight
+    s = torch.cat([model.sequence(table, c.seqs, c.lengths) for c in chunks])
+    p = table[torch.cat([c.targets for c in chunks])]
+    expected = obj.uniformity(s) + obj.uniformity(p) + obj.cross_uniformity(s, p)
+    assert float(terms["L_SU"]) == pytest.approx(expected.item(), rel=1e-5)
+
+
 def test_gsau_rec_cross_entropy_uses_normalised_sequence_representation(split):
     cfg, model = build("gsau-rec", split)
     model.eval()

@@ -155,6 +155,24 @@ def test_pair_uniformity_matches_reference(n):
     assert obj.pair_uniformity(x, y).item() == pytest.approx(naive_pair_uniformity(x, y).item(), abs=1e-9)
 
 
+def test_cross_uniformity_explicit_numbers():
+    # Off-diagonal pairs only: (x0, y1) = (e1, e1) -> 0; (x1, y0) = (e2, -e1) -> 2. The diagonal
+    # (x0, y0) = (e1, -e1) at distance 4 is each row's own target and is left out.
+    x = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
+    y = torch.tensor([[-1.0, 0.0], [3.0, 0.0]])
+    assert obj.cross_uniformity(x, y).item() == pytest.approx(math.log((1 + math.exp(-4)) / 2), abs=1e-6)
+    assert obj.cross_uniformity(x[:1], y[:1]).item() == 0.0
+
+
+@pytest.mark.parametrize("n", [2, 5, 17])
+def test_cross_uniformity_is_the_pair_term_over_every_pair(n):
+    g = torch.Generator().manual_seed(n)
+    x, y = torch.randn(n, 7, generator=g, dtype=torch.float64), torch.randn(n, 7, generator=g, dtype=torch.float64)
+    rows, cols = zip(*[(i, j) for i in range(n) for j in range(n) if i != j])
+    want = naive_pair_uniformity(x[list(rows)], y[list(cols)])
+    assert obj.cross_uniformity(x, y).item() == pytest.approx(want.item(), abs=1e-9)
+
+
 # -- derangement -----------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("n", [2, 3, 4, 5, 7, 16, 31, 64, 257])

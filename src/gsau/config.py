@@ -39,6 +39,9 @@ GraphLoss = Literal["au", "layer_au", "bpr"]  # DirectAU's L_GA + gamma L_GU, Gr
 SequenceLoss = Literal["au", "ce", "sampled_ce"]
 Sampling = Literal["uniform", "popularity"]
 Scorer = Literal["sequence", "graph"]
+# L_SU's representation-item term: each sample against one shuffled target (the paper's code), or
+# against every other sample's target in the batch (the same expectation from B - 1 times the pairs).
+SuNegatives = Literal["shuffled", "batch"]
 # xavier_normal: the GSAU family's init, every table and layer; encoder_default: each baseline's own
 # published init (N(0, 0.02) for the Transformers, BERT-style; Xavier-uniform tables for LightGCN).
 Init = Literal["xavier_normal", "encoder_default"]
@@ -76,6 +79,7 @@ class NetConfig:
     # sequence_uniformity adds gamma L_SU to the sequence loss.
     sequence_loss: SequenceLoss | None = "au"
     sequence_uniformity: bool = True
+    su_negatives: SuNegatives = "shuffled"
     ce_normalize: bool = False  # CE logits from the L2-normalised sequence representation (GSAU (rec))
     gamma: float = 0.1
     scorer: Scorer = "sequence"  # which encoder ranks items at evaluation

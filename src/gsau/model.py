@@ -163,7 +163,9 @@ class Recommender(nn.Module):
             # Over the whole batch: with several processes, on the gathered global batch.
             s, p = self.dist.gather(s), self.dist.gather(p)
             terms["L_SU"] = obj.uniformity(s) + obj.uniformity(p)
-            if len(p) >= 2:  # a lone sample (an epoch's last batch) has no other item to pair with
+            if self.cfg.su_negatives == "batch":  # every other sample's target as a negative
+                terms["L_SU"] = terms["L_SU"] + obj.cross_uniformity(s, p)
+            elif len(p) >= 2:  # a lone sample (an epoch's last batch) has no other item to pair with
                 if self.pair_generator is None:
                     pairs = obj.derangement(len(p), device=p.device)
                 else:  # the same pairs on every rank

@@ -40,6 +40,18 @@ def pair_uniformity(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return torch.logsumexp(-2.0 * sq, dim=0) - math.log(sq.numel())
 
 
+def cross_uniformity(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """log mean exp(-2 ||x_i - y_j||^2) over every pair i != j of two batches of rows (x_i's own
+    y_i left out): `pair_uniformity` over all B(B - 1) pairs instead of one per row."""
+    x, y = F.normalize(x, dim=-1), F.normalize(y, dim=-1)
+    n = x.shape[0]
+    if n < 2:
+        return x.new_zeros(())
+    logits = -2.0 * (2.0 - 2.0 * (x @ y.T)).clamp_min(0.0)
+    logits = logits.masked_fill(torch.eye(n, dtype=torch.bool, device=x.device), float("-inf"))
+    return torch.logsumexp(logits.flatten(), dim=0) - math.log(n * (n - 1))
+
+
 def derangement(n: int, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
     """A random permutation with no fixed point: row b gets index out[b] != b (n >= 2).
 
