@@ -7,9 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from gsau.config import preset_names
 from gsau.data.interactions import BUNDLED
-from gsau.reproduce import model_order, write_report
+from gsau.reproduce import model_order, paper_models, write_report
 from gsau.reproduce.report import collect, csv_rows
 
 RESULTS = Path(__file__).resolve().parent.parent / "results"
@@ -43,7 +42,7 @@ def test_results_md_is_regenerated_from_the_run_records(tmp_path):
         shutil.copytree(path, out / "runs" / path.name, ignore=shutil.ignore_patterns("*.pt", ".claim"))
     if (RESULTS / "NOTES.md").exists():
         shutil.copy(RESULTS / "NOTES.md", out / "NOTES.md")
-    write_report(out, model_order(preset_names()), list(BUNDLED), "gsau reproduce --report-only")
+    write_report(out, model_order(paper_models()), list(BUNDLED), "gsau reproduce --report-only")
 
     def body(text):  # all but the provenance line, which holds the time of writing
         return [line for line in text.splitlines() if not line.startswith("Written by `")]

@@ -257,7 +257,7 @@ def cmd_reproduce(args) -> None:
 
     def items(text):
         return [x.strip() for x in text.split(",") if x.strip()]
-    models = reproduce.model_order(items(args.models) if args.models else preset_names())
+    models = reproduce.model_order(items(args.models) if args.models else reproduce.paper_models())
     try:
         seeds = [int(s) for s in items(args.seeds)]
     except ValueError:

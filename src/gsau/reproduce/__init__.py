@@ -26,10 +26,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from gsau.reproduce import grid
-from gsau.reproduce.grid import model_order
+from gsau.reproduce.grid import model_order, paper_models
 from gsau.reproduce.report import write_report
 
-__all__ = ["model_order", "reproduce", "write_report"]
+__all__ = ["model_order", "paper_models", "reproduce", "write_report"]
 
 
 def reproduce(out, models, datasets, seeds, epochs=None, overrides=(), max_runs=None, dry_run=False,

@@ -41,6 +41,12 @@ def headline() -> list[str]:
     return catalog_groups().get(HEADLINE_GROUP, [])
 
 
+def paper_models() -> list[str]:
+    """The reproduction's default models: every preset but those of role "research" (our own
+    variants, studied in results/RESEARCH.md rather than reproduced)."""
+    return [name for name in preset_names() if preset_info(name)["role"] != "research"]
+
+
 def proposed() -> list[str]:
     """The presets the paper proposes (catalog role "ours"), in catalog order."""
     return [name for name in preset_names() if preset_info(name)["role"] == "ours"]

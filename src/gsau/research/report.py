@@ -356,10 +356,74 @@ def q4(view: View, figure: Path) -> str:
             + view.pending(view.all_of(cells)))
 
 
+def _at_epoch(log: list[dict], epoch: int) -> dict | None:
+    return next((h for h in log if h["epoch"] == epoch), None)
+
+
+def _su_path(log: list[dict]) -> str:
+    """L_SU at epoch 1 -> its highest (least uniform) -> the last epoch."""
+    values = [(h["epoch"], h["L_SU"]) for h in log if h.get("L_SU") is not None]
+    if not values:
+        return DASH
+    peak = max(values, key=lambda v: v[1])
+    return f"{values[0][1]:.2f} → {peak[1]:.2f} (epoch {peak[0]}) → {values[-1][1]:.2f}"
+
+
+def _probe_path(log: list[dict], key: str = "probe_seq_unif_user") -> str:
+    values = [h[key] for h in log if h.get(key) is not None]
+    return f"{values[0]:.2f} → {values[-1]:.2f}" if values else DASH
+
+
 def q5(view: View) -> str:
-    return ("Not studied yet: the spec has no runs for this question. Its evidence will be gsau's probe fields "
-            "(question 3) and its gamma sweep (question 4); the change that makes `gsau` train is to ship as a "
-            "new preset, the published presets unchanged.\n")
+    """The published gsau against one change at a time: 12-epoch screens (valid R@10 at the screens'
+    last epoch, set against the reference runs' logs at that epoch) and full runs, with test R@10
+    against the references' (the published gsau and sasrec of RESULTS.md)."""
+    cells = [c for c in view.study.cells if c.question == 5]
+    if not cells:
+        return NO_RUNS
+    records = view.records
+    runs = [r for c in cells for r in view.of(c.name)]
+    finished = view.finished(runs)
+    screen_epochs = sorted({len(records.log(r)) for r in finished if r.config.train.epochs < 300})
+    at = screen_epochs[0] if screen_epochs else 12
+    references = {}
+    for c in cells:
+        for d in view.cell_datasets(c.name):
+            if c.reference:
+                path = view.study.spec.parent / c.reference.format(dataset=d)
+                if (path / "metrics.json").exists():
+                    references[path.name] = path
+    rows, found = [], {}
+    for name, path in references.items():
+        log = [json.loads(x) for x in (path / "log.jsonl").read_text().splitlines() if x.strip()]
+        test = json.loads((path / "metrics.json").read_text())["test"]
+        h = _at_epoch(log, at)
+        found[name] = (h and h.get("valid_recall@10"), test[METRIC])
+        rows.append([f"{name} (RESULTS.md, inner product)", str(len(log)),
+                     DASH if h is None else f"{h['valid_recall@10']:.4f}", f"{test[METRIC]:.4f}",
+                     f"{test['ndcg@10']:.4f}", _su_path(log), _probe_path(log)])
+    for r in runs:
+        log, metrics = records.log(r), records.metrics(r)
+        h = _at_epoch(log, at)
+        scoring = "cosine" if r.config.net.cosine_scores else "inner product"
+        rows.append([f"{r.name} ({scoring})", str(len(log)) if log else DASH,
+                     DASH if h is None else f"{h['valid_recall@10']:.4f}",
+                     DASH if metrics is None else f"{metrics['test'][METRIC]:.4f}",
+                     DASH if metrics is None else f"{metrics['test']['ndcg@10']:.4f}", _su_path(log), _probe_path(log)])
+        if metrics is not None:
+            found[r.name] = (h and h.get("valid_recall@10"), metrics["test"][METRIC])
+    clauses = [f"{name} {v:.4f}" for name, (v, _) in found.items() if v is not None]
+    head = (f"Validation R@10 at epoch {at} on Toys: " + "; ".join(clauses) + ".\n") if clauses else \
+        "Not measured yet: no run of this question has finished.\n"
+    return (head + "\nOne change at a time against the published gsau (its L_SA: alignment of the L2-normalised "
+            "sequence representation with its target, gamma L_SU: uniformity of the representations, of the "
+            f"targets, and of representation-item pairs). Screens stop at epoch {at}; the test metrics of a screen "
+            "are those of its best epoch so far. L_SU is the epoch mean (more negative: more spread over the "
+            "sphere; 0: every vector in one place). Seq unif is the uniformity of the sequence representations "
+            "of 256 fixed users (the probe, research/dynamics.py; about -3.8 spread over the sphere, 0 collapsed), "
+            "epoch 1 → last.\n\n"
+            + markdown_table(["run", "epochs", f"valid R@10 at epoch {at}", "test R@10", "test N@10",
+                              "L_SU epoch 1 → highest → last", "seq unif"], rows) + "\n" + view.pending(runs))
 
 
 def q6(view: View) -> str:
