@@ -23,7 +23,7 @@ TABLE = {
     "lightgcn":      ("lightgcn", None,       "bpr",      None,   None, "graph",    True,  "encoder_default"),
     "sasrec":        (None,       "sasrec",   None,       "ce",   None, "sequence", False, "encoder_default"),
     "bert4rec":      (None,       "bert4rec", None,       "ce",   None, "sequence", False, "encoder_default"),
-    "gsau-cos":      ("lightgcn", "sasrec",   "au",       "au",   0.5,  "sequence", False, "xavier_normal"),
+    "gsau-batch":      ("lightgcn", "sasrec",   "au",       "au",   0.5,  "sequence", False, "xavier_normal"),
 }
 
 
@@ -228,7 +228,8 @@ def test_cli_train_with_incompatible_heads_is_a_clear_error(tmp_path, capsys, da
     assert "head" in capsys.readouterr().err
 
 
-def test_only_gsau_cos_ranks_by_cosine_and_it_stays_out_of_the_paper_grid():
+def test_only_gsau_batch_ranks_by_cosine_and_it_stays_out_of_the_paper_grid():
     from gsau.reproduce import paper_models
-    assert [n for n in preset_names() if resolve(n).net.cosine_scores] == ["gsau-cos"]
-    assert "gsau-cos" not in paper_models() and set(paper_models()) == set(preset_names()) - {"gsau-cos"}
+    assert [n for n in preset_names() if resolve(n).net.cosine_scores] == ["gsau-batch"]
+    assert [n for n in preset_names() if resolve(n).net.su_negatives == "batch"] == ["gsau-batch"]
+    assert "gsau-batch" not in paper_models() and set(paper_models()) == set(preset_names()) - {"gsau-batch"}

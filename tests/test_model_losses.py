@@ -34,7 +34,7 @@ EXPECTED_TERMS = {
     "lightgcn": {"L_BPR", "L_reg"},
     "sasrec": {"L_CE"},
     "bert4rec": {"L_CE"},
-    "gsau-cos": {"L_GA", "L_GU", "L_SA", "L_SU"},
+    "gsau-batch": {"L_GA", "L_GU", "L_SA", "L_SU"},
 }
 
 
