@@ -402,8 +402,10 @@ def q5(view: View) -> str:
         rows.append([f"{name} (RESULTS.md, inner product)", str(len(log)),
                      DASH if h is None else f"{h['valid_recall@10']:.4f}", f"{test[METRIC]:.4f}",
                      f"{test['ndcg@10']:.4f}", _su_path(log), _probe_path(log)])
+    full = []
     for r in runs:
-        log, metrics = records.log(r), records.metrics(r)
+        metrics = records.metrics(r)
+        log = records.log(r) if metrics is not None else []  # a run still training shows nothing yet
         h = _at_epoch(log, at)
         scoring = "cosine" if r.config.net.cosine_scores else "inner product"
         rows.append([f"{r.name} ({scoring})", str(len(log)) if log else DASH,
@@ -412,9 +414,22 @@ def q5(view: View) -> str:
                      DASH if metrics is None else f"{metrics['test']['ndcg@10']:.4f}", _su_path(log), _probe_path(log)])
         if metrics is not None:
             found[r.name] = (h and h.get("valid_recall@10"), metrics["test"][METRIC])
+            if r.config.train.epochs >= 300 and r.cell.reference:  # a full run, against its reference
+                ref = (view.study.spec.parent / r.cell.reference.format(dataset=r.label)).name
+                if ref in found:
+                    full.append((r, metrics["test"][METRIC], ref, found[ref][1]))
     clauses = [f"{name} {v:.4f}" for name, (v, _) in found.items() if v is not None]
-    head = (f"Validation R@10 at epoch {at} on Toys: " + "; ".join(clauses) + ".\n") if clauses else \
+    head = ""
+    for r, value, ref, target in full:
+        head += (f"{r.cell.model} reaches test R@10 {value:.4f} on {r.label} against {ref}'s {target:.4f}: "
+                 + ("at least sasrec's, the issue's bar" if value >= target else "below it") + ". ")
+    head += (f"Validation R@10 at epoch {at}: " + "; ".join(clauses) + ".\n") if clauses else \
         "Not measured yet: no run of this question has finished.\n"
+    first_unif = [(r.name, records.log(r)[0]["probe_seq_unif_user"]) for r in finished
+                  if records.log(r) and records.log(r)[0].get("probe_seq_unif_user") is not None]
+    if first_unif:
+        head += ("\nAfter one epoch the probe's sequence uniformity (about -3.8 spread over the sphere, 0 one point) "
+                 "is " + "; ".join(f"{n} {u:.2f}" for n, u in first_unif) + ".\n")
     return (head + "\nOne change at a time against the published gsau (its L_SA: alignment of the L2-normalised "
             "sequence representation with its target, gamma L_SU: uniformity of the representations, of the "
             f"targets, and of representation-item pairs). Screens stop at epoch {at}; the test metrics of a screen "
