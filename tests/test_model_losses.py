@@ -168,6 +168,19 @@ def test_su_negatives_batch_pairs_each_sample_with_every_other_target(split):
     assert float(terms["L_SU"]) == pytest.approx(expected.item(), rel=1e-5)
 
 
+def test_su_t_is_the_kernel_of_every_l_su_term(split):
+    cfg, model = build("sasrec-u", split, "su_negatives=batch", "su_t=5")
+    model.eval()
+    _, chunks = batches(cfg, split)
+    _, terms = model.loss(None, chunks)
+    table = model.item_table.weight
+    s = torch.cat([model.sequence(table, c.seqs, c.lengths) for c in chunks])
+    p = table[torch.cat([c.targets for c in chunks])]
+    expected = obj.uniformity(s, 5.0) + obj.uniformity(p, 5.0) + obj.cross_uniformity(s, p, 5.0)
+    assert float(terms["L_SU"]) == pytest.approx(expected.item(), rel=1e-5)
+    assert expected.item() != pytest.approx((obj.uniformity(s) + obj.uniformity(p) + obj.cross_uniformity(s, p)).item())
+
+
 def test_gsau_rec_cross_entropy_uses_normalised_sequence_representation(split):
     cfg, model = build("gsau-rec", split)
     model.eval()

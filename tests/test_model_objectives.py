@@ -155,6 +155,17 @@ def test_pair_uniformity_matches_reference(n):
     assert obj.pair_uniformity(x, y).item() == pytest.approx(naive_pair_uniformity(x, y).item(), abs=1e-9)
 
 
+def test_the_kernel_t_scales_every_uniformity_term_by_hand():
+    # One pair at squared distance 2 (e1, e2) and one at 0: log((e^{-2t} + 1) / 2) for each form.
+    x = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    y = torch.tensor([[0.0, 1.0], [0.0, 3.0]])
+    for t in (2.0, 5.0):
+        assert obj.pair_uniformity(x, y, t).item() == pytest.approx(math.log((math.exp(-2 * t) + 1) / 2), abs=1e-6)
+    assert obj.uniformity(x, 5.0).item() == pytest.approx(-10.0, abs=1e-6)  # the one pair, at distance 2
+    # Off-diagonal cross pairs: (e1, 3 e2) at 2 and (e2, e2) at 0.
+    assert obj.cross_uniformity(x, y, 5.0).item() == pytest.approx(math.log((math.exp(-10) + 1) / 2), abs=1e-6)
+
+
 def test_cross_uniformity_explicit_numbers():
     # Off-diagonal pairs only: (x0, y1) = (e1, e1) -> 0; (x1, y0) = (e2, -e1) -> 2. The diagonal
     # (x0, y0) = (e1, -e1) at distance 4 is each row's own target and is left out.

@@ -80,6 +80,9 @@ class NetConfig:
     sequence_loss: SequenceLoss | None = "au"
     sequence_uniformity: bool = True
     su_negatives: SuNegatives = "shuffled"
+    # t of L_SU's kernel exp(-t ||x - y||^2) (2 in the paper and in Wang & Isola); for unit vectors
+    # a larger t weighs the closest pairs more, as a lower InfoNCE temperature (about 1 / t) does.
+    su_t: float = 2.0
     ce_normalize: bool = False  # CE logits from the L2-normalised sequence representation (GSAU (rec))
     gamma: float = 0.1
     scorer: Scorer = "sequence"  # which encoder ranks items at evaluation
@@ -224,6 +227,7 @@ class Config:
             (n.ce_chunk_items >= 0, f"ce_chunk_items must be >= 0 (0: one buffer), not {n.ce_chunk_items}"),
             (n.sampled_negatives >= 1, f"sampled_negatives must be at least 1, not {n.sampled_negatives}"),
             (n.gamma >= 0, f"gamma must be >= 0, not {n.gamma}"),
+            (n.su_t > 0, f"su_t must be > 0, not {n.su_t}"),
             (n.bpr_reg >= 0, f"bpr_reg must be >= 0, not {n.bpr_reg}"),
             (n.layer_norm_eps > 0, f"layer_norm_eps must be > 0, not {n.layer_norm_eps}"),
             (t.batch_size >= 2, "batch_size must be at least 2"),

@@ -162,15 +162,16 @@ class Recommender(nn.Module):
         if self.cfg.sequence_uniformity:
             # Over the whole batch: with several processes, on the gathered global batch.
             s, p = self.dist.gather(s), self.dist.gather(p)
-            terms["L_SU"] = obj.uniformity(s) + obj.uniformity(p)
+            t = self.cfg.su_t
+            terms["L_SU"] = obj.uniformity(s, t) + obj.uniformity(p, t)
             if self.cfg.su_negatives == "batch":  # every other sample's target as a negative
-                terms["L_SU"] = terms["L_SU"] + obj.cross_uniformity(s, p)
+                terms["L_SU"] = terms["L_SU"] + obj.cross_uniformity(s, p, t)
             elif len(p) >= 2:  # a lone sample (an epoch's last batch) has no other item to pair with
                 if self.pair_generator is None:
                     pairs = obj.derangement(len(p), device=p.device)
                 else:  # the same pairs on every rank
                     pairs = obj.derangement(len(p), generator=self.pair_generator).to(p.device)
-                terms["L_SU"] = terms["L_SU"] + obj.pair_uniformity(s, p[pairs])  # user-negative-item pairs
+                terms["L_SU"] = terms["L_SU"] + obj.pair_uniformity(s, p[pairs], t)  # user-negative-item pairs
         return terms
 
     def _logits(self, s: torch.Tensor) -> torch.Tensor:

@@ -21,33 +21,33 @@ def alignment(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return (x - y).pow(2).sum(dim=-1).mean()
 
 
-def uniformity(x: torch.Tensor) -> torch.Tensor:
-    """Over all pairs i < j of the batch. For unit vectors ||x_i - x_j||^2 = 2 - 2 x_i.x_j, so one
+def uniformity(x: torch.Tensor, t: float = 2.0) -> torch.Tensor:
+    """log mean exp(-t ||x_i - x_j||^2) (Wang & Isola 2020, t = 2) over all pairs i < j of the batch. For unit vectors ||x_i - x_j||^2 = 2 - 2 x_i.x_j, so one
     Gram matmul replaces pdist. The mean over i < j equals the mean over i != j (the matrix is
     symmetric), so the diagonal is dropped by setting it to -inf before a stable logsumexp."""
     x = F.normalize(x, dim=-1)
     n = x.shape[0]
     if n < 2:
         return x.new_zeros(())
-    logits = -2.0 * (2.0 - 2.0 * (x @ x.T)).clamp_min(0.0)
+    logits = -t * (2.0 - 2.0 * (x @ x.T)).clamp_min(0.0)
     logits = logits.masked_fill(torch.eye(n, dtype=torch.bool, device=x.device), float("-inf"))
     return torch.logsumexp(logits.flatten(), dim=0) - math.log(n * (n - 1))
 
 
-def pair_uniformity(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+def pair_uniformity(x: torch.Tensor, y: torch.Tensor, t: float = 2.0) -> torch.Tensor:
     x, y = F.normalize(x, dim=-1), F.normalize(y, dim=-1)
     sq = (x - y).pow(2).sum(dim=-1)
-    return torch.logsumexp(-2.0 * sq, dim=0) - math.log(sq.numel())
+    return torch.logsumexp(-t * sq, dim=0) - math.log(sq.numel())
 
 
-def cross_uniformity(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """log mean exp(-2 ||x_i - y_j||^2) over every pair i != j of two batches of rows (x_i's own
+def cross_uniformity(x: torch.Tensor, y: torch.Tensor, t: float = 2.0) -> torch.Tensor:
+    """log mean exp(-t ||x_i - y_j||^2) over every pair i != j of two batches of rows (x_i's own
     y_i left out): `pair_uniformity` over all B(B - 1) pairs instead of one per row."""
     x, y = F.normalize(x, dim=-1), F.normalize(y, dim=-1)
     n = x.shape[0]
     if n < 2:
         return x.new_zeros(())
-    logits = -2.0 * (2.0 - 2.0 * (x @ y.T)).clamp_min(0.0)
+    logits = -t * (2.0 - 2.0 * (x @ y.T)).clamp_min(0.0)
     logits = logits.masked_fill(torch.eye(n, dtype=torch.bool, device=x.device), float("-inf"))
     return torch.logsumexp(logits.flatten(), dim=0) - math.log(n * (n - 1))
 
