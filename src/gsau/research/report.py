@@ -299,7 +299,8 @@ def q3(view: View, figure: Path) -> str:
     planned = dynamics_runs(view)
     if not planned:
         return NO_RUNS
-    runs = [r for r in planned if any(k.startswith("probe_") for h in view.records.log(r) for k in h)]
+    # Finished runs only: a run still training would make the report depend on when it was written.
+    runs = [r for r in view.finished(planned) if any(k.startswith("probe_") for h in view.records.log(r) for k in h)]
     if not runs:
         return ("Not measured yet: no run with the probe (train.probe) has finished; the runs of questions 1 and 4 "
                 "log it.\n\n" + view.pending(planned))
