@@ -204,3 +204,41 @@ def test_the_difference_of_two_cells_by_hand():
     # mean 0.15 - mean 0.10; SE = sqrt(0.005 / 2 + 0.005 / 2) (sample variances 0.005 each)
     assert d.value == pytest.approx(0.05) and d.se == pytest.approx(0.005 ** 0.5) and d.low is None
     assert report.difference(Stub(), ["a1"], ["b1"]).se is None  # one seed a side: no seed error
+
+
+def test_question_5_reads_screens_and_the_full_run_against_its_references(tmp_path):
+    """q5 from hand-written records: the full run against sasrec's test R@10, the screens at their last
+    epoch, and the mechanism sentences keyed by what each screen changes."""
+    screen = ["epochs=2", "cosine_scores=true"]
+    spec = study.load_spec(write_spec(tmp_path, [
+        {"name": "screen", "question": 5, "model": "gsau", "set": screen, "sweep": {"gamma": [0.1, 0.5]},
+         "reference": "ref/gsau"},
+        {"name": "fix", "question": 5, "model": "gsau-batch", "set": ["epochs=300"], "reference": "ref/sasrec"},
+        {"name": "screen-batch", "question": 5, "model": "gsau", "set": screen + ["su_negatives=batch", "gamma=0.5"]},
+    ]))
+
+    def records(path, log, test):
+        path.mkdir(parents=True)
+        (path / "log.jsonl").write_text("".join(json.dumps(h) + "\n" for h in log))
+        (path / "metrics.json").write_text(json.dumps({"best_epoch": len(log), "test": test}))
+    test = lambda r: {"recall@10": r, "ndcg@10": r / 2}  # noqa: E731
+    records(tmp_path / "ref" / "gsau", [{"epoch": 1, "valid_recall@10": 0.001, "L_SA": 1.1, "L_SU": -6.8},
+                                        {"epoch": 2, "valid_recall@10": 0.002, "L_SA": 0.3, "L_SU": -2.8}], test(0.012))
+    records(tmp_path / "ref" / "sasrec", [{"epoch": 1, "valid_recall@10": 0.05}, {"epoch": 2, "valid_recall@10": 0.1}],
+            test(0.0876))
+    runs = {r.name: r for r in study.plan(spec, tmp_path / "out")}
+    probe = lambda u: {"probe_seq_unif_user": u, "probe_seq_unif_item": -1.5}  # noqa: E731
+    records(runs["screen-gamma0.1-data-1"].path, [{"epoch": 1, "valid_recall@10": 0.01, **probe(-0.3)},
+                                                  {"epoch": 2, "valid_recall@10": 0.03}], test(0.026))
+    records(runs["screen-gamma0.5-data-1"].path, [{"epoch": 1, "valid_recall@10": 0.02, **probe(-1.8)},
+                                                  {"epoch": 2, "valid_recall@10": 0.07}], test(0.059))
+    records(runs["screen-batch-data-1"].path, [{"epoch": 1, "valid_recall@10": 0.04, **probe(-2.2)},
+                                               {"epoch": 2, "valid_recall@10": 0.09}], test(0.072))
+    records(runs["fix-data-1"].path, [{"epoch": e, "valid_recall@10": 0.09} for e in (1, 2, 3)], test(0.0901))
+    view = report.View(spec, list(runs.values()), report.Records(), "gsau study x")
+    text = report.q5(view)
+    assert text.startswith("gsau-batch reaches test R@10 0.0901 on data against sasrec's 0.0876: at least sasrec's")
+    assert "Validation R@10 at epoch 2: gsau 0.0020; sasrec 0.1000; screen-gamma0.1-data-1 0.0300" in text
+    assert "sequence uniformity is -0.30 after one epoch" in text and "L_SU rises from -6.80 to -2.80" in text
+    assert "lifts valid R@10 at epoch 2 from 0.0300 to 0.0700" in text
+    assert "| fix-data-1 (cosine) | 3 | 0.0900 | 0.0901 | 0.0450 | — | — |" in text

@@ -375,6 +375,51 @@ def _probe_path(log: list[dict], key: str = "probe_seq_unif_user") -> str:
     return f"{values[0]:.2f} → {values[-1]:.2f}" if values else DASH
 
 
+def _mechanism(view: View, screens: list[Run], at: int, reference_log: list[dict] | None) -> str:
+    """The collapse and its cure in measured terms: the screens keyed by what they change."""
+    records = view.records
+
+    def key(r: Run):
+        n = r.config.net
+        return (n.gamma, n.su_negatives, n.cosine_scores, n.su_t)
+    by = {}
+    for r in screens:
+        h, log = _at_epoch(records.log(r), at), records.log(r)
+        if h is not None:
+            by[key(r)] = (h["valid_recall@10"], log[0].get("probe_seq_unif_user"), log[0].get("probe_seq_unif_item"))
+    out = []
+    low, high = by.get((0.1, "shuffled", True, 2.0)), by.get((0.5, "shuffled", True, 2.0))
+    if low and low[1] is not None:
+        items = f", while the items stay more spread ({low[2]:.2f})" if low[2] is not None else ""
+        text = (f"The collapse: at the published gamma 0.1 the probe's sequence uniformity is {low[1]:.2f} after one "
+                f"epoch (about -3.8 is spread over the sphere, 0 one point){items}. L_SA only pulls each "
+                "representation towards its own target; crowding every history's representation into one region "
+                "of the sphere lowers it on average without telling histories apart, and gamma L_SU, with one "
+                "shuffled item a sample, is too weak to stop that")
+        if reference_log and len(reference_log) > 1 and reference_log[0].get("L_SU") is not None:
+            text += (f" (the published run's L_SU rises from {reference_log[0]['L_SU']:.2f} to "
+                     f"{reference_log[1]['L_SU']:.2f} in epoch 2, L_SA falls from {reference_log[0]['L_SA']:.2f} to "
+                     f"{reference_log[1]['L_SA']:.2f})")
+        out.append(text + ".")
+    if low and high and high[1] is not None:
+        out.append(f"The weight: gamma 0.5 keeps the representations spread ({high[1]:.2f} after one epoch) and lifts "
+                   f"valid R@10 at epoch {at} from {low[0]:.4f} to {high[0]:.4f}.")
+    b_low, b_high = by.get((0.1, "batch", True, 2.0)), by.get((0.5, "batch", True, 2.0))
+    if b_low and b_high and low and high:
+        out.append(f"Every other target of the batch as a negative (su_negatives=batch) helps only with that weight: "
+                   f"{b_low[0]:.4f} against {low[0]:.4f} at gamma 0.1, {b_high[0]:.4f} against {high[0]:.4f} at "
+                   "gamma 0.5.")
+    dot = by.get((0.5, "shuffled", False, 2.0))
+    if dot and high:
+        out.append(f"Ranking by cosine rather than the inner product (training unchanged): {high[0]:.4f} against "
+                   f"{dot[0]:.4f} at gamma 0.5.")
+    sharp = by.get((0.5, "batch", True, 5.0))
+    if sharp and b_high:
+        out.append(f"A sharper kernel (su_t 5 instead of 2, with batch negatives at gamma 0.5): {sharp[0]:.4f} against "
+                   f"{b_high[0]:.4f}.")
+    return (" ".join(out) + "\n") if out else ""
+
+
 def q5(view: View) -> str:
     """The published gsau against one change at a time: 12-epoch screens (valid R@10 at the screens'
     last epoch, set against the reference runs' logs at that epoch) and full runs, with test R@10
@@ -394,9 +439,11 @@ def q5(view: View) -> str:
                 path = view.study.spec.parent / c.reference.format(dataset=d)
                 if (path / "metrics.json").exists():
                     references[path.name] = path
-    rows, found = [], {}
+    rows, found, reference_log = [], {}, None
     for name, path in references.items():
         log = [json.loads(x) for x in (path / "log.jsonl").read_text().splitlines() if x.strip()]
+        if reference_log is None and log and "L_SA" in log[0]:
+            reference_log = log  # the published gsau's
         test = json.loads((path / "metrics.json").read_text())["test"]
         h = _at_epoch(log, at)
         found[name] = (h and h.get("valid_recall@10"), test[METRIC])
@@ -431,6 +478,8 @@ def q5(view: View) -> str:
     if first_unif:
         head += ("\nAfter one epoch the probe's sequence uniformity (about -3.8 spread over the sphere, 0 one point) "
                  "is " + "; ".join(f"{n} {u:.2f}" for n, u in first_unif) + ".\n")
+    mechanism = _mechanism(view, [r for r in finished if r.config.train.epochs < 300], at, reference_log)
+    head += ("\n" + mechanism) if mechanism else ""
     return (head + "\nOne change at a time against the published gsau (its L_SA: alignment of the L2-normalised "
             "sequence representation with its target, gamma L_SU: uniformity of the representations, of the "
             f"targets, and of representation-item pairs). Screens stop at epoch {at}; the test metrics of a screen "
