@@ -413,6 +413,10 @@ def _mechanism(view: View, screens: list[Run], at: int, reference_log: list[dict
     if dot and high:
         out.append(f"Ranking by cosine rather than the inner product (training unchanged): {high[0]:.4f} against "
                    f"{dot[0]:.4f} at gamma 0.5.")
+    heavier = by.get((1.0, "batch", True, 2.0))
+    if heavier and b_high:
+        out.append(f"A heavier uniformity weight with batch negatives (gamma 1.0): {heavier[0]:.4f} against "
+                   f"{b_high[0]:.4f} at gamma 0.5.")
     sharp = by.get((0.5, "batch", True, 5.0))
     if sharp and b_high:
         out.append(f"A sharper kernel (su_t 5 instead of 2, with batch negatives at gamma 0.5): {sharp[0]:.4f} against "
