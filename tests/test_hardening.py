@@ -354,3 +354,10 @@ def test_a_closed_pipe_is_not_a_traceback():
     import sys
     proc = subprocess.run(f"{sys.executable} -m gsau models | head -1", shell=True, capture_output=True, text=True)
     assert proc.stdout.startswith("gsau ") and "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr
+
+
+def test_one_set_takes_several_options_as_study_does(capsys, data_dir, tmp_path):
+    rc, _, err = train(capsys, data_dir, tmp_path / "run", "--set", "gamma=0.3", "hidden_dropout=0.1")
+    assert rc == 0, err
+    net = json.loads((tmp_path / "run" / "metrics.json").read_text())["config"]["net"]
+    assert (net["gamma"], net["hidden_dropout"]) == (0.3, 0.1)

@@ -404,7 +404,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train with N processes on this machine (torch.distributed; one per GPU on CUDA, "
                    "gloo on the CPU): the same as `torchrun --nproc-per-node N -m gsau train ...`")
     p.add_argument("--config", metavar="YAML", help="YAML file of options applied over the preset")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one option, e.g. gamma=0.2 (repeatable)")
+    p.add_argument("--set", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="override options, e.g. --set gamma=0.2 lr=0.003 (repeatable, as in gsau study)")
     p.add_argument("--resume", metavar="DIR", help="continue an interrupted run in DIR")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--track", action="append", choices=["tensorboard", "mlflow"],
