@@ -473,7 +473,9 @@ def q5(view: View) -> str:
     clauses = [f"{name} {v:.4f}" for name, (v, _) in found.items() if v is not None]
     head = ""
     for r, value, ref, target in full:
-        head += (f"{r.cell.model} reaches test R@10 {value:.4f} on {r.label} against {ref}'s {target:.4f}: "
+        changed = "".join(f", {o}" for o in r.cell.overrides)
+        head += (f"{r.name} ({r.cell.model}{changed}) reaches test R@10 {value:.4f} on {r.label} against {ref}'s "
+                 f"{target:.4f}: "
                  + ("at least sasrec's, the issue's bar" if value >= target else "below it") + ". ")
     head += (f"Validation R@10 at epoch {at}: " + "; ".join(clauses) + ".\n") if clauses else \
         "Not measured yet: no run of this question has finished.\n"
