@@ -238,7 +238,7 @@ def test_question_5_reads_screens_and_the_full_run_against_its_references(tmp_pa
     view = report.View(spec, list(runs.values()), report.Records(), "gsau study x")
     text = report.q5(view)
     assert text.startswith("fix-data-1 (gsau-batch, epochs=300) reaches test R@10 0.0901 on data against sasrec's "
-                           "0.0876: at least sasrec's")
+                           "0.0876: at least sasrec's, the issue's bar (gsau: 0.0120).")
     assert "Validation R@10 at epoch 2: gsau 0.0020; sasrec 0.1000; screen-gamma0.1-data-1 0.0300" in text
     assert "sequence uniformity is -0.30 after one epoch" in text and "L_SU rises from -6.80 to -2.80" in text
     assert "lifts valid R@10 at epoch 2 from 0.0300 to 0.0700" in text

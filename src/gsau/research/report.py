@@ -443,11 +443,11 @@ def q5(view: View) -> str:
                 path = view.study.spec.parent / c.reference.format(dataset=d)
                 if (path / "metrics.json").exists():
                     references[path.name] = path
-    rows, found, reference_log = [], {}, None
+    rows, found, reference_log, published = [], {}, None, None
     for name, path in references.items():
         log = [json.loads(x) for x in (path / "log.jsonl").read_text().splitlines() if x.strip()]
         if reference_log is None and log and "L_SA" in log[0]:
-            reference_log = log  # the published gsau's
+            reference_log, published = log, name  # the published gsau's
         test = json.loads((path / "metrics.json").read_text())["test"]
         h = _at_epoch(log, at)
         found[name] = (h and h.get("valid_recall@10"), test[METRIC])
@@ -476,7 +476,8 @@ def q5(view: View) -> str:
         changed = "".join(f", {o}" for o in r.cell.overrides)
         head += (f"{r.name} ({r.cell.model}{changed}) reaches test R@10 {value:.4f} on {r.label} against {ref}'s "
                  f"{target:.4f}: "
-                 + ("at least sasrec's, the issue's bar" if value >= target else "below it") + ". ")
+                 + ("at least sasrec's, the issue's bar" if value >= target else "below it")
+                 + (f" ({published}: {found[published][1]:.4f})" if published in found else "") + ". ")
     head += (f"Validation R@10 at epoch {at}: " + "; ".join(clauses) + ".\n") if clauses else \
         "Not measured yet: no run of this question has finished.\n"
     first_unif = [(r.name, records.log(r)[0]["probe_seq_unif_user"]) for r in finished
