@@ -168,6 +168,18 @@ def test_su_negatives_batch_pairs_each_sample_with_every_other_target(split):
     assert float(terms["L_SU"]) == pytest.approx(expected.item(), rel=1e-5)
 
 
+def test_su_negatives_rows_takes_the_log_mean_exp_per_sample(split):
+    cfg, model = build("sasrec-u", split, "su_negatives=rows")
+    model.eval()
+    _, chunks = batches(cfg, split)
+    _, terms = model.loss(None, chunks)
+    table = model.item_table.weight
+    s = torch.cat([model.sequence(table, c.seqs, c.lengths) for c in chunks])
+    p = table[torch.cat([c.targets for c in chunks])]
+    expected = obj.uniformity(s) + obj.uniformity(p) + obj.row_uniformity(s, p)
+    assert float(terms["L_SU"]) == pytest.approx(expected.item(), rel=1e-5)
+
+
 def test_su_t_is_the_kernel_of_every_l_su_term(split):
     cfg, model = build("sasrec-u", split, "su_negatives=batch", "su_t=5")
     model.eval()

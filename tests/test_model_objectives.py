@@ -175,6 +175,17 @@ def test_cross_uniformity_explicit_numbers():
     assert obj.cross_uniformity(x[:1], y[:1]).item() == 0.0
 
 
+def test_row_uniformity_by_hand():
+    # Row 0's only other target: (e1, 3 e1) at 0 -> log 1 = 0; row 1's: (e2, -e1) at 2 -> -2t.
+    x = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
+    y = torch.tensor([[-1.0, 0.0], [3.0, 0.0]])
+    assert obj.row_uniformity(x, y, 2.0).item() == pytest.approx((0.0 - 4.0) / 2, abs=1e-6)
+    g = torch.Generator().manual_seed(3)
+    a, b = torch.randn(6, 5, generator=g, dtype=torch.float64), torch.randn(6, 5, generator=g, dtype=torch.float64)
+    per_row = [naive_pair_uniformity(a[[i] * 5], b[[j for j in range(6) if j != i]]) for i in range(6)]
+    assert obj.row_uniformity(a, b).item() == pytest.approx(torch.stack(per_row).mean().item(), abs=1e-9)
+
+
 @pytest.mark.parametrize("n", [2, 5, 17])
 def test_cross_uniformity_is_the_pair_term_over_every_pair(n):
     g = torch.Generator().manual_seed(n)

@@ -39,9 +39,11 @@ GraphLoss = Literal["au", "layer_au", "bpr"]  # DirectAU's L_GA + gamma L_GU, Gr
 SequenceLoss = Literal["au", "ce", "sampled_ce"]
 Sampling = Literal["uniform", "popularity"]
 Scorer = Literal["sequence", "graph"]
-# L_SU's representation-item term: each sample against one shuffled target (the paper's code), or
-# against every other sample's target in the batch (the same expectation from B - 1 times the pairs).
-SuNegatives = Literal["shuffled", "batch"]
+# L_SU's representation-item term: each sample against one shuffled target (the paper's code);
+# against every other sample's target in the batch (the same expectation from B - 1 times the
+# pairs); or "rows": that log-mean-exp taken per sample, then averaged (each sample weighs the
+# same, as in an InfoNCE denominator, instead of the batch's closest pairs weighing most).
+SuNegatives = Literal["shuffled", "batch", "rows"]
 # xavier_normal: the GSAU family's init, every table and layer; encoder_default: each baseline's own
 # published init (N(0, 0.02) for the Transformers, BERT-style; Xavier-uniform tables for LightGCN).
 Init = Literal["xavier_normal", "encoder_default"]

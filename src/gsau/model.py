@@ -166,6 +166,8 @@ class Recommender(nn.Module):
             terms["L_SU"] = obj.uniformity(s, t) + obj.uniformity(p, t)
             if self.cfg.su_negatives == "batch":  # every other sample's target as a negative
                 terms["L_SU"] = terms["L_SU"] + obj.cross_uniformity(s, p, t)
+            elif self.cfg.su_negatives == "rows":  # the same, log-mean-exp per sample
+                terms["L_SU"] = terms["L_SU"] + obj.row_uniformity(s, p, t)
             elif len(p) >= 2:  # a lone sample (an epoch's last batch) has no other item to pair with
                 if self.pair_generator is None:
                     pairs = obj.derangement(len(p), device=p.device)

@@ -52,6 +52,18 @@ def cross_uniformity(x: torch.Tensor, y: torch.Tensor, t: float = 2.0) -> torch.
     return torch.logsumexp(logits.flatten(), dim=0) - math.log(n * (n - 1))
 
 
+def row_uniformity(x: torch.Tensor, y: torch.Tensor, t: float = 2.0) -> torch.Tensor:
+    """mean over rows i of log mean_{j != i} exp(-t ||x_i - y_j||^2): `cross_uniformity` with the
+    log-mean-exp taken per row, so each row is pushed from its own closest y_j."""
+    x, y = F.normalize(x, dim=-1), F.normalize(y, dim=-1)
+    n = x.shape[0]
+    if n < 2:
+        return x.new_zeros(())
+    logits = -t * (2.0 - 2.0 * (x @ y.T)).clamp_min(0.0)
+    logits = logits.masked_fill(torch.eye(n, dtype=torch.bool, device=x.device), float("-inf"))
+    return (torch.logsumexp(logits, dim=1) - math.log(n - 1)).mean()
+
+
 def derangement(n: int, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
     """A random permutation with no fixed point: row b gets index out[b] != b (n >= 2).
 

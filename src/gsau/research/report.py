@@ -417,6 +417,10 @@ def _mechanism(view: View, screens: list[Run], at: int, reference_log: list[dict
     if heavier and b_high:
         out.append(f"A heavier uniformity weight with batch negatives (gamma 1.0): {heavier[0]:.4f} against "
                    f"{b_high[0]:.4f} at gamma 0.5.")
+    rows_ = by.get((0.5, "rows", True, 2.0))
+    if rows_ and b_high:
+        out.append(f"The batch term's log-mean-exp per sample (su_negatives=rows) instead of over the whole batch: "
+                   f"{rows_[0]:.4f} against {b_high[0]:.4f} at gamma 0.5.")
     sharp = by.get((0.5, "batch", True, 5.0))
     if sharp and b_high:
         out.append(f"A sharper kernel (su_t 5 instead of 2, with batch negatives at gamma 0.5): {sharp[0]:.4f} against "
