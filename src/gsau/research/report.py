@@ -413,10 +413,11 @@ def _mechanism(view: View, screens: list[Run], at: int, reference_log: list[dict
     if dot and high:
         out.append(f"Ranking by cosine rather than the inner product (training unchanged): {high[0]:.4f} against "
                    f"{dot[0]:.4f} at gamma 0.5.")
-    heavier = by.get((1.0, "batch", True, 2.0))
+    heavier = [(g, by[(g, "batch", True, 2.0)][0]) for g in sorted({k[0] for k in by}) if g > 0.5
+               and (g, "batch", True, 2.0) in by]
     if heavier and b_high:
-        out.append(f"A heavier uniformity weight with batch negatives (gamma 1.0): {heavier[0]:.4f} against "
-                   f"{b_high[0]:.4f} at gamma 0.5.")
+        out.append("Heavier uniformity weights with batch negatives: " + ", ".join(
+            f"{v:.4f} at gamma {g:g}" for g, v in heavier) + f", against {b_high[0]:.4f} at gamma 0.5.")
     rows_ = by.get((0.5, "rows", True, 2.0))
     if rows_ and b_high:
         out.append(f"The batch term's log-mean-exp per sample (su_negatives=rows) instead of over the whole batch: "
