@@ -23,7 +23,7 @@ TABLE = {
     "lightgcn":      ("lightgcn", None,       "bpr",      None,   None, "graph",    True,  "encoder_default"),
     "sasrec":        (None,       "sasrec",   None,       "ce",   None, "sequence", False, "encoder_default"),
     "bert4rec":      (None,       "bert4rec", None,       "ce",   None, "sequence", False, "encoder_default"),
-    "gsau-batch":      ("lightgcn", "sasrec",   "au",       "au",   0.5,  "sequence", False, "xavier_normal"),
+    "gsau-batch":      ("lightgcn", "sasrec",   "au",       "au",   1.0,  "sequence", False, "xavier_normal"),
 }
 
 
