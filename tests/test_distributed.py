@@ -42,6 +42,9 @@ def test_devices_resolve_and_cuda_is_refused_clearly_without_one():
             resolve_device("cuda:1")
     with pytest.raises(Exception, match="device must be auto, cpu, cuda or cuda:N"):
         resolve("sasrec", None, ["device=tpu"])
+    for bad in ("tpu", "cuda:x", "cpu:0", "mps"):  # --device of evaluate, recommend and serve
+        with pytest.raises(GsauError, match=f"device {bad}: expected auto, cpu, cuda or cuda:N"):
+            resolve_device(bad)
 
 
 def test_train_evaluate_recommend_take_a_device(tmp_path, capsys):

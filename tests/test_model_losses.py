@@ -156,40 +156,31 @@ def test_sequential_uniformity_uses_sequence_vs_deranged_target_pairs(split):
     assert terms["L_SU"] == pytest.approx(expected.item(), rel=1e-5)
 
 
-def test_su_negatives_batch_pairs_each_sample_with_every_other_target(split):
-    cfg, model = build("sasrec-u", split, "su_negatives=batch")
+def su_of(split, *sets):
+    """sasrec-u's L_SU under `sets`, and the batch's sequence representations s and targets p."""
+    cfg, model = build("sasrec-u", split, *sets)
     model.eval()
     _, chunks = batches(cfg, split)
     _, terms = model.loss(None, chunks)
     table = model.item_table.weight
     s = torch.cat([model.sequence(table, c.seqs, c.lengths) for c in chunks])
-    p = table[torch.cat([c.targets for c in chunks])]
-    expected = obj.uniformity(s) + obj.uniformity(p) + obj.cross_uniformity(s, p)
-    assert float(terms["L_SU"]) == pytest.approx(expected.item(), rel=1e-5)
+    return float(terms["L_SU"]), s, table[torch.cat([c.targets for c in chunks])]
+
+
+def test_su_negatives_batch_pairs_each_sample_with_every_other_target(split):
+    su, s, p = su_of(split, "su_negatives=batch")
+    assert su == pytest.approx((obj.uniformity(s) + obj.uniformity(p) + obj.cross_uniformity(s, p)).item(), rel=1e-5)
 
 
 def test_su_negatives_rows_takes_the_log_mean_exp_per_sample(split):
-    cfg, model = build("sasrec-u", split, "su_negatives=rows")
-    model.eval()
-    _, chunks = batches(cfg, split)
-    _, terms = model.loss(None, chunks)
-    table = model.item_table.weight
-    s = torch.cat([model.sequence(table, c.seqs, c.lengths) for c in chunks])
-    p = table[torch.cat([c.targets for c in chunks])]
-    expected = obj.uniformity(s) + obj.uniformity(p) + obj.row_uniformity(s, p)
-    assert float(terms["L_SU"]) == pytest.approx(expected.item(), rel=1e-5)
+    su, s, p = su_of(split, "su_negatives=rows")
+    assert su == pytest.approx((obj.uniformity(s) + obj.uniformity(p) + obj.row_uniformity(s, p)).item(), rel=1e-5)
 
 
 def test_su_t_is_the_kernel_of_every_l_su_term(split):
-    cfg, model = build("sasrec-u", split, "su_negatives=batch", "su_t=5")
-    model.eval()
-    _, chunks = batches(cfg, split)
-    _, terms = model.loss(None, chunks)
-    table = model.item_table.weight
-    s = torch.cat([model.sequence(table, c.seqs, c.lengths) for c in chunks])
-    p = table[torch.cat([c.targets for c in chunks])]
+    su, s, p = su_of(split, "su_negatives=batch", "su_t=5")
     expected = obj.uniformity(s, 5.0) + obj.uniformity(p, 5.0) + obj.cross_uniformity(s, p, 5.0)
-    assert float(terms["L_SU"]) == pytest.approx(expected.item(), rel=1e-5)
+    assert su == pytest.approx(expected.item(), rel=1e-5)
     assert expected.item() != pytest.approx((obj.uniformity(s) + obj.uniformity(p) + obj.cross_uniformity(s, p)).item())
 
 

@@ -21,17 +21,22 @@ def alignment(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return (x - y).pow(2).sum(dim=-1).mean()
 
 
+def _off_diagonal_logits(x: torch.Tensor, y: torch.Tensor, t: float) -> torch.Tensor:
+    """-t ||x_i - y_j||^2 for unit rows, [n, n], with the diagonal (i == j) at -inf. For unit vectors
+    ||x_i - y_j||^2 = 2 - 2 x_i.y_j, so one Gram matmul replaces pdist."""
+    logits = -t * (2.0 - 2.0 * (x @ y.T)).clamp_min(0.0)
+    return logits.masked_fill(torch.eye(len(x), dtype=torch.bool, device=x.device), float("-inf"))
+
+
 def uniformity(x: torch.Tensor, t: float = 2.0) -> torch.Tensor:
-    """log mean exp(-t ||x_i - x_j||^2) (Wang & Isola 2020, t = 2) over all pairs i < j of the batch. For unit vectors ||x_i - x_j||^2 = 2 - 2 x_i.x_j, so one
-    Gram matmul replaces pdist. The mean over i < j equals the mean over i != j (the matrix is
-    symmetric), so the diagonal is dropped by setting it to -inf before a stable logsumexp."""
+    """log mean exp(-t ||x_i - x_j||^2) (Wang & Isola 2020, t = 2) over all pairs i < j of the batch.
+    The mean over i < j equals the mean over i != j (the matrix is symmetric), so the diagonal is
+    dropped by setting it to -inf before a stable logsumexp."""
     x = F.normalize(x, dim=-1)
     n = x.shape[0]
     if n < 2:
         return x.new_zeros(())
-    logits = -t * (2.0 - 2.0 * (x @ x.T)).clamp_min(0.0)
-    logits = logits.masked_fill(torch.eye(n, dtype=torch.bool, device=x.device), float("-inf"))
-    return torch.logsumexp(logits.flatten(), dim=0) - math.log(n * (n - 1))
+    return torch.logsumexp(_off_diagonal_logits(x, x, t).flatten(), dim=0) - math.log(n * (n - 1))
 
 
 def pair_uniformity(x: torch.Tensor, y: torch.Tensor, t: float = 2.0) -> torch.Tensor:
@@ -47,9 +52,7 @@ def cross_uniformity(x: torch.Tensor, y: torch.Tensor, t: float = 2.0) -> torch.
     n = x.shape[0]
     if n < 2:
         return x.new_zeros(())
-    logits = -t * (2.0 - 2.0 * (x @ y.T)).clamp_min(0.0)
-    logits = logits.masked_fill(torch.eye(n, dtype=torch.bool, device=x.device), float("-inf"))
-    return torch.logsumexp(logits.flatten(), dim=0) - math.log(n * (n - 1))
+    return torch.logsumexp(_off_diagonal_logits(x, y, t).flatten(), dim=0) - math.log(n * (n - 1))
 
 
 def row_uniformity(x: torch.Tensor, y: torch.Tensor, t: float = 2.0) -> torch.Tensor:
@@ -59,9 +62,7 @@ def row_uniformity(x: torch.Tensor, y: torch.Tensor, t: float = 2.0) -> torch.Te
     n = x.shape[0]
     if n < 2:
         return x.new_zeros(())
-    logits = -t * (2.0 - 2.0 * (x @ y.T)).clamp_min(0.0)
-    logits = logits.masked_fill(torch.eye(n, dtype=torch.bool, device=x.device), float("-inf"))
-    return (torch.logsumexp(logits, dim=1) - math.log(n - 1)).mean()
+    return (torch.logsumexp(_off_diagonal_logits(x, y, t), dim=1) - math.log(n - 1)).mean()
 
 
 def derangement(n: int, generator: torch.Generator | None = None, device=None) -> torch.Tensor:

@@ -63,6 +63,9 @@ def resolve_device(spec: str):
     from gsau.errors import GsauError
     if spec == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    kind, _, index = str(spec).partition(":")
+    if kind not in ("cpu", "cuda") or (index and (kind != "cuda" or not index.isdigit())):
+        raise GsauError(f"device {spec}: expected auto, cpu, cuda or cuda:N")
     device = torch.device(spec)
     if device.type == "cuda":
         if not torch.cuda.is_available():
