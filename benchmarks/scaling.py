@@ -39,11 +39,22 @@ from run import cpu_model  # noqa: E402  (benchmarks/run.py: the CPU's name, as 
 MODELS = ("gsau-rec", "sasrec")
 SAMPLED = ["sequence_loss=sampled_ce", "sampling=uniform", "sampled_negatives=1000"]
 CHUNK_ITEMS = {False: 65_536, True: 64}  # the chunked CE's items per chunk, by --quick
+# The large-graph approximations (gsau/optim.py, NetConfig.graph_refresh): lazy Adam on the tables
+# and, for gsau-rec, LightGCN's layers refreshed every REFRESH steps.
+REFRESH = {False: 400, True: 4}  # --graph-refresh replaces the first
 TARGET = {"interactions": 10_000_000, "items": 1_000_000, "epoch_minutes": 20, "peak_gib": 8, "import_minutes": 2}
 
 
 def variants(chunk_items: int) -> dict[str, list[str]]:
     return {"exact": [], "chunked": [f"ce_chunk_items={chunk_items}"], "sampled": SAMPLED}
+
+
+def case_sets(model: str, variant: str, quick: bool) -> list[str]:
+    """The options of a case. "approx" (and "approx-2threads", the same on both cores): the sampled
+    softmax with lazy Adam, and for gsau-rec the graph refreshed every REFRESH steps."""
+    if variant.startswith("approx"):
+        return SAMPLED + ["optimizer=lazy_adam"] + ([f"graph_refresh={REFRESH[quick]}"] if model == "gsau-rec" else [])
+    return variants(CHUNK_ITEMS[quick])[variant]
 
 
 def grid(quick: bool) -> list[dict]:
@@ -53,21 +64,24 @@ def grid(quick: bool) -> list[dict]:
     if quick:
         plan = [("interactions", n, 300, "gsau-rec", "sampled") for n in (2_000, 4_000)]
         plan += [("items", 2_000, i, "sasrec", "exact") for i in (100, 300)]
-        plan += [("target", 4_000, 300, "gsau-rec", "sampled")]
+        plan += [("target", 4_000, 300, "gsau-rec", v) for v in ("sampled", "approx")]
     else:
         plan = [("interactions", n, 100_000, m, v) for n in (300_000, 1_000_000, 3_000_000, 10_000_000)
                 for m in MODELS for v in ("exact", "sampled")]
         plan += [("items", 1_000_000, i, m, v) for i in (10_000, 100_000, 1_000_000) for m in MODELS
                  for v in (("exact", "chunked", "sampled") if m == "gsau-rec" else ("exact", "sampled"))]
-        plan += [("target", TARGET["interactions"], TARGET["items"], m, "sampled") for m in MODELS]
+        plan += [("target", TARGET["interactions"], TARGET["items"], m, v) for m in MODELS
+                 for v in ("sampled", "approx", "approx-2threads")]
     cases: dict[tuple, dict] = {}
     for group, n, items, model, variant in plan:
         case = cases.setdefault((n, items, model, variant), {
             "groups": [], "interactions": n, "items": items, "users": n // 10, "model": model,
-            "variant": variant, "sets": variants(CHUNK_ITEMS[quick])[variant], "eval_batch_sizes": [1024]})
+            "variant": variant, "sets": case_sets(model, variant, quick), "eval_batch_sizes": [1024],
+            "threads": 2 if variant.endswith("2threads") else None})
         case["groups"].append(group)
         if group == "target":  # evaluation's memory at the default chunk and a smaller one
-            case["eval_batch_sizes"] = [1024, 256]
+            # (the approximations change training, not the model evaluation ranks with)
+            case["eval_batch_sizes"] = [] if variant.startswith("approx") else [1024, 256]
     return list(cases.values())
 
 
@@ -138,6 +152,9 @@ def measure(model: str, dataset: str, sets: list[str], steps: int, eval_users: i
     split, net, optimizer, graph, seq, rng = bench.setup(cfg)  # as the trainer builds them
     prepare_s = time.perf_counter() - t0
     steps_per_epoch = max(len(s) for s in (graph, seq) if s is not None)
+    refresh = cfg.net.graph_refresh
+    if refresh:  # time a window of graph_refresh steps: it holds one refresh of the layers
+        steps = max(steps, refresh)
     net.train()
     # The streams' iterators once, as in an epoch: the shuffle is paid by the warm-up step.
     g_it, s_it = (cycle(stream, rng) if stream is not None else None for stream in (graph, seq))
@@ -149,24 +166,32 @@ def measure(model: str, dataset: str, sets: list[str], steps: int, eval_users: i
             wall.append(time.perf_counter() - t)
             cpu.append(time.process_time() - c)
     split_step = step_parts(net, optimizer, g_it, s_it, parts) if parts else None
+    refresh_cpu = None
+    if refresh:  # one refresh alone (LightGCN's layers of every node, no gradient, into its buffer)
+        c = time.process_time()
+        net.graph.layers_into(*net.graph_tables(), net._history_buffer)
+        refresh_cpu = time.process_time() - c
     train_peak = peak_mib()
     users = np.arange(1, min(eval_users, split.n_users) + 1)
     evaluations = []
-    for batch_size in eval_batch_sizes or [cfg.train.eval_batch_size]:
+    for batch_size in eval_batch_sizes:
         separate = reset_peak()
         t1, c1 = time.perf_counter(), time.process_time()
         user_ranks(net, split, "valid", batch_size=batch_size, users=users)
         evaluations.append({"batch_size": batch_size, "users_per_second": len(users) / (time.perf_counter() - t1),
                             "cpu_per_user": (time.process_time() - c1) / len(users),
                             "peak_mib": peak_mib() if separate else None})
-    step_s, step_cpu = statistics.median(wall), statistics.median(cpu)
-    return {"users": split.n_users, "items": split.n_items, "train_interactions": int(len(split.train_items)),
+    # The median step, or with graph_refresh the mean over a window holding one refresh.
+    average = statistics.mean if refresh else statistics.median
+    step_s, step_cpu = average(wall), average(cpu)
+    first = evaluations[0] if evaluations else {"users_per_second": None, "peak_mib": None}
+    return {"graph_refresh": refresh, "refresh_cpu_seconds": refresh_cpu, "users": split.n_users, "items": split.n_items, "train_interactions": int(len(split.train_items)),
             "threads": torch.get_num_threads(), "prepare_seconds": prepare_s, "steps_timed": steps,
             "step_seconds": step_s, "step_seconds_all": wall, "step_cpu_seconds": step_cpu,
             "steps_per_epoch": steps_per_epoch, "epoch_seconds": step_s * steps_per_epoch,
             "epoch_cpu_seconds": step_cpu * steps_per_epoch, "train_peak_mib": train_peak,
             "step_parts_cpu": split_step, "eval_users": int(len(users)), "evaluations": evaluations,
-            "eval_users_per_second": evaluations[0]["users_per_second"], "eval_peak_mib": evaluations[0]["peak_mib"]}
+            "eval_users_per_second": first["users_per_second"], "eval_peak_mib": first["peak_mib"]}
 
 
 def case_key(row: dict) -> tuple:
@@ -176,8 +201,8 @@ def case_key(row: dict) -> tuple:
 def run_case(case: dict, data_dir: Path, steps: int, eval_users: int, threads: int) -> dict:
     dataset = dataset_dir(data_dir, case["users"], case["items"], case["interactions"])
     args = [sys.executable, str(Path(__file__).resolve()), "one", "--model", case["model"], "--dataset", str(dataset),
-            "--steps", str(steps), "--eval-users", str(eval_users), "--threads", str(threads),
-            "--eval-batch-sizes", ",".join(map(str, case["eval_batch_sizes"])),
+            "--steps", str(steps), "--eval-users", str(eval_users), "--threads", str(case.get("threads") or threads),
+            "--eval-batch-sizes", ",".join(map(str, case["eval_batch_sizes"])) or "none",
             "--parts", str(steps if "target" in case["groups"] else 0)]
     for s in case["sets"]:
         args += ["--set", s]
@@ -293,6 +318,25 @@ def write_csv(data, path: Path, seed: int = 0, block: int = 1 << 18) -> int:
     return path.stat().st_size
 
 
+def readers_chunk() -> str:
+    from gsau.data import readers
+    return f"{readers.CHUNK_RECORDS:,}"
+
+
+def write_quoted(src: Path, dst: Path, block: int = 1 << 24) -> int:
+    """`src` with a quoted text column holding a comma added to every line (a review, say): CSV
+    the block reader leaves to the csv module (read_delimited_chunks). Returns its bytes."""
+    with open(src, "rb") as f, open(dst, "wb") as out:
+        rest = b""
+        while chunk := f.read(block):
+            chunk = rest + chunk
+            cut = chunk.rfind(b"\n") + 1
+            out.write(chunk[:cut].replace(b"\n", b',"fun, for all ages"\n'))
+            rest = chunk[cut:]
+        out.write(rest)
+    return dst.stat().st_size
+
+
 IMPORT = """
 import json, sys, time
 from pathlib import Path
@@ -329,7 +373,11 @@ def measure_import(data_dir: Path, users: int, items: int, interactions: int, ex
     with open(csv, "rb") as src, open(head, "wb") as dst:
         for _ in range(exact_rows + 1):
             dst.write(src.readline())
+    quoted = data_dir / f"synth-{interactions}-quoted.csv"
+    quoted_bytes = write_quoted(csv, quoted)
+    chunked = run("data", "import", quoted, "--out", data_dir / "imported-quoted")
     return {"rows": interactions, "bytes": size, "write_seconds": write_s, "streaming": streamed,
+            "quoted_bytes": quoted_bytes, "quoted": chunked,
             "streaming_head": run("data", "import", head, "--out", data_dir / "imported-head"),
             "exact_rows": exact_rows, "exact_head": run("exact", head)}
 
@@ -376,10 +424,11 @@ def case_table(rows: list[dict], group: str) -> str:
     for r in sorted((r for r in rows if group in r["groups"]),
                     key=lambda r: (r["interactions"], r["items"], r["model"], r["variant"])):
         eval_peak = f"{r['eval_peak_mib']:.0f}" if r.get("eval_peak_mib") is not None else "-"
+        eval_rate = f"{r['eval_users_per_second']:.0f}" if r.get("eval_users_per_second") is not None else "-"
         lines.append(f"| {size(r['interactions'])} | {size(r['items'])} | {size(r['users'])} | {r['model']} | {r['variant']} | "
                      f"{r['step_seconds']:.3f} | {r['step_cpu_seconds']:.3f} | {r['steps_per_epoch']} | "
                      f"{hms(r['epoch_seconds'])} | {hms(r['epoch_cpu_seconds'])} | {r['train_peak_mib']:.0f} | "
-                     f"{r['eval_users_per_second']:.0f} | {eval_peak} |")
+                     f"{eval_rate} | {eval_peak} |")
     return head + "\n".join(lines) + "\n"
 
 
@@ -418,8 +467,7 @@ def toys_section(run_dirs: list[str], record: Path) -> str:
         log = [json.loads(x) for x in (d / "log.jsonl").read_text().splitlines()]
         metrics = json.loads((d / "metrics.json").read_text()) if (d / "metrics.json").exists() else None
         net = (metrics or {}).get("config", {}).get("net") or _config_net(d)
-        loss = net["sequence_loss"] + (f" ({net['sampling']}, {net['sampled_negatives']} candidates)"
-                                       if net["sequence_loss"] == "sampled_ce" else "")
+        loss = _settings(d)
         test = metrics["test"] if metrics else {}
         runs.append({"name": d.name, "loss": loss, "exact": net["sequence_loss"] == "ce", "epochs": len(log), "test": test})
         lines.append(f"| {d.name} | {loss} | {len(log)} | {log[-1]['valid_ndcg@20']:.4f} | {log[-1]['valid_recall@10']:.4f} | "
@@ -450,6 +498,48 @@ def toys_section(run_dirs: list[str], record: Path) -> str:
     return ("Trained with " + ", ".join(f"`{c}`" for c in commands) + ".\n\n" + "\n".join(lines) + "\n" + summary)
 
 
+def toys_full_section(run_dirs: list[str], record: Path) -> str:
+    """Runs trained to early stopping on Toys against the committed exact record (same seed and lr):
+    what an approximation costs once both have converged, not after a fixed number of epochs."""
+    if not run_dirs:
+        return ""
+    lines = ["| run | settings | epochs run | best epoch | valid NDCG@20 (best) | test Recall@10 | test NDCG@10 | "
+             "train s/epoch (median) |", "|---|---|---|---|---|---|---|---|"]
+    rows = []
+    for d in [*map(Path, run_dirs), record]:
+        log = [json.loads(x) for x in (d / "log.jsonl").read_text().splitlines()]
+        metrics = json.loads((d / "metrics.json").read_text()) if (d / "metrics.json").exists() else None
+        shown = d.relative_to(ROOT) if d.is_relative_to(ROOT) else d.name
+        settings = "exact (ce, adam)" if d == record else _settings(d)
+        best = max(log, key=lambda h: h["valid_ndcg@20"])
+        test = (metrics or {}).get("test", {})
+        state = str(metrics["best_epoch"]) if metrics else f"{best['epoch']} so far (stopped unfinished)"
+        rows.append((d, metrics, test))
+        lines.append(f"| {shown} | {settings} | {len(log)} | {state} | {best['valid_ndcg@20']:.4f} | "
+                     + (f"{test['recall@10']:.4f} | {test['ndcg@10']:.4f}" if test else "- | -")
+                     + f" | {statistics.median(h['train_seconds'] for h in log):.0f} |")
+    exact = rows[-1][2]
+    notes = [f"{_settings(d)}: test Recall@10 {t['recall@10'] - exact['recall@10']:+.4f} "
+             f"({100 * (t['recall@10'] / exact['recall@10'] - 1):+.1f}%), NDCG@10 {t['ndcg@10'] - exact['ndcg@10']:+.4f}, "
+             f"best epoch {m['best_epoch']} against {rows[-1][1]['best_epoch']}"
+             for d, m, t in rows[:-1] if t and exact]
+    return ("\nTo early stopping (patience 10 on validation NDCG@20), against the committed exact run: "
+            + ", ".join(f"`{_train_command(Path(d))}`" for d in run_dirs) + ".\n\n" + "\n".join(lines) + "\n"
+            + ("\nOnce both have converged: " + "; ".join(notes) + ".\n" if notes else ""))
+
+
+def _settings(run_dir: Path) -> str:
+    """How a run departs from exact training: its sequence loss, optimiser and graph refresh."""
+    net, train = _config_net(run_dir), _config_train(run_dir)
+    text = net["sequence_loss"] + (f" ({net['sampling']}, {net['sampled_negatives']} candidates)"
+                                   if net["sequence_loss"] == "sampled_ce" else "")
+    if train.get("optimizer", "adam") != "adam":
+        text += f", {train['optimizer']}"
+    if net.get("graph_refresh"):
+        text += f", graph_refresh={net['graph_refresh']}"
+    return text
+
+
 def _train_command(run_dir: Path) -> str:
     """The `gsau train` command line of a run, from its config.yaml (the settings this section compares)."""
     import yaml
@@ -458,6 +548,10 @@ def _train_command(run_dir: Path) -> str:
     sets = [f"lr={train['lr']:g}"]
     if net["sequence_loss"] == "sampled_ce":
         sets += ["sequence_loss=sampled_ce", f"sampling={net['sampling']}", f"sampled_negatives={net['sampled_negatives']}"]
+    if train.get("optimizer", "adam") != "adam":
+        sets.append(f"optimizer={train['optimizer']}")
+    if net.get("graph_refresh"):
+        sets.append(f"graph_refresh={net['graph_refresh']}")
     threads = f" --threads {train['threads']}" if train.get("threads") else ""
     return (f"gsau train --model {cfg['model']} --dataset {cfg['data']['dataset']} --epochs {train['epochs']}"
             + "".join(f" --set {x}" for x in sets) + threads + f" --out runs/{run_dir.name}")
@@ -468,16 +562,21 @@ def _config_net(run_dir: Path) -> dict:
     return yaml.safe_load((run_dir / "config.yaml").read_text())["net"]
 
 
+def _config_train(run_dir: Path) -> dict:
+    import yaml
+    return yaml.safe_load((run_dir / "config.yaml").read_text())["train"]
+
+
 def parts_table(rows: list[dict]) -> str:
     """Where a step's CPU time goes at the target size."""
     rows = [r for r in rows if "target" in r["groups"] and r.get("step_parts_cpu")]
     if not rows:
         return ""
     names = list(rows[0]["step_parts_cpu"])
-    lines = ["| model | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    lines = ["| model | variant | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
     for r in rows:
         total = sum(r["step_parts_cpu"].values())
-        lines.append(f"| {r['model']} | " + " | ".join(f"{r['step_parts_cpu'][n]:.2f} s ({100 * r['step_parts_cpu'][n] / total:.0f}%)"
+        lines.append(f"| {r['model']} | {r['variant']} | " + " | ".join(f"{r['step_parts_cpu'][n]:.2f} s ({100 * r['step_parts_cpu'][n] / total:.0f}%)"
                                                       for n in names) + " |")
     return "CPU seconds of each part of a step (median of as many steps as were timed):\n\n" + "\n".join(lines) + "\n"
 
@@ -510,7 +609,7 @@ def findings(rows: list[dict]) -> str:
                    f"paper's optimiser).")
     out.append("- **Uniformity** (L_GU, L_SU) costs O(batch^2 x d) a step whatever the data: a constant per step, "
                "so linear per epoch; it weighs only with large batches.")
-    for r in (r for r in rows if "target" in r["groups"] and r.get("step_parts_cpu")):
+    for r in (r for r in rows if "target" in r["groups"] and r.get("step_parts_cpu") and r["variant"] == "sampled"):
         parts, budget = r["step_parts_cpu"], TARGET["epoch_minutes"] * 60 / r["steps_per_epoch"]
         total = sum(parts.values())
         if r["model"] == "gsau-rec":
@@ -524,12 +623,15 @@ def findings(rows: list[dict]) -> str:
                        f"{share['backward']:.0f}%; the sequence terms' forward pass, the sampled softmax included, "
                        f"{share['sequence forward']:.0f}%. No softmax meets this target. Propagating only the batch's "
                        f"neighbourhood does not either (measured below, \"How much of the graph one batch reaches\"); "
-                       f"what remains is approximation (the graph refreshed every few steps, sampled neighbours, "
-                       f"row-wise table updates, larger batches) or a GPU.")
+                       f"what remains is approximation (the graph refreshed every few steps and row-wise table "
+                       f"updates, measured in the next points; sampled neighbours, larger batches) or a GPU.")
         else:
             out.append(f"- SASRec alone at the target size: {hms(r['epoch_cpu_seconds'])} CPU per epoch, "
                        f"{r['step_cpu_seconds']:.2f} s a step, {100 * parts['backward'] / total:.0f}% of it the backward "
                        f"pass (the Transformer's, and the {size(r['items'])}-row item table's dense gradient).")
+    approx = findings_approx(rows)
+    if approx:
+        out.append(approx)
     for r in (r for r in rows if "target" in r["groups"] and len(r.get("evaluations", [])) > 1):
         grown = [(e["batch_size"], (e["peak_mib"] - r["train_peak_mib"]) / 1024) for e in r["evaluations"] if e["peak_mib"]]
         scores = {b: b * (r["items"] + 1) * 4 / 2**30 for b, _ in grown}
@@ -555,12 +657,49 @@ def findings(rows: list[dict]) -> str:
     return "## Where growth departs from linear, and why\n\n" + "\n".join(out) + "\n"
 
 
+def _target(rows: list[dict], variant: str = "sampled", model: str = "gsau-rec") -> dict | None:
+    return next((r for r in rows if "target" in r["groups"] and r["model"] == model and r["variant"] == variant), None)
+
+
+def findings_approx(rows: list[dict]) -> str | None:
+    """What the approximations buy at the target size, and where the rest of a step goes."""
+    exact, one, two = (_target(rows, v) for v in ("sampled", "approx", "approx-2threads"))
+    seq_exact, seq_one = _target(rows, "sampled", "sasrec"), _target(rows, "approx", "sasrec")
+    if not (exact and one):
+        return None
+    parts = one.get("step_parts_cpu") or {}
+    total = sum(parts.values()) or 1.0
+    share = ", ".join(f"{name} {100 * v / total:.0f}%" for name, v in parts.items())
+    budget = TARGET["epoch_minutes"] * 60 / one["steps_per_epoch"]
+    text = (f"- **Approximations at the target size.** With lazy Adam on the tables (only the rows a step reads are "
+            f"updated, from row-sparse gradients) and LightGCN's layers refreshed every {one['graph_refresh']} steps "
+            f"(a step reads them at its batch's nodes beside the fresh layer 0), a gsau-rec step takes "
+            f"{one['step_cpu_seconds']:.3f} CPU s on one thread against {exact['step_cpu_seconds']:.2f} s exact "
+            f"({exact['step_cpu_seconds'] / one['step_cpu_seconds']:.0f}x less), one refresh included: the refresh "
+            f"itself (every node's layers, no gradient) takes {one['refresh_cpu_seconds']:.2f} CPU s, "
+            f"{one['refresh_cpu_seconds'] / one['graph_refresh'] * 1000:.0f} ms a step. An epoch: "
+            f"{hms(one['epoch_seconds'])} on one thread")
+    if two:
+        text += f", {hms(two['epoch_seconds'])} on both cores ({two['step_seconds'] * 1000:.0f} ms a step)"
+    text += (f", against the {budget * 1000:.0f} ms a step the {TARGET['epoch_minutes']}-minute target leaves. "
+             f"What remains of a step (median of the steps without a refresh): {share}, i.e. the Transformer")
+    if seq_exact and seq_one:
+        text += (f"; SASRec alone with lazy Adam takes {seq_one['step_cpu_seconds']:.3f} CPU s a step against "
+                 f"{seq_exact['step_cpu_seconds']:.3f} s with Adam, so the dense table update was most of its step "
+                 f"and the Transformer over 512 histories of up to 50 items is now the floor")
+    text += (". What the approximations cost in accuracy is measured on Toys below (\"Sampled softmax and the approximations against "
+             "exact training on Toys\").")
+    return text
+
+
 def report(rows: list[dict], imported: dict | None, meta: dict, toys: str, reach: str = "") -> str:
-    target = next((r for r in rows if "target" in r["groups"] and r["model"] == "gsau-rec"), None)
+    target = _target(rows)
     out = [f"# Scaling\n\nWritten by `{meta['command']}` on {meta['date']} ({meta['seconds'] / 60:.0f} minutes). "
            f"Machine: {meta['cpu']}, {meta['cores']} cores, shared with other jobs (load average "
            f"{meta['load_start']} at the start, {meta['load_end']} at the end); torch {meta['torch']}, "
            f"{meta['threads']} torch thread(s) per case. No GPU was available to this run."
+           + "".join(f" The cases of `{m['command']}` were measured on {m['date']} (load average {m['load_start']} at "
+                     f"the start, {m['load_end']} at the end)." for m in meta.get("later", []))
            + (f" The report was rewritten from the saved rows by `{meta['rewritten']}`." if meta.get("rewritten") else "")
            + "\n",
            "Synthetic data from `gsau data synth` (power-law popularity and activity, a planted successor pattern; "
@@ -580,6 +719,12 @@ def report(rows: list[dict], imported: dict | None, meta: dict, toys: str, reach
                    f"{'yes' if epoch_ok else 'no'} |\n"
                    f"| its peak memory <= {TARGET['peak_gib']} GiB | {target['train_peak_mib'] / 1024:.2f} GiB | "
                    f"{'yes' if mem_ok else 'no'} |\n"
+                   + "".join(f"| the same epoch approximated (lazy_adam, graph_refresh={r['graph_refresh']}), "
+                             f"{r['threads']} thread(s): <= {TARGET['epoch_minutes']} min, <= {TARGET['peak_gib']} GiB | "
+                             f"{hms(r['epoch_seconds'])} wall, {hms(r['epoch_cpu_seconds'])} CPU ({r['step_seconds']:.3f} s a "
+                             f"step), peak {r['train_peak_mib'] / 1024:.2f} GiB | "
+                             f"{'yes' if r['epoch_seconds'] <= TARGET['epoch_minutes'] * 60 and r['train_peak_mib'] <= TARGET['peak_gib'] * 1024 else 'no'} |\n"
+                             for r in (_target(rows, v) for v in ("approx", "approx-2threads")) if r)
                    + (f"| import of {size(imported['rows'])} interactions <= {TARGET['import_minutes']} min | "
                       f"{imported['streaming']['seconds']:.0f} s, peak {imported['streaming']['peak_mib']:.0f} MiB | "
                       f"{'yes' if imported['streaming']['seconds'] <= TARGET['import_minutes'] * 60 else 'no'} |\n"
@@ -597,9 +742,12 @@ def report(rows: list[dict], imported: dict | None, meta: dict, toys: str, reach
                    f"| its first {size(imported['exact_rows'])} rows | streaming (`gsau data import`) | {h['seconds']:.1f} | "
                    f"{h['peak_mib']:.0f} |\n"
                    f"| its first {size(imported['exact_rows'])} rows | exact (whole text, csv module) | {e['seconds']:.1f} | "
-                   f"{e['peak_mib']:.0f} |\n")
+                   f"{e['peak_mib']:.0f} |\n"
+                   + (f"| {size(imported['rows'])} rows with a quoted text column, {imported['quoted_bytes'] / 2**20:.0f} MiB "
+                      f"CSV | chunked (csv module, {readers_chunk()} records at a time) | {imported['quoted']['seconds']:.1f} | "
+                      f"{imported['quoted']['peak_mib']:.0f} |\n" if imported.get("quoted") else ""))
     out.append(reach)
-    out.append("## Sampled against exact softmax on Toys\n\n" + toys)
+    out.append("## Sampled softmax and the approximations against exact training on Toys\n\n" + toys)
     return "\n".join(o for o in out if o)
 
 
@@ -613,7 +761,7 @@ def main(argv=None) -> None:
     one.add_argument("--eval-users", type=int, default=2048)
     one.add_argument("--threads", type=int, default=1)
     one.add_argument("--set", action="append", default=[])
-    one.add_argument("--eval-batch-sizes", default="1024")
+    one.add_argument("--eval-batch-sizes", default="1024", help="comma-separated, or none (no evaluation)")
     one.add_argument("--parts", type=int, default=0, help="also split this many steps into their parts")
     p.add_argument("--quick", action="store_true", help="a tiny grid in seconds (what the test runs)")
     p.add_argument("--steps", type=int, default=3, help="single training steps timed per case (after one warm-up)")
@@ -624,16 +772,24 @@ def main(argv=None) -> None:
     p.add_argument("--json", help="also write the raw rows here (after every case)")
     p.add_argument("--resume", action="store_true", help="keep the cases the --json file already holds")
     p.add_argument("--toys-runs", nargs="*", default=[], help="run directories of the Toys accuracy comparison")
+    p.add_argument("--toys-full", nargs="*", default=[], help="Toys runs trained to early stopping, compared with "
+                   "the committed exact run")
     p.add_argument("--no-import", action="store_true", help="skip the import measurement")
-    p.add_argument("--only", choices=("interactions", "items", "target"), help="measure only this group's cases")
+    p.add_argument("--only", choices=("interactions", "items", "target", "import"),
+                   help="measure only this group's cases (import: only the import of the target size)")
+    p.add_argument("--graph-refresh", type=int, default=REFRESH[False],
+                   help="graph_refresh of the approximate cases (steps between refreshes of LightGCN's layers)")
+    p.add_argument("--variants", help="measure only these variants (comma-separated, e.g. approx,approx-2threads)")
     p.add_argument("--from-json", metavar="FILE", nargs="+", help="measure nothing: rewrite the report from --json "
                    "files (a later file's case replaces an earlier one's; the Toys runs as they are now)")
     a = p.parse_args(argv)
+    REFRESH[False] = a.graph_refresh
     if a.cmd == "one":
-        print(json.dumps(measure(a.model, a.dataset, a.set, a.steps, a.eval_users, a.threads,
-                                 [int(b) for b in a.eval_batch_sizes.split(",")], a.parts)))
+        sizes = [] if a.eval_batch_sizes == "none" else [int(b) for b in a.eval_batch_sizes.split(",")]
+        print(json.dumps(measure(a.model, a.dataset, a.set, a.steps, a.eval_users, a.threads, sizes, a.parts)))
         return
-    toys = toys_section(a.toys_runs, ROOT / "results" / "runs" / "gsau-rec-toys-2020")
+    record = ROOT / "results" / "runs" / "gsau-rec-toys-2020"
+    toys = toys_section(a.toys_runs, record) + toys_full_section(a.toys_full, record)
 
     def reached(rows: list[dict]) -> str:
         """The reach of a batch in Toys and in each gsau-rec case's data found on disk."""
@@ -651,8 +807,10 @@ def main(argv=None) -> None:
         for row in (r for part in saved for r in part["rows"]):
             rows[case_key(row)] = row
         imported = next((part["import"] for part in reversed(saved) if part["import"]), None)
-        meta = dict(saved[0]["meta"], rewritten=f"python benchmarks/scaling.py --from-json {' '.join(a.from_json)}"
-                    + (" --toys-runs " + " ".join(a.toys_runs) if a.toys_runs else ""))
+        later = [part["meta"] for part in saved[1:] if part.get("meta")]
+        meta = dict(saved[0]["meta"], later=later, rewritten=f"python benchmarks/scaling.py --from-json {' '.join(a.from_json)}"
+                    + (" --toys-runs " + " ".join(a.toys_runs) if a.toys_runs else "")
+                    + (" --toys-full " + " ".join(a.toys_full) if a.toys_full else ""))
         Path(a.out).write_text(report(list(rows.values()), imported, meta, toys, reached(list(rows.values()))))
         print(f"wrote {a.out}")
         return
@@ -665,10 +823,13 @@ def main(argv=None) -> None:
     rows = []
     done = {}
     if a.resume and a.json and Path(a.json).exists():
-        done = {case_key(r): r for r in json.loads(Path(a.json).read_text())["rows"]
-                if (r["steps_timed"], r["threads"]) == (a.steps, a.threads)}
-    for case in (c for c in grid(a.quick) if a.only is None or a.only in c["groups"]):
-        row = done.get(case_key(case)) or run_case(case, data_dir, a.steps, eval_users, a.threads)
+        done = {case_key(r): r for r in json.loads(Path(a.json).read_text())["rows"]}
+    wanted = set(a.variants.split(",")) if a.variants else None
+    for case in (c for c in grid(a.quick) if (a.only is None or a.only in c["groups"])
+                 and (wanted is None or c["variant"] in wanted)):
+        row = done.get(case_key(case))
+        if not row or row["threads"] != (case.get("threads") or a.threads) or row["steps_timed"] < a.steps:
+            row = run_case(case, data_dir, a.steps, eval_users, a.threads)
         row["groups"] = case["groups"]
         if a.json:  # after every case, so a crash or a stop loses one case at most (--resume)
             Path(a.json).write_text(json.dumps({"rows": rows + [row], "import": None, "meta": None}, default=str))
@@ -678,12 +839,15 @@ def main(argv=None) -> None:
         rows.append(row)
     imported = None
     if not a.no_import:
-        biggest = max(rows, key=lambda r: (r["interactions"], r["items"]))
-        imported = measure_import(data_dir, biggest["users"], biggest["items"], biggest["interactions"],
+        biggest = max(rows, key=lambda r: (r["interactions"], r["items"]), default=None) or {
+            "interactions": 4_000 if a.quick else TARGET["interactions"], "items": 300 if a.quick else TARGET["items"]}
+        imported = measure_import(data_dir, biggest["interactions"] // 10, biggest["items"], biggest["interactions"],
                                   1_000 if a.quick else 1_000_000)
         print(f"  import {size(imported['rows'])} rows: {imported['streaming']['seconds']:.1f} s, "
               f"peak {imported['streaming']['peak_mib']:.0f} MiB", flush=True)
     command = "python benchmarks/scaling.py" + (" --quick" if a.quick else "") + (
+        f" --only {a.only}" if a.only else "") + (f" --variants {a.variants}" if a.variants else "") + (
+        f" --graph-refresh {a.graph_refresh}" if a.graph_refresh != 400 else "") + (" --no-import" if a.no_import else "") + (
         f" --steps {a.steps} --threads {a.threads}") + (f" --json {a.json}" if a.json else "") + (
         " --toys-runs " + " ".join(a.toys_runs) if a.toys_runs else "")
     meta = {"command": command, "date": started.strftime("%Y-%m-%d %H:%M"), "seconds": time.perf_counter() - t0,

@@ -51,6 +51,7 @@ CeDtype = Literal["float32", "bfloat16"]
 LrSchedule = Literal["constant", "cosine", "linear"]
 SeqBatching = Literal["packed", "prefix", "padded"]
 Precision = Literal["float32", "bf16"]
+Optimizer = Literal["adam", "lazy_adam"]
 
 # Values older run records hold, read as today's name (results/runs/* were written with them).
 LEGACY_VALUES = {"init": {"classic": "encoder_default"}}
@@ -121,6 +122,13 @@ class NetConfig:
     # "uniform"ly or by "popularity" (how often each item has been a training target so far).
     sampled_negatives: int = 1000
     sampling: Sampling = "uniform"
+    # 0: LightGCN propagates the current tables every step (exact). R > 0 (large graphs): layers
+    # 1..K of every node are computed once every R steps and at each epoch's start, without
+    # gradient, and a step reads them at its batch's nodes beside the fresh layer 0 (the tables'
+    # rows): the graph terms' gradients reach only the batch's own rows, and a step no longer
+    # propagates over the whole graph. An approximation (historical embeddings): SCALING.md
+    # measures what it costs.
+    graph_refresh: int = 0
 
 
 @dataclass
@@ -157,6 +165,9 @@ class TrainConfig:
     # "float32" (the paper's arithmetic) or "bf16": the forward pass under bfloat16 autocast, with
     # the all-item softmax, the graph propagation, the losses and the optimiser in float32.
     precision: Precision = "float32"
+    # "adam" (the paper) or "lazy_adam": the embedding tables' rows updated only on the steps that
+    # read them, with row-sparse gradients (gsau/optim.py); for large catalogues (SCALING.md).
+    optimizer: Optimizer = "adam"
     # Training dynamics: this many probe users and items (a fixed seeded sample), on which each
     # epoch's record (log.jsonl) gets alignment, uniformity and cross-encoder similarity fields
     # (gsau.research.dynamics); 0 = off. Reads the model only: the run trains the same bits.
@@ -253,6 +264,20 @@ class Config:
             (t.eval_batch_size >= 1, "eval_batch_size must be at least 1"),
             (t.threads >= 0, "threads must be >= 0 (0 keeps torch's default)"),
             (t.probe >= 0, f"probe must be >= 0 (0: off), not {t.probe}"),
+            (n.graph_refresh >= 0, f"graph_refresh must be >= 0 (0: exact every step), not {n.graph_refresh}"),
+            # Stale layers carry no gradient: an encoder with weights of its own (sage, gat) would
+            # leave them untrained.
+            (n.graph_refresh == 0 or n.graph_encoder == "lightgcn",
+             "graph_refresh > 0 is for graph_encoder=lightgcn, whose layers have no weights of their own"),
+            # lazy_adam: every lookup of a table must give a row-sparse gradient.
+            (t.optimizer != "lazy_adam" or n.sequence_loss != "ce",
+             "optimizer=lazy_adam needs sequence_loss=sampled_ce or au: the all-item CE gives every item row a gradient"),
+            (t.optimizer != "lazy_adam" or not n.graph_encoder or n.graph_refresh > 0,
+             "optimizer=lazy_adam with a graph encoder needs graph_refresh > 0: exact propagation gives every row a gradient"),
+            (t.optimizer != "lazy_adam" or n.graph_loss != "bpr",
+             "optimizer=lazy_adam does not support graph_loss=bpr (its L2 term reads the whole tables)"),
+            (t.optimizer != "lazy_adam" or t.weight_decay == 0,
+             "optimizer=lazy_adam has no weight decay (torch.optim.SparseAdam): set weight_decay=0"),
             (re.fullmatch(r"auto|cpu|cuda(:\d+)?", t.device) is not None,
              f"device must be auto, cpu, cuda or cuda:N, not {t.device!r}"),
             (len(t.ks) > 0 and all(k >= 1 for k in t.ks), "ks must be positive cut-offs"),

@@ -53,6 +53,14 @@ class Recommender(nn.Module):
         # Several processes: a generator seeded alike on every rank each step, for the draws every
         # rank must share (L_SU's negative pairs, the sampled softmax's candidates).
         self.pair_generator: torch.Generator | None = None
+        # Set by trainer.build_model for train.optimizer=lazy_adam: the tables' lookups give
+        # row-sparse gradients, so only the rows a step reads are updated (gsau/optim.py).
+        self.sparse_tables = False
+        # graph_refresh > 0: layers 1..K of every node [K, U + I, d], computed without gradient
+        # every graph_refresh steps (and afresh after `train()`, i.e. at each epoch's start, so
+        # a run resumed at an epoch boundary reads what an uninterrupted one would).
+        self._history_buffer: torch.Tensor | None = None  # layers 0..K; layer 0 is read fresh
+        self._history_age: int | None = None  # steps since the refresh; None: refresh at the next
         self.reset_parameters()
 
     # -- initialisation --------------------------------------------------------------------
@@ -78,6 +86,14 @@ class Recommender(nn.Module):
             for table in (self.item_table, self.user_table, self.graph_item_table):
                 if table is not None:
                     table.weight[0].zero_()
+
+    def table_parameters(self) -> list[nn.Parameter]:
+        """The embedding tables' weights (what train.optimizer=lazy_adam updates row by row)."""
+        return [t.weight for t in (self.item_table, self.user_table, self.graph_item_table) if t is not None]
+
+    def rows(self, table: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        """table[ids]; with `sparse_tables` as a lookup whose gradient is row-sparse (same values)."""
+        return F.embedding(ids, table, sparse=True) if self.sparse_tables else table[ids]
 
     # -- training objectives -------------------------------------------------------------------
     def loss(self, graph_batch: dict | None, seq_chunks: list[SequenceChunk] | None):
@@ -108,7 +124,9 @@ class Recommender(nn.Module):
         nodes = [batch["users"] - 1, self.n_users + batch["items"] - 1]
         if objective.negatives:
             nodes.append(self.n_users + batch["negatives"] - 1)
-        if self.cfg.shortcuts:  # each layer read at the batch's nodes, the last computed there alone
+        if self.cfg.graph_refresh:
+            layers = self._layers_from_history(users, items, batch, objective.negatives)
+        elif self.cfg.shortcuts:  # each layer read at the batch's nodes, the last computed there alone
             layers = self.graph.layers_at(users, items, torch.cat(nodes)).split([len(r) for r in nodes], dim=1)
         else:
             full = self.graph.layers(users, items)
@@ -120,11 +138,27 @@ class Recommender(nn.Module):
             batch = {k: self.dist.gather(v) for k, v in batch.items()}
         return objective.terms(layers, self.graph.combine, batch, (users, items))
 
+    def _layers_from_history(self, users, items, batch, negatives: bool) -> list[torch.Tensor]:
+        """[K + 1, n, d] at the batch's users, items (and negatives): layer 0 the tables' rows
+        (with gradient), layers 1..K read from the history, refreshed every graph_refresh steps."""
+        if self._history_age is None or self._history_age >= self.cfg.graph_refresh:
+            self._history_buffer = self.graph.layers_into(users, items, self._history_buffer)  # one buffer for all
+            self._history_age = 0
+        self._history_age += 1
+        parts = [(users, batch["users"], 0), (items, batch["items"], self.n_users)]
+        if negatives:
+            parts.append((items, batch["negatives"], self.n_users))
+        out = []
+        for table, ids, offset in parts:
+            stale = self._history_buffer[1:, offset + ids - 1]  # [K, n, d], no gradient
+            out.append(torch.cat([self.rows(table, ids).unsqueeze(0), stale]))
+        return out
+
     def encode_sequences(self, chunks: list[SequenceChunk]) -> tuple[torch.Tensor, torch.Tensor]:
         """(representations [n, d], target items [n]) of every training sample of a batch."""
         # One lookup for every chunk: each lookup's backward zero-fills a whole table-sized gradient.
         flat = torch.cat([c.seqs.reshape(-1) for c in chunks])
-        looked_up = F.embedding(flat, self.item_table.weight).split([c.seqs.numel() for c in chunks])
+        looked_up = F.embedding(flat, self.item_table.weight, sparse=self.sparse_tables).split([c.seqs.numel() for c in chunks])
         reps, targets = [], []
         autocast = self.autocast_dtype is not None
         for c, tokens in zip(chunks, looked_up):
@@ -139,7 +173,7 @@ class Recommender(nn.Module):
 
     def sequence_terms(self, chunks: list[SequenceChunk]) -> dict[str, torch.Tensor]:
         s, targets = self.encode_sequences(chunks)
-        p = self.item_table(targets)
+        p = F.embedding(targets, self.item_table.weight, padding_idx=0, sparse=self.sparse_tables)
         terms = {}
         # Means over samples; with several processes each rank's mean weighs its share.
         share = self.dist.share_weight(len(s), s.device)
@@ -152,7 +186,8 @@ class Recommender(nn.Module):
                 # and counts the whole batch's targets.
                 counted = self.dist.gather(targets) if self.dist.active else None
                 terms["L_CE"] = self._softmax_ce(scored, self.item_table.weight, targets, self.output_bias,
-                                                 generator=self.pair_generator, counted=counted)
+                                                 generator=self.pair_generator, counted=counted,
+                                                 sparse=self.sparse_tables)
             elif self.cfg.shortcuts:
                 terms["L_CE"] = self._softmax_ce(scored, self.item_table.weight, targets, self.output_bias)
             else:
@@ -225,8 +260,10 @@ class Recommender(nn.Module):
 
     def train(self, mode: bool = True):
         self._scoring_cache = None
+        self._history_age = None  # refreshed at the next step (see __init__), in the same buffer
         return super().train(mode)
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         self._scoring_cache = None  # the cached graph scores belong to the old weights
+        self._history_age = None
         return super().load_state_dict(state_dict, strict=strict, assign=assign)

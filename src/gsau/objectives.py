@@ -261,7 +261,8 @@ class _ChunkedSoftmaxCE(torch.autograd.Function):
 
 
 def sampled_softmax_ce(s: torch.Tensor, table: torch.Tensor, targets: torch.Tensor, candidates: torch.Tensor,
-                       log_q: torch.Tensor | None = None, bias: torch.Tensor | None = None) -> torch.Tensor:
+                       log_q: torch.Tensor | None = None, bias: torch.Tensor | None = None,
+                       sparse: bool = False) -> torch.Tensor:
     """Sampled softmax cross-entropy with the logQ correction (Bengio & Senecal 2008; Jean et al.
     2015), over the target and a set of candidate items shared by the batch.
 
@@ -270,10 +271,12 @@ def sampled_softmax_ce(s: torch.Tensor, table: torch.Tensor, targets: torch.Tens
     (M q_c for M draws with replacement from q); a candidate that is the row's own target (an
     accidental hit) is masked out. Then sum_c exp(o_c - log Q_c) estimates sum_{j != y} exp(o_j)
     without bias, so the loss tends to the exact all-item CE as M grows. With `log_q` None and
-    every item a candidate once, it is the exact CE.
+    every item a candidate once, it is the exact CE. `sparse`: the table's gradient row-sparse
+    (train.optimizer=lazy_adam), same values.
     """
-    target_score = (s * table[targets]).sum(dim=-1)
-    logits = s @ table[candidates].T
+    rows = (lambda ids: F.embedding(ids, table, sparse=True)) if sparse else table.__getitem__
+    target_score = (s * rows(targets)).sum(dim=-1)
+    logits = s @ rows(candidates).T
     if bias is not None:
         target_score = target_score + bias[targets]
         logits = logits + bias[candidates]
@@ -325,7 +328,7 @@ class SampledSoftmaxCE(nn.Module):
 
     def forward(self, s: torch.Tensor, table: torch.Tensor, targets: torch.Tensor,
                 bias: torch.Tensor | None = None, generator: torch.Generator | None = None,
-                counted: torch.Tensor | None = None) -> torch.Tensor:
+                counted: torch.Tensor | None = None, sparse: bool = False) -> torch.Tensor:
         """Several processes pass the generator they share (the same candidates on every rank)
         and the whole batch's targets as `counted` (the same popularity counts on every rank)."""
         candidates, log_q = self.draw(s.device, generator)
@@ -333,7 +336,7 @@ class SampledSoftmaxCE(nn.Module):
             counted = targets if counted is None else counted
             with torch.no_grad():
                 self.target_counts.index_add_(0, counted, torch.ones_like(counted, dtype=torch.float64))
-        return sampled_softmax_ce(s, table, targets, candidates, log_q.to(s.dtype), bias)
+        return sampled_softmax_ce(s, table, targets, candidates, log_q.to(s.dtype), bias, sparse)
 
 
 def sequence_ce(cfg, n_items: int):

@@ -34,6 +34,7 @@ from gsau.errors import CollapseWarning, GsauError, PerformanceWarning
 from gsau.evaluation import evaluate
 from gsau.model import Recommender
 from gsau.objectives import GRAPH_OBJECTIVES
+from gsau.optim import make_optimizer
 
 
 log = logging.getLogger("gsau")
@@ -53,7 +54,10 @@ def build_model(cfg: Config, split: LeaveOneOut) -> Recommender:
     if cfg.net.graph_encoder:
         adjacency = normalized_adjacency(*split.train_pairs(), split.n_users, split.n_items)
     torch.manual_seed(cfg.train.seed)
-    return Recommender(cfg.net, split.n_users, split.n_items, adjacency)
+    model = Recommender(cfg.net, split.n_users, split.n_items, adjacency)
+    # lazy_adam updates the table rows a step reads: their lookups give row-sparse gradients.
+    model.sparse_tables = cfg.train.optimizer == "lazy_adam"
+    return model
 
 
 def make_streams(cfg: Config, split: LeaveOneOut, dist: Dist | None = None):
@@ -68,15 +72,6 @@ def make_streams(cfg: Config, split: LeaveOneOut, dist: Dist | None = None):
         seq = SequenceStream(split, n.max_len, t.batch_size, t.seq_batching, masked_lm=masked_lm,
                              mask_ratio=n.mask_ratio, dist=dist)
     return graph, seq
-
-
-def make_optimizer(cfg: Config, model: torch.nn.Module) -> torch.optim.Optimizer:
-    """Adam as in the paper. The fused kernel updates the whole embedding table in one pass; the
-    default per-tensor loop costs more than a training step's graph propagation on CPU."""
-    try:
-        return torch.optim.Adam(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay, fused=True)
-    except (RuntimeError, TypeError):  # torch builds without the fused CPU kernel
-        return torch.optim.Adam(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay, foreach=True)
 
 
 def learning_rate(t, step: int, steps_per_epoch: int) -> float:
@@ -254,6 +249,9 @@ class Trainer:
         if warning and self.dist.is_main:
             warnings.warn(warning, PerformanceWarning, stacklevel=2)
         self._check_ranks_agree()
+        if self.dist.active and t.optimizer == "lazy_adam":
+            raise GsauError(f"{self.out}: train.optimizer=lazy_adam trains in one process only (its row-sparse "
+                            "gradients are not all-reduced); use optimizer=adam with several processes")
         state = self._open_run_dir(resume)
         # Data and model first: a failed start (bad data, bad sizes) leaves no directory behind
         # that looks like a run.

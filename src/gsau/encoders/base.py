@@ -33,6 +33,12 @@ class GraphEncoder(nn.Module):
         """[K + 1, len(nodes), d]: the layers read at node rows `nodes`; equal to `layers` there."""
         raise NotImplementedError
 
+    @torch.no_grad()
+    def layers_into(self, user_table: torch.Tensor, item_table: torch.Tensor, out: torch.Tensor | None) -> torch.Tensor:
+        """`layers` without gradient as one tensor [K + 1, (U + I), d], written into `out` where an
+        encoder can reuse it (NetConfig.graph_refresh keeps a history of them)."""
+        return torch.stack(self.layers(user_table, item_table))
+
     def combine(self, layers: torch.Tensor) -> torch.Tensor:
         """The final embedding from the stacked layers [K + 1, n, d] (LightGCN: their mean)."""
         raise NotImplementedError

@@ -185,6 +185,21 @@ class LightGCN(GraphEncoder):
             out.append(x)
         return out
 
+    @torch.no_grad()
+    def layers_into(self, user_table: torch.Tensor, item_table: torch.Tensor, out: torch.Tensor | None) -> torch.Tensor:
+        """`layers` without gradient, written into `out` [K + 1, (U + I), d] (made when None or of
+        another shape) and returned: no allocation once `out` exists. A history refreshed every few
+        steps (NetConfig.graph_refresh) reuses one buffer: at a million nodes each layer is 256 MB,
+        and fresh allocations of that size cost page faults on every refresh."""
+        n, d = self.adjacency.shape[0], user_table.shape[1]
+        if out is None or out.shape != (self.n_layers + 1, n, d) or out.device != user_table.device:
+            out = user_table.new_empty(self.n_layers + 1, n, d)
+        out[0, : self.n_users].copy_(user_table[1:])
+        out[0, self.n_users:].copy_(item_table[1:])
+        for k in range(1, self.n_layers + 1):
+            out[k].zero_().addmm_(self.adjacency, out[k - 1])  # as `propagate`, bit for bit
+        return out
+
     def layers_at(self, user_table: torch.Tensor, item_table: torch.Tensor, nodes: torch.Tensor) -> torch.Tensor:
         """[K + 1, len(nodes), d]: E^(0..K) at node rows `nodes` (any order, repeats allowed), the
         last layer computed at those rows only; equal to `layers` read at those rows."""
