@@ -11,7 +11,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from gsau.data import stream
+from gsau.data import readers, stream
 from gsau.data.interactions import build, k_core, load_dataset
 from gsau.data.readers import RawInteractions, read_exact, read_interactions
 from gsau.errors import DataError, GsauError
@@ -156,6 +156,44 @@ def test_random_damage_gets_the_exact_readers_answer(tmp_path):
             assert str(got.value) == str(e), damage[trial % len(damage)]
             continue
         same_data(load_dataset(path, min_user=1, min_item=1), want)
+
+
+# -- CSV the block reader leaves: the csv module, a chunk of records at a time ------------------------
+
+QUOTED = [
+    ("reviews.csv", 'user,item,time,text\nu,a,3,"good, very good"\nv,b,1,"two\nlines"\n\nu,c,2,"say ""hi"""\n'),
+    ("quoted ids.csv", 'user,item\n"u 1",a\n"v,2","b"\nw,"c"\n'),
+    ("crlf quoted.csv", 'user,item,time,note\r\n"u",a,1,x\r\nv,"b",2,"n\r\nn"\r\n'),
+    ("headerless quoted.csv", '"u",a,5\nv,"b",3\n'),
+    ("bom quoted.tsv", '\ufeffuser\titem\n"u\tx"\ta\nv\tb\n'),
+    ("blank rows.csv", 'user,item\n"u",a\n,\n"v",b\n'),
+]
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 1 << 16])
+@pytest.mark.parametrize("name, content", QUOTED, ids=[p[0] for p in QUOTED])
+def test_quoted_csv_read_in_chunks_is_what_the_exact_reader_reads(tmp_path, monkeypatch, chunk, name, content):
+    monkeypatch.setattr(readers, "CHUNK_RECORDS", chunk)
+    path = tmp_path / name
+    path.write_text(content, encoding="utf-8", newline="")
+    fmt = "tsv" if name.endswith(".tsv") else "csv"
+    assert stream.read_fast(path, fmt, None) is None
+    chunked = readers.read_delimited_chunks(path, "\t" if fmt == "tsv" else ",", None)
+    assert chunked is not None
+    same_raw(chunked, read_exact(path, fmt, None))
+
+
+@pytest.mark.parametrize("content", ['user,item\n"u",a\nv\n', 'user,item\nv,"b\nb"\n', 'user,item\n"u,a\nv,b\n', 'user,item\n"u",\n',
+                                     'user,item,time\n"u",a,soon\n', 'user,item\n', '"u",a,1,2,3\n'])
+def test_a_chunked_read_leaves_every_problem_to_the_exact_reader(tmp_path, content):
+    path = tmp_path / "bad.csv"
+    path.write_text(content, encoding="utf-8", newline="")
+    assert readers.read_delimited_chunks(path, ",", None) is None
+    with pytest.raises(DataError) as exact:
+        read_exact(path, "csv", None)
+    with pytest.raises(DataError) as got:
+        read_interactions(path)
+    assert str(got.value) == str(exact.value) and ":" in str(got.value)
 
 
 # -- build ------------------------------------------------------------------------------------------
@@ -310,7 +348,10 @@ MEASURE = textwrap.dedent("""
         return int(status.split("VmHWM:")[1].split()[0]) / 1024
     before = peak()
     path = Path(sys.argv[1])
-    raw = readers.read_interactions(path) if sys.argv[2] == "stream" else readers.read_exact(path, "csv", None)
+    if sys.argv[2] == "chunks":
+        raw = readers.read_delimited_chunks(path, ",", None)
+    else:
+        raw = readers.read_interactions(path) if sys.argv[2] == "stream" else readers.read_exact(path, "csv", None)
     data = build(raw, "x", str(path))
     print(json.dumps({"mib": peak() - before, "interactions": data.n_interactions}))
 """)
@@ -338,3 +379,25 @@ def test_import_memory_is_a_small_multiple_of_the_data(tmp_path):
     # A few blocks' worth plus under 100 bytes a row at the peak (ids, times, codes, the sort).
     assert streamed["mib"] < 8 + rows * 100 / 2**20, streamed
     assert streamed["mib"] < exact["mib"] / 4, (streamed, exact)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/status")
+def test_quoted_csv_memory_stays_a_small_multiple_of_the_data(tmp_path):
+    """200k reviews with a quoted text column (about 60 bytes a row, some with line breaks): the
+    exact reader holds the text and a Python list per row; the chunked reader one chunk of them."""
+    rows = 200_000
+    rng = np.random.default_rng(0)
+    users, items = rng.integers(1, 20_000, size=rows), rng.integers(1, 5_000, size=rows)
+    times = rng.integers(10**9, 2 * 10**9, size=rows)
+    lines = [f'u{u},i{i},{t},"great, {"really" if k % 7 else "two"}{chr(10) if k % 97 == 0 else " "}good toy {k}"'
+             for k, (u, i, t) in enumerate(zip(users.tolist(), items.tolist(), times.tolist()))]
+    path = tmp_path / "reviews.csv"
+    path.write_text("user,item,timestamp,review\n" + "\n".join(lines) + "\n")
+
+    def measure(how):
+        out = subprocess.run([sys.executable, "-c", MEASURE, str(path), how], capture_output=True, text=True, check=True)
+        return json.loads(out.stdout)
+
+    chunked, exact = measure("chunks"), measure("exact")
+    assert chunked["interactions"] == exact["interactions"] > 150_000
+    assert chunked["mib"] < exact["mib"] / 3, (chunked, exact)

@@ -5,8 +5,12 @@ and item's external ids and (where the file has one) a timestamp. Ordering, filt
 mapping happen later, in `interactions.py`, so every format gets the same treatment.
 
 `read_interactions` first tries the streaming readers of stream.py, which read the common case of
-every text format in blocks with numpy, and Parquet; the exact readers here, which hold the whole
-text and check it row by row, read whatever those leave, and locate every error by file and line.
+every text format in blocks with numpy, and Parquet. CSV and TSV they leave (quoted fields, text
+columns with line breaks) are read next by `read_delimited_chunks`: the csv module over the file
+as a stream, converted to arrays a chunk of records at a time, so memory stays a small multiple of
+the result. The exact readers here, which hold the whole text and check it row by row, read
+whatever is left, and locate every error by file and line: any problem a chunked read meets is
+left to them, so the message is theirs.
 """
 
 from __future__ import annotations
@@ -106,7 +110,78 @@ def read_interactions(path: str | Path, fmt: str | None = None,
     explicit = None if columns is None else _checked_roles(columns.items(), str(columns))
     if fmt == "parquet":
         return stream.read_parquet(path, explicit)
-    return stream.read_fast(path, fmt, explicit) or read_exact(path, fmt, explicit)
+    raw = stream.read_fast(path, fmt, explicit)
+    if raw is None and fmt in ("csv", "tsv"):
+        raw = read_delimited_chunks(path, "\t" if fmt == "tsv" else ",", explicit)
+    return raw if raw is not None else read_exact(path, fmt, explicit)
+
+
+CHUNK_RECORDS = 1 << 16  # records converted to arrays at a time by read_delimited_chunks
+
+
+def read_delimited_chunks(path: Path, delimiter: str, explicit: dict[str, str] | None) -> RawInteractions | None:
+    """A CSV/TSV file read as `read_exact` reads it (the csv module's quoting, the same checks on
+    every record), streamed: CHUNK_RECORDS records at a time become arrays, so neither the text nor
+    a Python list per row is held whole. None where the file has any problem (or is gzip): the
+    exact reader then reads it and reports the problem with its line."""
+    try:
+        with open(path, "rb") as f:
+            if f.read(2) == b"\x1f\x8b":
+                return None  # gzip: the exact reader decompresses in memory anyway
+    except OSError:
+        return None
+    try:
+        # utf-8-sig drops a leading byte order mark, as read_text does.
+        with open(path, encoding="utf-8-sig", newline="") as text:
+            return _delimited_chunks(path, csv.reader(text, delimiter=delimiter), explicit)
+    except (DataError, csv.Error, UnicodeDecodeError, OSError):
+        return None
+
+
+def _delimited_chunks(path: Path, reader, explicit) -> RawInteractions | None:
+    roles = names = None
+    parts: list[RawInteractions] = []
+    rows, starts = [], []
+    end = 0
+
+    def convert() -> None:
+        """The pending records as arrays, checked as _read_delimited checks them."""
+        ncol = len(first)
+        if any(len(row) != ncol for row in rows):
+            raise DataError(path, "wrong column count")
+        for k, row in enumerate(rows):
+            for role in ("user", "item"):  # an id spanning lines: a quote was left open
+                cell = row[roles[role]]
+                if "\n" in cell or "\r" in cell:
+                    raise DataError(path, "id spans lines", line=starts[k])
+        parts.append(_from_columns(path, list(zip(*rows)), starts, roles, names))
+        rows.clear()
+        starts.clear()
+
+    first = None
+    for row in reader:
+        start, end = end + 1, reader.line_num
+        if not "".join(row).strip():  # blank records hold nothing (as _records skips them)
+            continue
+        if first is None:
+            first = row
+            roles, has_header = delimited_layout(path, first, start, explicit)
+            names = first if has_header else None
+            if has_header:
+                continue
+        rows.append(row)
+        starts.append(start)
+        if len(rows) == CHUNK_RECORDS:
+            convert()
+    if first is None:
+        return None
+    if rows:
+        convert()
+    if not parts:
+        return None
+    timestamps = None if parts[0].timestamps is None else np.concatenate([p.timestamps for p in parts])
+    return RawInteractions(np.concatenate([p.users for p in parts]), np.concatenate([p.items for p in parts]),
+                           timestamps, parts[0].columns_used)
 
 
 def read_exact(path: Path, fmt: str, explicit: dict[str, str] | None) -> RawInteractions:
