@@ -243,3 +243,7 @@ def test_question_5_reads_screens_and_the_full_run_against_its_references(tmp_pa
     assert "sequence uniformity is -0.30 after one epoch" in text and "L_SU rises from -6.80 to -2.80" in text
     assert "lifts valid R@10 at epoch 2 from 0.0300 to 0.0700" in text
     assert "| fix-data-1 (cosine) | 3 | 0.0900 | 0.0901 | 0.0450 | — | — |" in text
+    # A swept cell's runs differ in the swept option: one row a value, never pooled as seeds.
+    table = report.metric_table(view, ["screen", "fix"], ["data"])
+    assert "| screen (gamma=0.1) | 0.0260 |" in table and "| screen (gamma=0.5) | 0.0590 |" in table
+    assert "| fix | 0.0901 |" in table and "±" not in table

@@ -203,7 +203,17 @@ class View:
 
 def metric_table(view: View, cells: list[str], datasets: list[str], metric: str = METRIC,
                  protocol: str = "metrics") -> str:
-    rows = [[LABELS.get(c, c)] + [spread(view.values(c, d, metric, protocol)) for d in datasets] for c in cells]
+    """One row a cell, or a cell with a sweep one row a swept value: its runs differ in that value,
+    so they are not seeds of one spread."""
+    rows = []
+    for c in cells:
+        cell = next((x for x in view.study.cells if x.name == c), None)
+        if cell is not None and cell.sweep:
+            option, swept = cell.sweep
+            rows += [[f"{LABELS.get(c, c)} ({option}={v})"] + [spread(view.values(c, d, metric, protocol, v))
+                                                              for d in datasets] for v in swept]
+        else:
+            rows.append([LABELS.get(c, c)] + [spread(view.values(c, d, metric, protocol)) for d in datasets])
     return markdown_table(["variant"] + datasets, rows)
 
 
