@@ -177,6 +177,37 @@ def test_su_negatives_rows_takes_the_log_mean_exp_per_sample(split):
     assert su == pytest.approx((obj.uniformity(s) + obj.uniformity(p) + obj.row_uniformity(s, p)).item(), rel=1e-5)
 
 
+@pytest.mark.parametrize("negatives", ["batch", "rows", "shuffled"])
+def test_su_mask_hits_leaves_out_pairs_of_the_same_item(split, negatives):
+    torch.manual_seed(7)
+    su, s, p = su_of(split, f"su_negatives={negatives}", "su_mask_hits=true")
+    cfg, model = build("sasrec-u", split)
+    _, chunks = batches(cfg, split)
+    targets = torch.cat([c.targets for c in chunks])
+    hits = targets[:, None] == targets[None, :]
+    assert hits.fill_diagonal_(False).any()  # the batch repeats items: the mask has work to do
+    base = obj.uniformity(s) + obj.uniformity(p)
+    if negatives == "batch":
+        want = base + obj.cross_uniformity(s, p, 2.0, hits)
+    elif negatives == "rows":
+        want = base + obj.row_uniformity(s, p, 2.0, hits)
+    else:  # a seed whose shuffled partners include a hit, then the loss under that seed
+        cfg, model = build("sasrec-u", split, "su_mask_hits=true")
+        model.eval()
+        seed = next(k for k in range(1000) if (targets[obj.derangement(len(targets), torch.Generator().manual_seed(k))]
+                                               == targets).any())
+        pairs = obj.derangement(len(targets), torch.Generator().manual_seed(seed))
+        torch.manual_seed(seed)
+        assert torch.equal(obj.derangement(len(targets)), pairs)  # the model draws from the default generator
+        torch.manual_seed(seed)
+        su = float(model.loss(None, chunks)[1]["L_SU"])
+        keep = targets[pairs] != targets
+        want = base + obj.pair_uniformity(s[keep], p[pairs][keep])
+    assert su == pytest.approx(want.item(), rel=1e-5)
+    unmasked, _, _ = su_of(split, f"su_negatives={negatives}")
+    assert su != pytest.approx(unmasked, rel=1e-6)
+
+
 def test_su_t_is_the_kernel_of_every_l_su_term(split):
     su, s, p = su_of(split, "su_negatives=batch", "su_t=5")
     expected = obj.uniformity(s, 5.0) + obj.uniformity(p, 5.0) + obj.cross_uniformity(s, p, 5.0)

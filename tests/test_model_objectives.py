@@ -175,6 +175,24 @@ def test_cross_uniformity_explicit_numbers():
     assert obj.cross_uniformity(x[:1], y[:1]).item() == 0.0
 
 
+def test_accidental_hits_are_left_out_of_the_cross_terms():
+    # Three rows; hits mark (0, 1) and (1, 0): row 1's target is row 0's item. Left: (0, 2), (1, 2),
+    # (2, 0), (2, 1) at squared distances 2, 0, 2, 2 (unit vectors e1, e2, e2 against e1, e1, e2).
+    x = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 1.0]])
+    y = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 2.0]])
+    hits = torch.tensor([[False, True, False], [True, False, False], [False, False, False]])
+    t = 2.0
+    want = math.log((3 * math.exp(-2 * t) + 1) / 4)
+    assert obj.cross_uniformity(x, y, t, hits).item() == pytest.approx(want, abs=1e-6)
+    # Per row: row 0 keeps (0, 2) at 2; row 1 keeps (1, 2) at 0; row 2 keeps (2, 0) and (2, 1), both at 2.
+    rows = [-2 * t, 0.0, -2 * t]
+    assert obj.row_uniformity(x, y, t, hits).item() == pytest.approx(sum(rows) / 3, abs=1e-6)
+    # Without a mask, the pair (0, 1), which is row 0's own item, counts: a different value.
+    assert obj.cross_uniformity(x, y, t).item() != pytest.approx(want, abs=1e-3)
+    everything = torch.ones(3, 3, dtype=torch.bool)
+    assert obj.cross_uniformity(x, y, t, everything).item() == 0.0 == obj.row_uniformity(x, y, t, everything).item()
+
+
 def test_row_uniformity_by_hand():
     # Row 0's only other target: (e1, 3 e1) at 0 -> log 1 = 0; row 1's: (e2, -e1) at 2 -> -2t.
     x = torch.tensor([[1.0, 0.0], [0.0, 2.0]])

@@ -86,6 +86,10 @@ class NetConfig:
     # t of L_SU's kernel exp(-t ||x - y||^2) (2 in the paper and in Wang & Isola); for unit vectors
     # a larger t weighs the closest pairs more, as a lower InfoNCE temperature (about 1 / t) does.
     su_t: float = 2.0
+    # L_SU's representation-item term leaves out accidental hits: pairs whose item is the very item
+    # the sample predicts (the same item as another sample's target, or drawn as its shuffled
+    # partner), which would otherwise push each representation from its own target.
+    su_mask_hits: bool = False
     ce_normalize: bool = False  # CE logits from the L2-normalised sequence representation (GSAU (rec))
     gamma: float = 0.1
     scorer: Scorer = "sequence"  # which encoder ranks items at evaluation

@@ -198,17 +198,26 @@ class Recommender(nn.Module):
             # Over the whole batch: with several processes, on the gathered global batch.
             s, p = self.dist.gather(s), self.dist.gather(p)
             t = self.cfg.su_t
+            hits = None
+            if self.cfg.su_mask_hits:  # [n, n]: sample j's target is sample i's own item
+                every = self.dist.gather(targets) if self.dist.active else targets
+                hits = every[:, None] == every[None, :]
             terms["L_SU"] = obj.uniformity(s, t) + obj.uniformity(p, t)
             if self.cfg.su_negatives == "batch":  # every other sample's target as a negative
-                terms["L_SU"] = terms["L_SU"] + obj.cross_uniformity(s, p, t)
+                terms["L_SU"] = terms["L_SU"] + obj.cross_uniformity(s, p, t, hits)
             elif self.cfg.su_negatives == "rows":  # the same, log-mean-exp per sample
-                terms["L_SU"] = terms["L_SU"] + obj.row_uniformity(s, p, t)
+                terms["L_SU"] = terms["L_SU"] + obj.row_uniformity(s, p, t, hits)
             elif len(p) >= 2:  # a lone sample (an epoch's last batch) has no other item to pair with
                 if self.pair_generator is None:
                     pairs = obj.derangement(len(p), device=p.device)
                 else:  # the same pairs on every rank
                     pairs = obj.derangement(len(p), generator=self.pair_generator).to(p.device)
-                terms["L_SU"] = terms["L_SU"] + obj.pair_uniformity(s, p[pairs], t)  # user-negative-item pairs
+                reps, negatives = s, p[pairs]  # user-negative-item pairs
+                if hits is not None:
+                    keep = ~hits[torch.arange(len(p), device=p.device), pairs]
+                    reps, negatives = reps[keep], negatives[keep]
+                if len(reps):
+                    terms["L_SU"] = terms["L_SU"] + obj.pair_uniformity(reps, negatives, t)
         return terms
 
     def _logits(self, s: torch.Tensor) -> torch.Tensor:

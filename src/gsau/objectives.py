@@ -21,11 +21,14 @@ def alignment(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return (x - y).pow(2).sum(dim=-1).mean()
 
 
-def _off_diagonal_logits(x: torch.Tensor, y: torch.Tensor, t: float) -> torch.Tensor:
-    """-t ||x_i - y_j||^2 for unit rows, [n, n], with the diagonal (i == j) at -inf. For unit vectors
-    ||x_i - y_j||^2 = 2 - 2 x_i.y_j, so one Gram matmul replaces pdist."""
+def _off_diagonal_logits(x: torch.Tensor, y: torch.Tensor, t: float, hits: torch.Tensor | None = None) -> torch.Tensor:
+    """-t ||x_i - y_j||^2 for unit rows, [n, n], with the diagonal (i == j), and the pairs `hits`
+    marks, at -inf. For unit vectors ||x_i - y_j||^2 = 2 - 2 x_i.y_j, so one Gram matmul replaces pdist."""
     logits = -t * (2.0 - 2.0 * (x @ y.T)).clamp_min(0.0)
-    return logits.masked_fill(torch.eye(len(x), dtype=torch.bool, device=x.device), float("-inf"))
+    left_out = torch.eye(len(x), dtype=torch.bool, device=x.device)
+    if hits is not None:
+        left_out = left_out | hits
+    return logits.masked_fill(left_out, float("-inf"))
 
 
 def uniformity(x: torch.Tensor, t: float = 2.0) -> torch.Tensor:
@@ -45,24 +48,30 @@ def pair_uniformity(x: torch.Tensor, y: torch.Tensor, t: float = 2.0) -> torch.T
     return torch.logsumexp(-t * sq, dim=0) - math.log(sq.numel())
 
 
-def cross_uniformity(x: torch.Tensor, y: torch.Tensor, t: float = 2.0) -> torch.Tensor:
+def cross_uniformity(x: torch.Tensor, y: torch.Tensor, t: float = 2.0, hits: torch.Tensor | None = None) -> torch.Tensor:
     """log mean exp(-t ||x_i - y_j||^2) over every pair i != j of two batches of rows (x_i's own
-    y_i left out): `pair_uniformity` over all B(B - 1) pairs instead of one per row."""
+    y_i left out): `pair_uniformity` over all B(B - 1) pairs instead of one per row. `hits` [n, n]
+    leaves out more pairs too (accidental hits: y_j is the item x_i predicts, as another sample's
+    target); the mean is over the pairs left."""
     x, y = F.normalize(x, dim=-1), F.normalize(y, dim=-1)
-    n = x.shape[0]
-    if n < 2:
+    logits = _off_diagonal_logits(x, y, t, hits)
+    pairs = int(torch.isfinite(logits).sum()) if hits is not None else x.shape[0] * (x.shape[0] - 1)
+    if pairs == 0:
         return x.new_zeros(())
-    return torch.logsumexp(_off_diagonal_logits(x, y, t).flatten(), dim=0) - math.log(n * (n - 1))
+    return torch.logsumexp(logits.flatten(), dim=0) - math.log(pairs)
 
 
-def row_uniformity(x: torch.Tensor, y: torch.Tensor, t: float = 2.0) -> torch.Tensor:
+def row_uniformity(x: torch.Tensor, y: torch.Tensor, t: float = 2.0, hits: torch.Tensor | None = None) -> torch.Tensor:
     """mean over rows i of log mean_{j != i} exp(-t ||x_i - y_j||^2): `cross_uniformity` with the
-    log-mean-exp taken per row, so each row is pushed from its own closest y_j."""
+    log-mean-exp taken per row, so each row is pushed from its own closest y_j. With `hits`, those
+    pairs are left out too, and a row left with no pair does not count."""
     x, y = F.normalize(x, dim=-1), F.normalize(y, dim=-1)
-    n = x.shape[0]
-    if n < 2:
+    logits = _off_diagonal_logits(x, y, t, hits)
+    counts = torch.isfinite(logits).sum(dim=1)
+    rows = counts > 0
+    if not bool(rows.any()):
         return x.new_zeros(())
-    return (torch.logsumexp(_off_diagonal_logits(x, y, t), dim=1) - math.log(n - 1)).mean()
+    return (torch.logsumexp(logits[rows], dim=1) - counts[rows].to(x.dtype).log()).mean()
 
 
 def derangement(n: int, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
