@@ -698,14 +698,15 @@ def report(rows: list[dict], imported: dict | None, meta: dict, toys: str, reach
            f"Machine: {meta['cpu']}, {meta['cores']} cores, shared with other jobs (load average "
            f"{meta['load_start']} at the start, {meta['load_end']} at the end); torch {meta['torch']}, "
            f"{meta['threads']} torch thread(s) per case. No GPU was available to this run."
-           + "".join(f" The cases of `{m['command']}` were measured on {m['date']} (load average {m['load_start']} at "
+           + "".join(f" `{m['command']}` added its measurements on {m['date']} (load average {m['load_start']} at "
                      f"the start, {m['load_end']} at the end)." for m in meta.get("later", []))
            + (f" The report was rewritten from the saved rows by `{meta['rewritten']}`." if meta.get("rewritten") else "")
            + "\n",
            "Synthetic data from `gsau data synth` (power-law popularity and activity, a planted successor pattern; "
            "users = interactions / 10). Each case: a fresh process, one warm-up step, then "
            f"{meta['steps']} single steps timed; an epoch is the median step times the steps of an epoch "
-           "(as `gsau bench` scales). Wall seconds depend on the neighbours; CPU seconds much less, so the fits "
+           "(as `gsau bench` scales); the approximate cases (approx: lazy_adam, and for gsau-rec graph_refresh) "
+           "time a window of graph_refresh steps holding one refresh of the graph and take their mean. Wall seconds depend on the neighbours; CPU seconds much less, so the fits "
            f"use CPU seconds. Sampled softmax: uniform candidates, 1000 per step. Chunked: the exact CE {meta['chunk']:,} "
            "items at a time. Evaluation: full ranking of a sample of users in chunks of eval_batch_size. Peak "
            "memory is the process's resident high-water mark (about 0.45 GiB of it is torch itself).\n"]
