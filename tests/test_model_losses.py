@@ -208,6 +208,20 @@ def test_su_mask_hits_leaves_out_pairs_of_the_same_item(split, negatives):
     assert su != pytest.approx(unmasked, rel=1e-6)
 
 
+@pytest.mark.parametrize("negatives", ["batch", "rows"])
+def test_su_unique_items_weighs_each_distinct_item_once(split, negatives):
+    su, s, p = su_of(split, f"su_negatives={negatives}", "su_unique_items=true")
+    cfg, _ = build("sasrec-u", split)
+    _, chunks = batches(cfg, split)
+    targets = torch.cat([c.targets for c in chunks])
+    weights = 1.0 / (targets[:, None] == targets[None, :]).sum(dim=1).float()
+    assert (weights < 1).any()  # repeated items: the weights have work to do
+    term = obj.cross_uniformity if negatives == "batch" else obj.row_uniformity
+    want = obj.uniformity(s) + obj.uniformity(p) + term(s, p, 2.0, None, weights)
+    assert su == pytest.approx(want.item(), rel=1e-5)
+    assert su != pytest.approx(su_of(split, f"su_negatives={negatives}")[0], rel=1e-6)
+
+
 def test_su_t_is_the_kernel_of_every_l_su_term(split):
     su, s, p = su_of(split, "su_negatives=batch", "su_t=5")
     expected = obj.uniformity(s, 5.0) + obj.uniformity(p, 5.0) + obj.cross_uniformity(s, p, 5.0)

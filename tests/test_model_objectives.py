@@ -191,6 +191,27 @@ def test_accidental_hits_are_left_out_of_the_cross_terms():
     assert obj.cross_uniformity(x, y, t).item() != pytest.approx(want, abs=1e-3)
     everything = torch.ones(3, 3, dtype=torch.bool)
     assert obj.cross_uniformity(x, y, t, everything).item() == 0.0 == obj.row_uniformity(x, y, t, everything).item()
+    # Nothing left to push from: no gradient, and no NaN either.
+    xs = x.clone().requires_grad_()
+    (obj.cross_uniformity(xs, y, t, everything) + obj.row_uniformity(xs, y, t, everything)).backward()
+    assert torch.equal(xs.grad, torch.zeros_like(xs))
+
+
+def test_unique_item_weights_count_each_item_once():
+    # y1 and y2 are one item (weights 1/2 each); y0 another (weight 1). Pairs i != j:
+    # (0, 1), (0, 2): e1 against e2 -> 2, each w 1/2; (1, 0): e2 against e1 -> 2, w 1; (1, 2): e2, e2 -> 0, w 1/2;
+    # (2, 0): 2, w 1; (2, 1): 0, w 1/2.
+    x = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 1.0]])
+    y = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 1.0]])
+    w = torch.tensor([1.0, 0.5, 0.5])
+    t, e = 2.0, math.exp(-4.0)
+    want = math.log((0.5 * e + 0.5 * e + e + 0.5 + e + 0.5) / 4.0)
+    assert obj.cross_uniformity(x, y, t, weights=w).item() == pytest.approx(want, abs=1e-6)
+    rows = [math.log((0.5 * e + 0.5 * e) / 1.0), math.log((e + 0.5) / 1.5), math.log((e + 0.5) / 1.5)]
+    assert obj.row_uniformity(x, y, t, weights=w).item() == pytest.approx(sum(rows) / 3, abs=1e-6)
+    # Equal weights change nothing.
+    ones = torch.ones(3)
+    assert obj.cross_uniformity(x, y, t, weights=ones).item() == pytest.approx(obj.cross_uniformity(x, y, t).item())
 
 
 def test_row_uniformity_by_hand():

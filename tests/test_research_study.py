@@ -218,6 +218,8 @@ def test_question_5_reads_screens_and_the_full_run_against_its_references(tmp_pa
         {"name": "screen-g1", "question": 5, "model": "gsau", "set": screen + ["su_negatives=batch", "gamma=1.0"]},
         {"name": "screen-hits", "question": 5, "model": "gsau",
          "set": screen + ["su_negatives=batch", "gamma=1.0", "su_mask_hits=true"]},
+        {"name": "screen-unique", "question": 5, "model": "gsau",
+         "set": screen + ["su_negatives=batch", "gamma=1.0", "su_unique_items=true"]},
     ]))
 
     def records(path, log, test):
@@ -241,6 +243,8 @@ def test_question_5_reads_screens_and_the_full_run_against_its_references(tmp_pa
             test(0.077))
     records(runs["screen-hits-data-1"].path, [{"epoch": 1, "valid_recall@10": 0.05}, {"epoch": 2, "valid_recall@10": 0.097}],
             test(0.08))
+    records(runs["screen-unique-data-1"].path, [{"epoch": 1, "valid_recall@10": 0.05}, {"epoch": 2, "valid_recall@10": 0.091}],
+            test(0.07))
     records(runs["fix-data-1"].path, [{"epoch": e, "valid_recall@10": 0.09} for e in (1, 2, 3)], test(0.0901))
     view = report.View(spec, list(runs.values()), report.Records(), "gsau study x")
     text = report.q5(view)
@@ -250,6 +254,7 @@ def test_question_5_reads_screens_and_the_full_run_against_its_references(tmp_pa
     assert "sequence uniformity is -0.30 after one epoch" in text and "L_SU rises from -6.80 to -2.80" in text
     assert "lifts valid R@10 at epoch 2 from 0.0300 to 0.0700" in text
     assert "Leaving accidental hits out of the batch term (su_mask_hits" in text and "at gamma 1: 0.0970 against 0.0930" in text
+    assert "(su_unique_items, so popular targets" in text and "at gamma 1: 0.0910 against 0.0930" in text
     assert "| fix-data-1 (cosine) | 3 | 0.0900 | 0.0901 | 0.0450 | — | — |" in text
     # A swept cell's runs differ in the swept option: one row a value, never pooled as seeds.
     table = report.metric_table(view, ["screen", "fix"], ["data"])

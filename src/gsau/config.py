@@ -90,6 +90,10 @@ class NetConfig:
     # the sample predicts (the same item as another sample's target, or drawn as its shuffled
     # partner), which would otherwise push each representation from its own target.
     su_mask_hits: bool = False
+    # su_negatives=batch or rows: each distinct item of the batch weighs 1 among the negatives, its
+    # copies sharing it (popular targets recur in a batch, so plain batch negatives push from
+    # popular items most; the all-item softmax weighs every item alike).
+    su_unique_items: bool = False
     ce_normalize: bool = False  # CE logits from the L2-normalised sequence representation (GSAU (rec))
     gamma: float = 0.1
     scorer: Scorer = "sequence"  # which encoder ranks items at evaluation
@@ -245,6 +249,8 @@ class Config:
             (n.sampled_negatives >= 1, f"sampled_negatives must be at least 1, not {n.sampled_negatives}"),
             (n.gamma >= 0, f"gamma must be >= 0, not {n.gamma}"),
             (n.su_t > 0, f"su_t must be > 0, not {n.su_t}"),
+            (not n.su_unique_items or n.su_negatives in ("batch", "rows"),
+             "su_unique_items needs su_negatives=batch or rows (the shuffled term has one item a sample)"),
             (n.bpr_reg >= 0, f"bpr_reg must be >= 0, not {n.bpr_reg}"),
             (n.layer_norm_eps > 0, f"layer_norm_eps must be > 0, not {n.layer_norm_eps}"),
             (t.batch_size >= 2, "batch_size must be at least 2"),

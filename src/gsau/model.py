@@ -198,15 +198,17 @@ class Recommender(nn.Module):
             # Over the whole batch: with several processes, on the gathered global batch.
             s, p = self.dist.gather(s), self.dist.gather(p)
             t = self.cfg.su_t
-            hits = None
-            if self.cfg.su_mask_hits:  # [n, n]: sample j's target is sample i's own item
+            hits = weights = None
+            if self.cfg.su_mask_hits or self.cfg.su_unique_items:
                 every = self.dist.gather(targets) if self.dist.active else targets
-                hits = every[:, None] == every[None, :]
+                same = every[:, None] == every[None, :]  # [n, n]: the same item
+                hits = same if self.cfg.su_mask_hits else None
+                weights = 1.0 / same.sum(dim=1).to(s.dtype) if self.cfg.su_unique_items else None
             terms["L_SU"] = obj.uniformity(s, t) + obj.uniformity(p, t)
             if self.cfg.su_negatives == "batch":  # every other sample's target as a negative
-                terms["L_SU"] = terms["L_SU"] + obj.cross_uniformity(s, p, t, hits)
+                terms["L_SU"] = terms["L_SU"] + obj.cross_uniformity(s, p, t, hits, weights)
             elif self.cfg.su_negatives == "rows":  # the same, log-mean-exp per sample
-                terms["L_SU"] = terms["L_SU"] + obj.row_uniformity(s, p, t, hits)
+                terms["L_SU"] = terms["L_SU"] + obj.row_uniformity(s, p, t, hits, weights)
             elif len(p) >= 2:  # a lone sample (an epoch's last batch) has no other item to pair with
                 if self.pair_generator is None:
                     pairs = obj.derangement(len(p), device=p.device)

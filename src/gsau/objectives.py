@@ -48,30 +48,53 @@ def pair_uniformity(x: torch.Tensor, y: torch.Tensor, t: float = 2.0) -> torch.T
     return torch.logsumexp(-t * sq, dim=0) - math.log(sq.numel())
 
 
-def cross_uniformity(x: torch.Tensor, y: torch.Tensor, t: float = 2.0, hits: torch.Tensor | None = None) -> torch.Tensor:
+def _weighted(logits: torch.Tensor, weights: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits + log w_j, the weight of each pair left in): a mean over pairs becomes the weighted
+    mean sum w_j exp(l_ij) / sum w_j; without weights every pair weighs 1."""
+    kept = torch.isfinite(logits)
+    if weights is None:
+        return logits, kept.to(logits.dtype)
+    return logits + weights.log()[None, :], kept * weights[None, :]
+
+
+def cross_uniformity(x: torch.Tensor, y: torch.Tensor, t: float = 2.0, hits: torch.Tensor | None = None,
+                     weights: torch.Tensor | None = None) -> torch.Tensor:
     """log mean exp(-t ||x_i - y_j||^2) over every pair i != j of two batches of rows (x_i's own
     y_i left out): `pair_uniformity` over all B(B - 1) pairs instead of one per row. `hits` [n, n]
     leaves out more pairs too (accidental hits: y_j is the item x_i predicts, as another sample's
-    target); the mean is over the pairs left."""
+    target); the mean is over the pairs left, weighted by `weights` [n] of the y_j where given."""
     x, y = F.normalize(x, dim=-1), F.normalize(y, dim=-1)
-    logits = _off_diagonal_logits(x, y, t, hits)
-    pairs = int(torch.isfinite(logits).sum()) if hits is not None else x.shape[0] * (x.shape[0] - 1)
-    if pairs == 0:
+    n = x.shape[0]
+    if n < 2:
         return x.new_zeros(())
-    return torch.logsumexp(logits.flatten(), dim=0) - math.log(pairs)
+    logits = _off_diagonal_logits(x, y, t, hits)
+    if hits is None and weights is None:
+        return torch.logsumexp(logits.flatten(), dim=0) - math.log(n * (n - 1))
+    logits, mass = _weighted(logits, weights)
+    total = mass.sum()  # no pair left (every one a hit): 0, without a host sync
+    logits = logits.masked_fill(total == 0, 0.0)  # all -inf would give NaN gradients through the where
+    return torch.where(total > 0, torch.logsumexp(logits.flatten(), dim=0) - total.clamp_min(1e-30).log(),
+                       x.new_zeros(()))
 
 
-def row_uniformity(x: torch.Tensor, y: torch.Tensor, t: float = 2.0, hits: torch.Tensor | None = None) -> torch.Tensor:
+def row_uniformity(x: torch.Tensor, y: torch.Tensor, t: float = 2.0, hits: torch.Tensor | None = None,
+                   weights: torch.Tensor | None = None) -> torch.Tensor:
     """mean over rows i of log mean_{j != i} exp(-t ||x_i - y_j||^2): `cross_uniformity` with the
     log-mean-exp taken per row, so each row is pushed from its own closest y_j. With `hits`, those
-    pairs are left out too, and a row left with no pair does not count."""
+    pairs are left out too, and a row left with no pair does not count; `weights` as there."""
     x, y = F.normalize(x, dim=-1), F.normalize(y, dim=-1)
-    logits = _off_diagonal_logits(x, y, t, hits)
-    counts = torch.isfinite(logits).sum(dim=1)
-    rows = counts > 0
-    if not bool(rows.any()):
+    n = x.shape[0]
+    if n < 2:
         return x.new_zeros(())
-    return (torch.logsumexp(logits[rows], dim=1) - counts[rows].to(x.dtype).log()).mean()
+    logits = _off_diagonal_logits(x, y, t, hits)
+    if hits is None and weights is None:
+        return (torch.logsumexp(logits, dim=1) - math.log(n - 1)).mean()
+    logits, mass = _weighted(logits, weights)
+    counts = mass.sum(dim=1)
+    rows = counts > 0  # rows with no pair left do not count; masked, not indexed (no host sync)
+    logits = logits.masked_fill(~rows[:, None], 0.0)  # all -inf would give NaN gradients through the where
+    per_row = torch.where(rows, torch.logsumexp(logits, dim=1) - counts.clamp_min(1e-30).log(), 0.0)
+    return per_row.sum() / rows.sum().clamp_min(1)
 
 
 def derangement(n: int, generator: torch.Generator | None = None, device=None) -> torch.Tensor:

@@ -391,14 +391,14 @@ def _mechanism(view: View, screens: list[Run], at: int, reference_log: list[dict
 
     def key(r: Run):
         n = r.config.net
-        return (n.gamma, n.su_negatives, n.cosine_scores, n.su_t, n.su_mask_hits)
+        return (n.gamma, n.su_negatives, n.cosine_scores, n.su_t, n.su_mask_hits, n.su_unique_items)
     by = {}
     for r in screens:
         h, log = _at_epoch(records.log(r), at), records.log(r)
         if h is not None:
             by[key(r)] = (h["valid_recall@10"], log[0].get("probe_seq_unif_user"), log[0].get("probe_seq_unif_item"))
     out = []
-    low, high = by.get((0.1, "shuffled", True, 2.0, False)), by.get((0.5, "shuffled", True, 2.0, False))
+    low, high = by.get((0.1, "shuffled", True, 2.0, False, False)), by.get((0.5, "shuffled", True, 2.0, False, False))
     if low and low[1] is not None:
         items = f", while the items stay more spread ({low[2]:.2f})" if low[2] is not None else ""
         text = (f"The collapse: at the published gamma 0.1 the probe's sequence uniformity is {low[1]:.2f} after one "
@@ -414,32 +414,37 @@ def _mechanism(view: View, screens: list[Run], at: int, reference_log: list[dict
     if low and high and high[1] is not None:
         out.append(f"The weight: gamma 0.5 keeps the representations spread ({high[1]:.2f} after one epoch) and lifts "
                    f"valid R@10 at epoch {at} from {low[0]:.4f} to {high[0]:.4f}.")
-    b_low, b_high = by.get((0.1, "batch", True, 2.0, False)), by.get((0.5, "batch", True, 2.0, False))
+    b_low, b_high = by.get((0.1, "batch", True, 2.0, False, False)), by.get((0.5, "batch", True, 2.0, False, False))
     if b_low and b_high and low and high:
         out.append(f"Every other target of the batch as a negative (su_negatives=batch) helps only with that weight: "
                    f"{b_low[0]:.4f} against {low[0]:.4f} at gamma 0.1, {b_high[0]:.4f} against {high[0]:.4f} at "
                    "gamma 0.5.")
-    dot = by.get((0.5, "shuffled", False, 2.0, False))
+    dot = by.get((0.5, "shuffled", False, 2.0, False, False))
     if dot and high:
         out.append(f"Ranking by cosine rather than the inner product (training unchanged): {high[0]:.4f} against "
                    f"{dot[0]:.4f} at gamma 0.5.")
-    heavier = [(g, by[(g, "batch", True, 2.0, False)][0]) for g in sorted({k[0] for k in by}) if g > 0.5
-               and (g, "batch", True, 2.0, False) in by]
+    heavier = [(g, by[(g, "batch", True, 2.0, False, False)][0]) for g in sorted({k[0] for k in by}) if g > 0.5
+               and (g, "batch", True, 2.0, False, False) in by]
     if heavier and b_high:
         out.append("Heavier uniformity weights with batch negatives: " + ", ".join(
             f"{v:.4f} at gamma {g:g}" for g, v in heavier) + f", against {b_high[0]:.4f} at gamma 0.5.")
-    rows_ = by.get((0.5, "rows", True, 2.0, False))
+    rows_ = by.get((0.5, "rows", True, 2.0, False, False))
     if rows_ and b_high:
         out.append(f"The batch term's log-mean-exp per sample (su_negatives=rows) instead of over the whole batch: "
                    f"{rows_[0]:.4f} against {b_high[0]:.4f} at gamma 0.5.")
-    sharp = by.get((0.5, "batch", True, 5.0, False))
+    sharp = by.get((0.5, "batch", True, 5.0, False, False))
     if sharp and b_high:
         out.append(f"A sharper kernel (su_t 5 instead of 2, with batch negatives at gamma 0.5): {sharp[0]:.4f} against "
                    f"{b_high[0]:.4f}.")
-    hits, unmasked = by.get((1.0, "batch", True, 2.0, True)), by.get((1.0, "batch", True, 2.0, False))
+    hits, unmasked = by.get((1.0, "batch", True, 2.0, True, False)), by.get((1.0, "batch", True, 2.0, False, False))
     if hits and unmasked:
         out.append(f"Leaving accidental hits out of the batch term (su_mask_hits: a sample's own item, as another "
                    f"sample's target, is no negative for it), at gamma 1: {hits[0]:.4f} against {unmasked[0]:.4f}.")
+    unique = by.get((1.0, "batch", True, 2.0, False, True))
+    if unique and unmasked:
+        out.append(f"Each distinct item of the batch weighing 1 among the negatives, its copies sharing it "
+                   f"(su_unique_items, so popular targets are not the negatives most pushed from), at gamma 1: "
+                   f"{unique[0]:.4f} against {unmasked[0]:.4f}.")
     return (" ".join(out) + "\n") if out else ""
 
 
