@@ -189,6 +189,10 @@ def test_accidental_hits_are_left_out_of_the_cross_terms():
     assert obj.row_uniformity(x, y, t, hits).item() == pytest.approx(sum(rows) / 3, abs=1e-6)
     # Without a mask, the pair (0, 1), which is row 0's own item, counts: a different value.
     assert obj.cross_uniformity(x, y, t).item() != pytest.approx(want, abs=1e-3)
+    # A row with nothing left does not count in the mean: row 0 loses both its pairs.
+    alone = hits.clone()
+    alone[0] = True
+    assert obj.row_uniformity(x, y, t, alone).item() == pytest.approx((0.0 - 2 * t) / 2, abs=1e-6)
     everything = torch.ones(3, 3, dtype=torch.bool)
     assert obj.cross_uniformity(x, y, t, everything).item() == 0.0 == obj.row_uniformity(x, y, t, everything).item()
     # Nothing left to push from: no gradient, and no NaN either.

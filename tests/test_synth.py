@@ -100,8 +100,9 @@ def test_cli_refuses_impossible_sizes_in_one_line(tmp_path, capsys, args, messag
     assert not (tmp_path / "x").exists()
 
 
-@pytest.mark.usefixtures("one_thread")
-def test_sasrec_learns_the_planted_pattern(tmp_path):
+def planted_run(tmp_path, model: str, *sets: str) -> tuple[dict, float, float]:
+    """(test metrics, popularity's recall@10, the oracle's hit rate) of `model` trained 4 epochs on a
+    small synthetic set with a planted successor pattern."""
     synthetic = synthesize(400, 300, 8_000, seed=3)
     synthetic.data.save(tmp_path / "data")
     split = LeaveOneOut.from_interactions(synthetic.data)
@@ -110,9 +111,14 @@ def test_sasrec_learns_the_planted_pattern(tmp_path):
     popularity = np.isin(split.targets("test"), top).mean()
     # The successor of each user's last known item is the test item about 60% of the time.
     oracle = (synthetic.successor[split.targets("valid")] == split.targets("test")).mean()
-    cfg = resolve("sasrec", None, ["batch_size=128", "epochs=4", "patience=100", "ks=[10]", "metric=ndcg@10",
-                                   "n_layers=1", "max_len=10", "hidden_dropout=0.1", "attn_dropout=0.1",
-                                   "lr=0.005", f"dataset={tmp_path / 'data'}"])
-    test = Trainer(cfg, tmp_path / "run", progress=False, echo=lambda line: None).run()["test"]
+    cfg = resolve(model, None, ["batch_size=128", "epochs=4", "patience=100", "ks=[10]", "metric=ndcg@10",
+                                "n_layers=1", "max_len=10", "hidden_dropout=0.1", "attn_dropout=0.1",
+                                "lr=0.005", *sets, f"dataset={tmp_path / 'data'}"])
+    return Trainer(cfg, tmp_path / "run", progress=False, echo=lambda line: None).run()["test"], popularity, oracle
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_sasrec_learns_the_planted_pattern(tmp_path):
+    test, popularity, oracle = planted_run(tmp_path, "sasrec")
     assert test["recall@10"] >= popularity + 0.2, (test, popularity)
     assert test["mrr@10"] >= 0.85 * oracle, (test, oracle)

@@ -54,7 +54,16 @@ def _weighted(logits: torch.Tensor, weights: torch.Tensor | None) -> tuple[torch
     kept = torch.isfinite(logits)
     if weights is None:
         return logits, kept.to(logits.dtype)
-    return logits + weights.log()[None, :], kept * weights[None, :]
+    return logits + weights.log(), kept * weights  # weights broadcast over the last dimension (the y_j)
+
+
+def _log_weighted_mean(logits: torch.Tensor, mass: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """log(sum_j exp(logits_j) / sum_j mass_j) over the last dimension, and where anything is left
+    (mass > 0); 0 where nothing is. Masked, not indexed: no host sync on a GPU."""
+    total = mass.sum(dim=-1)
+    left = total > 0
+    logits = logits.masked_fill(~left.unsqueeze(-1), 0.0)  # all -inf would give NaN gradients through the where
+    return torch.where(left, torch.logsumexp(logits, dim=-1) - total.clamp_min(1e-30).log(), 0.0), left
 
 
 def cross_uniformity(x: torch.Tensor, y: torch.Tensor, t: float = 2.0, hits: torch.Tensor | None = None,
@@ -70,11 +79,8 @@ def cross_uniformity(x: torch.Tensor, y: torch.Tensor, t: float = 2.0, hits: tor
     logits = _off_diagonal_logits(x, y, t, hits)
     if hits is None and weights is None:
         return torch.logsumexp(logits.flatten(), dim=0) - math.log(n * (n - 1))
-    logits, mass = _weighted(logits, weights)
-    total = mass.sum()  # no pair left (every one a hit): 0, without a host sync
-    logits = logits.masked_fill(total == 0, 0.0)  # all -inf would give NaN gradients through the where
-    return torch.where(total > 0, torch.logsumexp(logits.flatten(), dim=0) - total.clamp_min(1e-30).log(),
-                       x.new_zeros(()))
+    value, _ = _log_weighted_mean(*_weighted(logits.flatten(), weights.repeat(n) if weights is not None else None))
+    return value
 
 
 def row_uniformity(x: torch.Tensor, y: torch.Tensor, t: float = 2.0, hits: torch.Tensor | None = None,
@@ -89,12 +95,8 @@ def row_uniformity(x: torch.Tensor, y: torch.Tensor, t: float = 2.0, hits: torch
     logits = _off_diagonal_logits(x, y, t, hits)
     if hits is None and weights is None:
         return (torch.logsumexp(logits, dim=1) - math.log(n - 1)).mean()
-    logits, mass = _weighted(logits, weights)
-    counts = mass.sum(dim=1)
-    rows = counts > 0  # rows with no pair left do not count; masked, not indexed (no host sync)
-    logits = logits.masked_fill(~rows[:, None], 0.0)  # all -inf would give NaN gradients through the where
-    per_row = torch.where(rows, torch.logsumexp(logits, dim=1) - counts.clamp_min(1e-30).log(), 0.0)
-    return per_row.sum() / rows.sum().clamp_min(1)
+    per_row, rows = _log_weighted_mean(*_weighted(logits, weights))
+    return per_row.sum() / rows.sum().clamp_min(1)  # rows with no pair left do not count
 
 
 def derangement(n: int, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
