@@ -183,6 +183,31 @@ def test_quoted_csv_read_in_chunks_is_what_the_exact_reader_reads(tmp_path, monk
     same_raw(chunked, read_exact(path, fmt, None))
 
 
+@pytest.mark.parametrize("compressed", [False, True])
+@pytest.mark.parametrize("name, content", QUOTED, ids=[p[0] for p in QUOTED])
+def test_read_interactions_streams_quoted_csv_plain_or_gzip(tmp_path, monkeypatch, compressed, name, content):
+    """The chunked reader, not the whole-text one, reads a quoted file (gzip included, decompressed
+    as it is read): with read_exact made to fail, the import still gives what it gives."""
+    path = tmp_path / (name + (".gz" if compressed else ""))
+    data = content.encode("utf-8")
+    path.write_bytes(gzip.compress(data) if compressed else data)
+    fmt = "tsv" if ".tsv" in name else "csv"
+    want = read_exact(path, fmt, None)
+
+    def refused(*args):
+        raise AssertionError("the whole-text reader was used")
+    monkeypatch.setattr(readers, "read_exact", refused)
+    same_raw(read_interactions(path, fmt), want)
+
+
+def test_a_damaged_gzip_is_left_to_the_exact_reader(tmp_path):
+    path = tmp_path / "cut.csv.gz"
+    path.write_bytes(gzip.compress(b'user,item\n"u",a\nv,b\n' * 50)[:-30])
+    assert readers.read_delimited_chunks(path, ",", None) is None
+    with pytest.raises(DataError, match="unreadable gzip"):
+        read_interactions(path)
+
+
 @pytest.mark.parametrize("content", ['user,item\n"u",a\nv\n', 'user,item\nv,"b\nb"\n', 'user,item\n"u,a\nv,b\n', 'user,item\n"u",\n',
                                      'user,item,time\n"u",a,soon\n', 'user,item\n', '"u",a,1,2,3\n'])
 def test_a_chunked_read_leaves_every_problem_to_the_exact_reader(tmp_path, content):

@@ -16,6 +16,7 @@ from conftest import random_interactions
 
 from gsau import objectives as obj
 from gsau.config import preset_names, resolve
+from gsau.errors import ConfigError
 from gsau.data import LeaveOneOut
 from gsau.data.batching import GraphStream, SequenceStream
 from gsau.encoders import normalized_adjacency
@@ -220,6 +221,17 @@ def test_su_unique_items_weighs_each_distinct_item_once(split, negatives):
     want = obj.uniformity(s) + obj.uniformity(p) + term(s, p, 2.0, None, weights)
     assert su == pytest.approx(want.item(), rel=1e-5)
     assert su != pytest.approx(su_of(split, f"su_negatives={negatives}")[0], rel=1e-6)
+
+
+@pytest.mark.parametrize("preset, sets, message", [
+    ("gsau-rec", ["su_unique_items=true"], "su_unique_items needs su_negatives=batch or rows"),
+    ("gsau-rec", ["su_mask_hits=true", "sequence_uniformity=false"], "su_mask_hits and su_unique_items shape L_SU"),
+    ("lightgcn", ["su_mask_hits=true"], "su_mask_hits and su_unique_items shape L_SU"),
+    ("sasrec", ["su_negatives=batch", "su_unique_items=true"], "su_mask_hits and su_unique_items shape L_SU"),
+])
+def test_l_su_options_are_refused_where_they_would_change_nothing(preset, sets, message):
+    with pytest.raises(ConfigError, match=message):
+        resolve(preset, None, sets)
 
 
 def test_su_t_is_the_kernel_of_every_l_su_term(split):

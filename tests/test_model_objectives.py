@@ -148,6 +148,19 @@ def test_pair_uniformity_only_pairs_rows_not_all_combinations():
     assert obj.pair_uniformity(x, y).item() == pytest.approx(math.log((math.exp(-8) + math.exp(-4)) / 2), abs=1e-6)
 
 
+def test_pair_uniformity_keeps_only_the_marked_pairs_and_is_zero_without_any():
+    # The three pairs at squared distances 2, 0, 4; leaving out the second: log((e^-4 + e^-8) / 2).
+    x = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]], requires_grad=True)
+    y = torch.tensor([[0.0, 1.0], [0.0, 3.0], [-1.0, 0.0]])
+    keep = torch.tensor([True, False, True])
+    assert obj.pair_uniformity(x, y, 2.0, keep).item() == pytest.approx(math.log((math.exp(-4) + math.exp(-8)) / 2), abs=1e-6)
+    assert obj.pair_uniformity(x, y, 2.0, torch.ones(3, dtype=torch.bool)).item() == pytest.approx(
+        obj.pair_uniformity(x, y).item(), abs=1e-7)
+    none = obj.pair_uniformity(x, y, 2.0, torch.zeros(3, dtype=torch.bool))
+    none.backward()
+    assert none.item() == 0.0 and torch.isfinite(x.grad).all()
+
+
 @pytest.mark.parametrize("n", [1, 5, 40])
 def test_pair_uniformity_matches_reference(n):
     g = torch.Generator().manual_seed(n)

@@ -91,8 +91,10 @@ class NetConfig:
     # partner), which would otherwise push each representation from its own target.
     su_mask_hits: bool = False
     # su_negatives=batch or rows: each distinct item of the batch weighs 1 among the negatives, its
-    # copies sharing it (popular targets recur in a batch, so plain batch negatives push from
-    # popular items most; the all-item softmax weighs every item alike).
+    # c copies 1/c each (popular targets recur in a batch, so plain batch negatives push from
+    # popular items most; the all-item softmax weighs every item alike). The weights count the whole
+    # batch, so in a sample's row its own target's other copies weigh (c - 1)/c: pair it with
+    # su_mask_hits to leave them out.
     su_unique_items: bool = False
     ce_normalize: bool = False  # CE logits from the L2-normalised sequence representation (GSAU (rec))
     gamma: float = 0.1
@@ -249,6 +251,8 @@ class Config:
             (n.sampled_negatives >= 1, f"sampled_negatives must be at least 1, not {n.sampled_negatives}"),
             (n.gamma >= 0, f"gamma must be >= 0, not {n.gamma}"),
             (n.su_t > 0, f"su_t must be > 0, not {n.su_t}"),
+            (not (n.su_mask_hits or n.su_unique_items) or (n.sequence_uniformity and n.sequence_encoder),
+             "su_mask_hits and su_unique_items shape L_SU: they need sequence_uniformity=true and a sequence encoder"),
             (not n.su_unique_items or n.su_negatives in ("batch", "rows"),
              "su_unique_items needs su_negatives=batch or rows (the shuffled term has one item a sample)"),
             (n.bpr_reg >= 0, f"bpr_reg must be >= 0, not {n.bpr_reg}"),

@@ -214,12 +214,9 @@ class Recommender(nn.Module):
                     pairs = obj.derangement(len(p), device=p.device)
                 else:  # the same pairs on every rank
                     pairs = obj.derangement(len(p), generator=self.pair_generator).to(p.device)
-                reps, negatives = s, p[pairs]  # user-negative-item pairs
-                if hits is not None:
-                    keep = ~hits[torch.arange(len(p), device=p.device), pairs]
-                    reps, negatives = reps[keep], negatives[keep]
-                if len(reps):
-                    terms["L_SU"] = terms["L_SU"] + obj.pair_uniformity(reps, negatives, t)
+                keep = None if hits is None else ~hits[torch.arange(len(p), device=p.device), pairs]
+                # user-negative-item pairs; accidental hits masked, not indexed out (no host sync)
+                terms["L_SU"] = terms["L_SU"] + obj.pair_uniformity(s, p[pairs], t, keep)
         return terms
 
     def _logits(self, s: torch.Tensor) -> torch.Tensor:

@@ -42,10 +42,15 @@ def uniformity(x: torch.Tensor, t: float = 2.0) -> torch.Tensor:
     return torch.logsumexp(_off_diagonal_logits(x, x, t).flatten(), dim=0) - math.log(n * (n - 1))
 
 
-def pair_uniformity(x: torch.Tensor, y: torch.Tensor, t: float = 2.0) -> torch.Tensor:
+def pair_uniformity(x: torch.Tensor, y: torch.Tensor, t: float = 2.0, keep: torch.Tensor | None = None) -> torch.Tensor:
+    """log mean_b exp(-t ||x_b - y_b||^2) over the pairs `keep` [n] marks (all without it); 0 when
+    none is kept."""
     x, y = F.normalize(x, dim=-1), F.normalize(y, dim=-1)
-    sq = (x - y).pow(2).sum(dim=-1)
-    return torch.logsumexp(-t * sq, dim=0) - math.log(sq.numel())
+    logits = -t * (x - y).pow(2).sum(dim=-1)
+    if keep is None:
+        return torch.logsumexp(logits, dim=0) - math.log(logits.numel())
+    value, _ = _log_weighted_mean(logits.masked_fill(~keep, float("-inf")), keep.to(logits.dtype))
+    return value
 
 
 def _weighted(logits: torch.Tensor, weights: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:

@@ -10,6 +10,8 @@ train.optimizer=lazy_adam: the tables get row-sparse gradients (the model's look
 every other parameter keeps the fused dense Adam. A row's moments then decay only on the steps
 that read it ("lazy" Adam, as TensorFlow's LazyAdam), and SparseAdam adds eps before the bias
 correction (eps / sqrt(1 - beta2) in Adam's terms): not the paper's optimiser, so it is opt-in.
+On CUDA, SparseAdam coalesces each table's gradient every step, which waits for the device (a host
+sync the rest of a step avoids): time GPU runs with that in mind.
 """
 
 from __future__ import annotations

@@ -122,20 +122,20 @@ CHUNK_RECORDS = 1 << 16  # records converted to arrays at a time by read_delimit
 def read_delimited_chunks(path: Path, delimiter: str, explicit: dict[str, str] | None) -> RawInteractions | None:
     """A CSV/TSV file read as `read_exact` reads it (the csv module's quoting, the same checks on
     every record), streamed: CHUNK_RECORDS records at a time become arrays, so neither the text nor
-    a Python list per row is held whole. None where the file has any problem (or is gzip): the
-    exact reader then reads it and reports the problem with its line."""
+    a Python list per row is held whole; gzip is decompressed as it is read. None where the file
+    has any problem: the exact reader then reads it and reports the problem with its line."""
     try:
         with open(path, "rb") as f:
-            if f.read(2) == b"\x1f\x8b":
-                return None  # gzip: the exact reader decompresses in memory anyway
+            compressed = f.read(2) == b"\x1f\x8b"  # by its magic bytes, as read_text
     except OSError:
         return None
+    # utf-8-sig drops a leading byte order mark, as read_text does.
+    opener = gzip.open if compressed else open
     try:
-        # utf-8-sig drops a leading byte order mark, as read_text does.
-        with open(path, encoding="utf-8-sig", newline="") as text:
+        with opener(path, "rt", encoding="utf-8-sig", newline="") as text:
             return _delimited_chunks(path, csv.reader(text, delimiter=delimiter), explicit)
-    except (DataError, csv.Error, UnicodeDecodeError, OSError):
-        return None
+    except (DataError, csv.Error, UnicodeDecodeError, OSError, EOFError, zlib.error):
+        return None  # gzip.BadGzipFile is an OSError
 
 
 def _delimited_chunks(path: Path, reader, explicit) -> RawInteractions | None:
