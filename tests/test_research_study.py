@@ -220,6 +220,8 @@ def test_question_5_reads_screens_and_the_full_run_against_its_references(tmp_pa
          "set": screen + ["su_negatives=batch", "gamma=1.0", "su_mask_hits=true"]},
         {"name": "screen-unique", "question": 5, "model": "gsau",
          "set": screen + ["su_negatives=batch", "gamma=1.0", "su_unique_items=true"]},
+        {"name": "screen-t10", "question": 5, "model": "gsau", "set": screen + ["su_negatives=rows", "su_t=10"]},
+        {"name": "screen-t2", "question": 5, "model": "gsau", "set": screen + ["su_negatives=rows", "gamma=0.5"]},
     ]))
 
     def records(path, log, test):
@@ -245,6 +247,10 @@ def test_question_5_reads_screens_and_the_full_run_against_its_references(tmp_pa
             test(0.08))
     records(runs["screen-unique-data-1"].path, [{"epoch": 1, "valid_recall@10": 0.05}, {"epoch": 2, "valid_recall@10": 0.091}],
             test(0.07))
+    records(runs["screen-t10-data-1"].path, [{"epoch": 1, "valid_recall@10": 0.01}, {"epoch": 2, "valid_recall@10": 0.061}],
+            test(0.05))
+    records(runs["screen-t2-data-1"].path, [{"epoch": 1, "valid_recall@10": 0.04}, {"epoch": 2, "valid_recall@10": 0.089}],
+            test(0.07))
     records(runs["fix-data-1"].path, [{"epoch": e, "valid_recall@10": 0.09} for e in (1, 2, 3)], test(0.0901))
     view = report.View(spec, list(runs.values()), report.Records(), "gsau study x")
     text = report.q5(view)
@@ -255,6 +261,8 @@ def test_question_5_reads_screens_and_the_full_run_against_its_references(tmp_pa
     assert "lifts valid R@10 at epoch 2 from 0.0300 to 0.0700" in text
     assert "Leaving accidental hits out of the batch term (su_mask_hits" in text and "at gamma 1: 0.0970 against 0.0930" in text
     assert "(su_unique_items, so popular targets" in text and "at gamma 1: 0.0910 against 0.0930" in text
+    assert ("at temperature 1/(2t)" in text and "0.0890 at t 2 (gamma 0.5), 0.0610 at t 10 (gamma 0.1): valid R@10 at "
+            "epoch 2." in text)
     assert "| fix-data-1 (cosine) | 3 | 0.0900 | 0.0901 | 0.0450 | — | — |" in text
     # A swept cell's runs differ in the swept option: one row a value, never pooled as seeds.
     table = report.metric_table(view, ["screen", "fix"], ["data"])

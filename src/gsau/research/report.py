@@ -432,6 +432,14 @@ def _mechanism(view: View, screens: list[Run], at: int, reference_log: list[dict
     if rows_ and b_high:
         out.append(f"The batch term's log-mean-exp per sample (su_negatives=rows) instead of over the whole batch: "
                    f"{rows_[0]:.4f} against {b_high[0]:.4f} at gamma 0.5.")
+    balanced = [(k[3], by[k][0]) for k in sorted(by, key=lambda k: k[3])
+                if k[1] == "rows" and k[2] and not (k[4] or k[5]) and abs(k[0] * k[3] - 1) < 1e-9]
+    if len(balanced) > 1:
+        out.append("With su_negatives=rows and gamma t = 1, L_SA + gamma L_SU's representation-item term is, per "
+                   "sample, a decoupled InfoNCE with the batch's other targets as negatives at temperature 1/(2t) "
+                   "(-2 cos(s, p) + gamma log mean_j exp(2t cos(s, p_j)), up to constants; the published gamma 0.1 "
+                   "at t 2 weighs the negatives a fifth of that): " + ", ".join(
+                       f"{v:.4f} at t {t:g} (gamma {1 / t:g})" for t, v in balanced) + f": valid R@10 at epoch {at}.")
     sharp = by.get((0.5, "batch", True, 5.0, False, False))
     if sharp and b_high:
         out.append(f"A sharper kernel (su_t 5 instead of 2, with batch negatives at gamma 0.5): {sharp[0]:.4f} against "
