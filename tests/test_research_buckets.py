@@ -85,6 +85,11 @@ def test_runs_compared_must_share_their_users():
     other = record([1] * 6, [5, 6, 7, 9, 30, 14], [9, 4, 3, 2, 1, 5])
     with pytest.raises(GsauError, match="must share their users"):
         buckets.bucket_table([SMALL], "recall@10", against=[other])
+    masked = dict(SMALL, mask_history=True)  # the same users, ranked without their earlier items
+    with pytest.raises(GsauError, match="must be ranked alike: mask_history False against True"):
+        buckets.bucket_table([SMALL], "recall@10", against=[masked])
+    with pytest.raises(GsauError, match="ranked alike: stage test against valid"):
+        buckets.bucket_table([SMALL, dict(SMALL, stage="valid")], "recall@10")
     with pytest.raises(GsauError, match="unknown metric 'hits@10'"):
         buckets.bucket_table([SMALL], "hits@10")
 

@@ -167,6 +167,32 @@ def test_two_workers_split_the_runs_and_the_report_is_written_once(tmp_path, cap
     assert "| all | all | 40 |" in listing and "difference [95% CI]" in listing
 
 
+def test_a_run_of_another_configuration_is_no_result_and_is_not_trained_over(tmp_path, capsys):
+    """A directory holding a shorter run (a trial's --epochs 1) under a planned run's name: the report
+    leaves it out, --dry-run says so, a worker refuses it by name, and the CLI refuses trial options
+    into the spec's own runs."""
+    block_cycles(40, 2, 8, name="data").save(tmp_path / "data")
+    spec_path = write_spec(tmp_path, [{"name": "s", "question": 1, "model": "sasrec"}], report="R.md")
+    spec = study.load_spec(spec_path)
+    trial = study.plan(spec, tmp_path, epochs=1)
+    study.work(trial, progress=False)
+    assert study.complete(trial[0].path) and study.finished(trial[0])  # a result of the trial's own plan
+    planned = study.plan(spec, tmp_path)
+    assert study.differences(planned[0]) == ["epochs 1, planned 2"] and not study.finished(planned[0])
+    assert study.state_of(planned[0]) == "other"
+    with pytest.raises(GsauError, match=r"runs/s-data-1 holds a run of another configuration \(epochs 1, planned 2\)"):
+        study.work(planned, progress=False)
+    report.write_report(spec, tmp_path, "gsau study x")
+    text = (tmp_path / "R.md").read_text()
+    assert text.startswith("# GSAU") and "0 of 1 runs finished (1 left out: s-data-1 hold" in text
+    assert main(["study", str(spec_path), "--epochs", "1"]) == 2
+    assert "--epochs and --set make trial runs" in capsys.readouterr().err
+    # The runtime options and the dataset's location are not the run's configuration.
+    moved = study.plan(spec, tmp_path, epochs=1, threads=2)[0]
+    moved.dataset = str(tmp_path / "elsewhere" / "data")
+    assert study.differences(moved) == []
+
+
 def test_the_issues_spec_plans_its_questions_in_order():
     spec = study.load_spec(report.Path(__file__).resolve().parent.parent / "results" / "study" / "study.yaml")
     runs = study.plan(spec, "results/study")
@@ -204,6 +230,9 @@ def test_the_difference_of_two_cells_by_hand():
     # mean 0.15 - mean 0.10; SE = sqrt(0.005 / 2 + 0.005 / 2) (sample variances 0.005 each)
     assert d.value == pytest.approx(0.05) and d.se == pytest.approx(0.005 ** 0.5) and d.low is None
     assert report.difference(Stub(), ["a1"], ["b1"]).se is None  # one seed a side: no seed error
+    # One seed against two: b's seed variance (0.005) stands for a's too: sqrt(0.005 / 1 + 0.005 / 2).
+    one = report.difference(Stub(), ["a1"], ["b1", "b2"])
+    assert one.value == pytest.approx(0.0) and one.se == pytest.approx((0.005 * 1.5) ** 0.5)
 
 
 def test_question_5_reads_screens_and_the_full_run_against_its_references(tmp_path):
@@ -224,34 +253,43 @@ def test_question_5_reads_screens_and_the_full_run_against_its_references(tmp_pa
         {"name": "screen-t2", "question": 5, "model": "gsau", "set": screen + ["su_negatives=rows", "gamma=0.5"]},
     ]))
 
-    def records(path, log, test):
+    def records(path, log, test, config=None):
+        """A run's records by hand; with its planned config, all a study's result needs."""
         path.mkdir(parents=True)
         (path / "log.jsonl").write_text("".join(json.dumps(h) + "\n" for h in log))
         (path / "metrics.json").write_text(json.dumps({"best_epoch": len(log), "test": test}))
+        if config is not None:
+            (path / "config.yaml").write_text(json.dumps(config.to_dict()))  # JSON is YAML
+            for name in study.AFTER_TRAINING:
+                (path / name).write_text("")
     test = lambda r: {"recall@10": r, "ndcg@10": r / 2}  # noqa: E731
     records(tmp_path / "ref" / "gsau", [{"epoch": 1, "valid_recall@10": 0.001, "L_SA": 1.1, "L_SU": -6.8},
                                         {"epoch": 2, "valid_recall@10": 0.002, "L_SA": 0.3, "L_SU": -2.8}], test(0.012))
     records(tmp_path / "ref" / "sasrec", [{"epoch": 1, "valid_recall@10": 0.05}, {"epoch": 2, "valid_recall@10": 0.1}],
             test(0.0876))
     runs = {r.name: r for r in study.plan(spec, tmp_path / "out")}
+
+    def result(name, log, test):  # a planned run's records, complete
+        records(runs[name].path, log, test, runs[name].config)
+
     probe = lambda u: {"probe_seq_unif_user": u, "probe_seq_unif_item": -1.5}  # noqa: E731
-    records(runs["screen-gamma0.1-data-1"].path, [{"epoch": 1, "valid_recall@10": 0.01, **probe(-0.3)},
-                                                  {"epoch": 2, "valid_recall@10": 0.03}], test(0.026))
-    records(runs["screen-gamma0.5-data-1"].path, [{"epoch": 1, "valid_recall@10": 0.02, **probe(-1.8)},
-                                                  {"epoch": 2, "valid_recall@10": 0.07}], test(0.059))
-    records(runs["screen-batch-data-1"].path, [{"epoch": 1, "valid_recall@10": 0.04, **probe(-2.2)},
-                                               {"epoch": 2, "valid_recall@10": 0.09}], test(0.072))
-    records(runs["screen-g1-data-1"].path, [{"epoch": 1, "valid_recall@10": 0.04}, {"epoch": 2, "valid_recall@10": 0.093}],
+    result("screen-gamma0.1-data-1", [{"epoch": 1, "valid_recall@10": 0.01, **probe(-0.3)},
+                                      {"epoch": 2, "valid_recall@10": 0.03}], test(0.026))
+    result("screen-gamma0.5-data-1", [{"epoch": 1, "valid_recall@10": 0.02, **probe(-1.8)},
+                                      {"epoch": 2, "valid_recall@10": 0.07}], test(0.059))
+    result("screen-batch-data-1", [{"epoch": 1, "valid_recall@10": 0.04, **probe(-2.2)},
+                                   {"epoch": 2, "valid_recall@10": 0.09}], test(0.072))
+    result("screen-g1-data-1", [{"epoch": 1, "valid_recall@10": 0.04}, {"epoch": 2, "valid_recall@10": 0.093}],
             test(0.077))
-    records(runs["screen-hits-data-1"].path, [{"epoch": 1, "valid_recall@10": 0.05}, {"epoch": 2, "valid_recall@10": 0.097}],
+    result("screen-hits-data-1", [{"epoch": 1, "valid_recall@10": 0.05}, {"epoch": 2, "valid_recall@10": 0.097}],
             test(0.08))
-    records(runs["screen-unique-data-1"].path, [{"epoch": 1, "valid_recall@10": 0.05}, {"epoch": 2, "valid_recall@10": 0.091}],
+    result("screen-unique-data-1", [{"epoch": 1, "valid_recall@10": 0.05}, {"epoch": 2, "valid_recall@10": 0.091}],
             test(0.07))
-    records(runs["screen-t10-data-1"].path, [{"epoch": 1, "valid_recall@10": 0.01}, {"epoch": 2, "valid_recall@10": 0.061}],
+    result("screen-t10-data-1", [{"epoch": 1, "valid_recall@10": 0.01}, {"epoch": 2, "valid_recall@10": 0.061}],
             test(0.05))
-    records(runs["screen-t2-data-1"].path, [{"epoch": 1, "valid_recall@10": 0.04}, {"epoch": 2, "valid_recall@10": 0.089}],
+    result("screen-t2-data-1", [{"epoch": 1, "valid_recall@10": 0.04}, {"epoch": 2, "valid_recall@10": 0.089}],
             test(0.07))
-    records(runs["fix-data-1"].path, [{"epoch": e, "valid_recall@10": 0.09} for e in (1, 2, 3)], test(0.0901))
+    result("fix-data-1", [{"epoch": e, "valid_recall@10": 0.09} for e in (1, 2, 3)], test(0.0901))
     view = report.View(spec, list(runs.values()), report.Records(), "gsau study x")
     text = report.q5(view)
     assert text.startswith("fix-data-1 (gsau-batch, epochs=300) reaches test R@10 0.0901 on data against sasrec's "

@@ -286,6 +286,8 @@ def cmd_study(args) -> None:
     if args.report_only:
         report.write_report(spec, out, command, target)
         return
+    if own and (args.epochs or args.set) and not args.dry_run:
+        raise GsauError("--epochs and --set make trial runs, not the spec's: give them --out DIR of their own")
     threads = args.threads if args.threads is not None else study.default_threads(args.workers)
     runs = study.plan(spec, out, epochs=args.epochs, overrides=args.set, threads=threads, questions=questions)
     if args.dry_run:

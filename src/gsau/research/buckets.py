@@ -140,6 +140,9 @@ def _same_users(records: list[dict]) -> None:
     for r in records[1:]:
         if r["history_length"] != first["history_length"] or r["target_train_count"] != first["target_train_count"]:
             raise GsauError("runs compared by bucket must share their users and test items (same dataset and split)")
+        for key in ("stage", "mask_history"):  # the same users ranked under another protocol
+            if r.get(key) != first.get(key):
+                raise GsauError(f"runs compared by bucket must be ranked alike: {key} {first.get(key)} against {r.get(key)}")
 
 
 def mean_over_runs(records: list[dict], metric: str) -> np.ndarray:

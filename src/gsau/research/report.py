@@ -21,7 +21,6 @@ import logging
 import math
 import os
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +30,7 @@ from gsau.config import resolve
 from gsau.reproduce.report import markdown_table
 from gsau.research import buckets, plot
 from gsau.data.interactions import BUNDLED
-from gsau.research.study import Run, Study, plan, short_label
+from gsau.research.study import Run, Study, differences, finished, plan, short_label
 
 DASH = "—"
 NO_RUNS = "The spec has no runs for this question.\n"
@@ -77,7 +76,13 @@ class Records:
         return self._cache[key]
 
     def metrics(self, run: Run):
-        return self._read(run.path, "metrics")
+        """The run's metrics.json, or None unless it is a result: trained to its end under the
+        planned config with every record written (a run cut short, of other options, or with its
+        ranks still being written is no result)."""
+        key = (run.path, "finished")
+        if key not in self._cache:
+            self._cache[key] = finished(run)
+        return self._read(run.path, "metrics") if self._cache[key] else None
 
     def masked(self, run: Run):
         return self._read(run.path, "masked")
@@ -114,7 +119,7 @@ class Difference:
     value: float  # mean of a's seeds - mean of b's seeds
     low: float | None  # paired bootstrap interval over users (None without both cells' ranks)
     high: float | None
-    se: float | None  # seed-level standard error (None unless both have 2+ seeds)
+    se: float | None  # seed-level standard error (None with one seed a side)
 
     @property
     def significant(self) -> bool:
@@ -134,12 +139,24 @@ class Difference:
         return f"{self.value:+.4f}{interval}{se}" + (" *" if self.significant else "")
 
 
+def seed_error(va: list[float], vb: list[float]) -> float | None:
+    """The standard error of mean(va) - mean(vb) from the seeds' spread: sqrt(s_a^2/n_a + s_b^2/n_b),
+    a one-seed side taken to vary across seeds as the other side does; None with one seed a side."""
+    var_a = np.var(va, ddof=1) if len(va) >= 2 else None
+    var_b = np.var(vb, ddof=1) if len(vb) >= 2 else None
+    if var_a is None and var_b is None:
+        return None
+    var_a = var_b if var_a is None else var_a
+    var_b = var_a if var_b is None else var_b
+    return float(math.sqrt(var_a / len(va) + var_b / len(vb)))
+
+
 def difference(records: Records, a: list[Run], b: list[Run], metric: str = METRIC) -> Difference | None:
     """a's finished runs against b's (one dataset): None unless both have one."""
     va, vb = ([records.value(r, metric) for r in side if records.metrics(r)] for side in (a, b))
     if not va or not vb:
         return None
-    se = math.sqrt(np.var(va, ddof=1) / len(va) + np.var(vb, ddof=1) / len(vb)) if min(len(va), len(vb)) >= 2 else None
+    se = seed_error(va, vb)
     ranks_a = [records.ranks(r) for r in a if records.metrics(r)]
     ranks_b = [records.ranks(r) for r in b if records.metrics(r)]
     low = high = None
@@ -240,9 +257,9 @@ def comparison_table(view: View, pairs: list[tuple[str, str]], datasets: list[st
     return markdown_table(["test R@10 difference"] + datasets, rows), clauses
 
 
-def opening(clauses: list[str], what: str) -> str:
+def opening(clauses: list[str], missing: str) -> str:
     if not clauses:
-        return f"Not measured yet: none of the runs {what} has finished.\n"
+        return f"Not measured yet: {missing}.\n"
     return "Test R@10, " + "; ".join(clauses) + ".\n"
 
 
@@ -255,7 +272,7 @@ def q1(view: View) -> str:
     pairs = [(a, b) for a, b in (("shared", "no-graph"), ("shared", "separate"), ("separate", "no-graph"))
              if a in cells and b in cells]
     table, clauses = comparison_table(view, pairs, datasets)
-    return (opening(clauses, "it compares") + "\nTest R@10 (paper protocol), mean ± std over seeds:\n\n"
+    return (opening(clauses, "no two of its cells have finished runs on the same dataset") + "\nTest R@10 (paper protocol), mean ± std over seeds:\n\n"
             + metric_table(view, cells, datasets) + "\nDifferences of the seed means, [95% bootstrap interval "
             "over test users], seed SE; * significant:\n\n" + table + "\n" + seeds_line(view, cells)
             + view.pending(view.all_of(cells)))
@@ -305,6 +322,12 @@ def dynamics_runs(view: View) -> list[Run]:
     return runs
 
 
+def _drawn(drawn: bool, figure: Path) -> None:
+    if not drawn:
+        logging.getLogger("gsau").warning("%s not redrawn: matplotlib is not installed (pip install 'gsau[plot]')",
+                                          figure)
+
+
 def q3(view: View, figure: Path) -> str:
     planned = dynamics_runs(view)
     if not planned:
@@ -320,17 +343,16 @@ def q3(view: View, figure: Path) -> str:
         first = log[0]
         cells = []
         for key, _ in PROBE_FIELDS:
-            a, b = first.get(key), (best or log[-1]).get(key)
+            a, b = first.get(key), best.get(key) if best else None  # no best epoch's record: no value
             cells.append(DASH if a is None or b is None else f"{a:.3f} → {b:.3f}")
         rows.append([r.name, str(len(log))] + cells)
-        cka = (first.get("probe_item_cka"), (best or log[-1]).get("probe_item_cka"))
+        cka = (first.get("probe_item_cka"), best.get("probe_item_cka") if best else None)
         if None not in cka:
             clauses.append(f"{r.name} {cka[0]:.2f} → {cka[1]:.2f}")
     opening_line = ("Linear CKA of the two encoders' item views, epoch 1 → best epoch: " + "; ".join(clauses) + ".\n"
                     if clauses else "Only single-encoder runs have the probe so far: no cross-encoder similarity yet.\n")
-    picture = ""
-    if plot.draw_dynamics({r.name: view.records.log(r) for r in runs}, figure):
-        picture = f"\n![probe fields per epoch]({figure.name})\n"
+    _drawn(plot.draw_dynamics({r.name: view.records.log(r) for r in runs}, figure), figure)
+    picture = f"\n![probe fields per epoch]({figure.name})\n"  # the text never depends on matplotlib
     return (opening_line + "\nProbe fields (256 fixed users and items; research/dynamics.py), epoch 1 → best epoch:\n\n"
             + markdown_table(["run", "epochs"] + [label for _, label in PROBE_FIELDS], rows) + picture
             + "\n" + view.pending(planned))
@@ -359,11 +381,14 @@ def q4(view: View, figure: Path) -> str:
         peaks.append(f"{c} is highest at gamma = {best[0]:g} ({best[1]:.4f}, "
                      f"{len(points)} of {len(view.cells[c].sweep[1])} values run)")
     header = ["gamma"] + [f"{c} {what}" for c in cells for what in ("R@10", "seq unif")]
-    picture = f"\n![test R@10 and uniformity against gamma]({figure.name})\n" if plot.draw_gamma(series, figure) else ""
+    picture = ""
+    if series:
+        _drawn(plot.draw_gamma(series, figure), figure)
+        picture = f"\n![test R@10 and uniformity against gamma]({figure.name})\n"
     head = (f"On {dataset}, test R@10 of " + "; ".join(peaks) + ".\n") if peaks else \
         "Not measured yet: no run of the gamma sweep has finished.\n"
-    return (head + f"\nTest R@10 and the uniformity of the sequence representations (probe, best epoch; about -4 "
-            f"spread over the sphere, 0 collapsed) on {dataset}:\n\n" + markdown_table(header, rows) + picture + "\n"
+    return (head + f"\nTest R@10 and the uniformity of the sequence representations (probe, best epoch; about -3.9 "
+            f"spread at random over the sphere, 0 collapsed) on {dataset}:\n\n" + markdown_table(header, rows) + picture + "\n"
             + view.pending(view.all_of(cells)))
 
 
@@ -385,6 +410,10 @@ def _probe_path(log: list[dict], key: str = "probe_seq_unif_user") -> str:
     return f"{values[0]:.2f} → {values[-1]:.2f}" if values else DASH
 
 
+def _goes(before: float, after: float) -> str:
+    return "rises" if after > before else "falls" if after < before else "stays"
+
+
 def _mechanism(view: View, screens: list[Run], at: int, reference_log: list[dict] | None) -> str:
     """The collapse and its cure in measured terms: the screens keyed by what they change."""
     records = view.records
@@ -400,23 +429,31 @@ def _mechanism(view: View, screens: list[Run], at: int, reference_log: list[dict
     out = []
     low, high = by.get((0.1, "shuffled", True, 2.0, False, False)), by.get((0.5, "shuffled", True, 2.0, False, False))
     if low and low[1] is not None:
-        items = f", while the items stay more spread ({low[2]:.2f})" if low[2] is not None else ""
+        items = ""
+        if low[2] is not None:
+            items = (f", while the items stay more spread ({low[2]:.2f})" if low[2] < low[1]
+                     else f", and the items are no more spread ({low[2]:.2f})")
         text = (f"The collapse: at the published gamma 0.1 the probe's sequence uniformity is {low[1]:.2f} after one "
-                f"epoch (about -3.8 is spread over the sphere, 0 one point){items}. L_SA only pulls each "
+                f"epoch (about -3.9 for directions spread at random over the 64-dimensional sphere, 0 one point){items}. L_SA only pulls each "
                 "representation towards its own target; crowding every history's representation into one region "
                 "of the sphere lowers it on average without telling histories apart, and gamma L_SU, with one "
                 "shuffled item a sample, is too weak to stop that")
         if reference_log and len(reference_log) > 1 and reference_log[0].get("L_SU") is not None:
-            text += (f" (the published run's L_SU rises from {reference_log[0]['L_SU']:.2f} to "
-                     f"{reference_log[1]['L_SU']:.2f} in epoch 2, L_SA falls from {reference_log[0]['L_SA']:.2f} to "
-                     f"{reference_log[1]['L_SA']:.2f})")
+            su, sa = (reference_log[0]["L_SU"], reference_log[1]["L_SU"]), (reference_log[0]["L_SA"], reference_log[1]["L_SA"])
+            text += (f" (the published run's L_SU {_goes(*su)} from {su[0]:.2f} to {su[1]:.2f} in epoch 2, L_SA "
+                     f"{_goes(*sa)} from {sa[0]:.2f} to {sa[1]:.2f})")
         out.append(text + ".")
     if low and high and high[1] is not None:
-        out.append(f"The weight: gamma 0.5 keeps the representations spread ({high[1]:.2f} after one epoch) and lifts "
+        spread_ = "keeps the representations more spread" if high[1] < low[1] else "leaves the representations no more spread"
+        lifts = "lifts" if high[0] > low[0] else "lowers"
+        out.append(f"The weight: gamma 0.5 {spread_} ({high[1]:.2f} after one epoch) and {lifts} "
                    f"valid R@10 at epoch {at} from {low[0]:.4f} to {high[0]:.4f}.")
     b_low, b_high = by.get((0.1, "batch", True, 2.0, False, False)), by.get((0.5, "batch", True, 2.0, False, False))
     if b_low and b_high and low and high:
-        out.append(f"Every other target of the batch as a negative (su_negatives=batch) helps only with that weight: "
+        helps = {(False, True): "helps only with that weight", (True, True): "helps at both weights",
+                 (True, False): "helps only at gamma 0.1", (False, False): "does not help"}[
+            (b_low[0] > low[0], b_high[0] > high[0])]
+        out.append(f"Every other target of the batch as a negative (su_negatives=batch) {helps}: "
                    f"{b_low[0]:.4f} against {low[0]:.4f} at gamma 0.1, {b_high[0]:.4f} against {high[0]:.4f} at "
                    "gamma 0.5.")
     dot = by.get((0.5, "shuffled", False, 2.0, False, False))
@@ -515,17 +552,17 @@ def q5(view: View) -> str:
     first_unif = [(r.name, records.log(r)[0]["probe_seq_unif_user"]) for r in finished
                   if records.log(r) and records.log(r)[0].get("probe_seq_unif_user") is not None]
     if first_unif:
-        head += ("\nAfter one epoch the probe's sequence uniformity (about -3.8 spread over the sphere, 0 one point) "
+        head += ("\nAfter one epoch the probe's sequence uniformity (about -3.9 spread at random over the sphere, 0 one point) "
                  "is " + "; ".join(f"{n} {u:.2f}" for n, u in first_unif) + ".\n")
     mechanism = _mechanism(view, [r for r in finished if r.config.train.epochs < 300], at, reference_log)
     head += ("\n" + mechanism) if mechanism else ""
-    return (head + "\nOne change at a time against the published gsau (its L_SA: alignment of the L2-normalised "
-            "sequence representation with its target, gamma L_SU: uniformity of the representations, of the "
-            f"targets, and of representation-item pairs). Screens stop at epoch {at}; the test metrics of a screen "
+    return (head + "\nOne change at a time (one seed each, no interval) against the published gsau (its L_SA: "
+            "alignment of the L2-normalised sequence representation with its target, gamma L_SU: uniformity of "
+            "the representations, of the targets, and of representation-item pairs). Screens stop at epoch {at}; the test metrics of a screen "
             "are those of its best epoch so far. L_SU is the epoch mean (more negative: more spread over the "
             "sphere; 0: every vector in one place). Seq unif is the uniformity of the sequence representations "
-            "of 256 fixed users (the probe, research/dynamics.py; about -3.8 spread over the sphere, 0 collapsed), "
-            "epoch 1 → last.\n\n"
+            "of 256 fixed users (the probe, research/dynamics.py; about -3.9 spread at random over the sphere, "
+            "0 collapsed), epoch 1 → last.\n\n"
             + markdown_table(["run", "epochs", f"valid R@10 at epoch {at}", "test R@10", "test N@10",
                               "L_SU epoch 1 → highest → last", "seq unif"], rows) + "\n" + view.pending(runs))
 
@@ -537,7 +574,7 @@ def q6(view: View) -> str:
     datasets = [d for d in view.datasets if any(view.of(c, d) for c in ("sage", "gat"))]
     table, clauses = comparison_table(view, [(c, "shared") for c in ("sage", "gat") if c in view.cells], datasets,
                                       {"shared": "LightGCN"})
-    return (opening(clauses, "of GraphSAGE or GAT") + "\nTest R@10 of gsau-rec with each graph encoder "
+    return (opening(clauses, "no run of GraphSAGE or GAT has finished beside a LightGCN run on its dataset") + "\nTest R@10 of gsau-rec with each graph encoder "
             "(LightGCN: the shared-table runs of question 1):\n\n" + markdown_table(
                 ["graph encoder"] + datasets,
                 [[{"shared": "LightGCN"}.get(c, LABELS.get(c, c))] + [spread(view.values(c, d)) for d in datasets]
@@ -563,7 +600,7 @@ def q7(view: View) -> str:
             diff = difference(view.records, view.of(pair[0], d), view.of(pair[1], d))
             if diff is not None:
                 clauses.append(f"gsau-rec vs sasrec on {d}: {diff.verdict} ({diff.value:+.4f})")
-    return (opening(clauses, "on this data") + "\nTest R@10 under both protocols (paper: sequential models "
+    return (opening(clauses, "gsau-rec and sasrec have not both finished runs on this data") + "\nTest R@10 under both protocols (paper: sequential models "
             "rank every item; masked: every model masks the user's earlier items, which on Yelp also removes "
             "the repeat visits that make up part of the test targets):\n\n" + markdown_table(header, rows) + "\n"
             + seeds_line(view, cells) + view.pending(view.all_of(cells)))
@@ -600,6 +637,13 @@ def other_cells(view: View, used: set[str]) -> str:
     return ("## Other cells\n\n" + metric_table(view, cells, view.datasets) + "\n" + view.pending(view.all_of(cells)))
 
 
+def _left_out(names: list[str]) -> str:
+    if not names:
+        return ""
+    return (f" ({len(names)} left out: {', '.join(names)} hold runs of another configuration than the spec's; "
+            "`--dry-run` says how they differ)")
+
+
 def write_report(study: Study, out: str | Path, command: str, report: str | Path | None = None,
                  figures: str | Path | None = None, links_from: str | Path | None = None) -> Path:
     """Write the report into `report` (default: the spec's `report`) and its figures into `figures`
@@ -615,7 +659,8 @@ def write_report(study: Study, out: str | Path, command: str, report: str | Path
     runs = plan(study, out)
     view = View(study, runs, Records(), command)
     unique = [r for r in runs if not r.same_as]
-    finished = sum(view.records.metrics(r) is not None for r in unique)
+    done = sum(view.records.metrics(r) is not None for r in unique)
+    other = [r.name for r in unique if differences(r)]
     dyn, gam = figures / "dynamics.png", figures / "gamma.png"
     sections = {1: q1(view), 2: q2(view), 3: q3(view, dyn), 4: q4(view, gam), 5: q5(view), 6: q6(view),
                 7: q7(view), 8: q8(view)}
@@ -626,7 +671,7 @@ def write_report(study: Study, out: str | Path, command: str, report: str | Path
     used |= {c.name for c in study.cells if c.question in (7, 8)}
     parts = [
         "# GSAU research: why it works and where it does not (issue #18)\n",
-        f"{finished} of {len(unique)} runs finished. Every number below is computed from the run records under "
+        f"{done} of {len(unique)} runs finished{_left_out(other)}. Every number below is computed from the run records under "
         f"[{link(out)}/runs]({link(out)}/runs) and the spec "
         f"[{study.spec.name}]({link(study.spec)}); `{command}` trains what is missing "
         "in the spec's order, resumes where it stopped (`--dry-run` shows each run's state, `--workers N` trains N "
@@ -634,15 +679,17 @@ def write_report(study: Study, out: str | Path, command: str, report: str | Path
         "Protocol: as RESULTS.md (leave-one-out by time, full ranking over all items, best epoch on validation "
         "NDCG@20, the test split reported; the runs use the grid's lr 0.003). A cell of several seeds shows mean "
         "± std (n). A difference of two cells is that of their seed means, with a 95% paired bootstrap interval "
-        "over test users (1000 resamples, seeded) and, where both cells have 2+ seeds, the seed-level standard "
-        "error; it is marked significant (*) when the interval excludes 0 and it exceeds twice that error.\n",
+        "over test users (1000 resamples, seeded) and, where a cell has 2+ seeds, the seed-level standard error "
+        "(a one-seed cell taken to vary across seeds as the other does); it is marked significant (*) when the "
+        "interval excludes 0 and it exceeds twice that error. With one seed a side the interval alone decides, "
+        "which leaves the seeds' variance untested.\n",
     ]
     for q, title in QUESTIONS.items():
         parts += [f"## {q}. {title}\n", sections[q]]
     extra = other_cells(view, used)
     if extra:
         parts.append(extra)
-    parts.append(f"Written by `{command}` (gsau {__version__}) on {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC}.\n")
+    parts.append(f"Written by `{command}` (gsau {__version__}).\n")  # no clock: the same records, the same bytes
     checkpoint.write_text(report, "\n".join(parts))
-    logging.getLogger("gsau").info("wrote %s (%d of %d runs finished)", report, finished, len(unique))
+    logging.getLogger("gsau").info("wrote %s (%d of %d runs finished)", report, done, len(unique))
     return report

@@ -39,7 +39,7 @@ from gsau.errors import GsauError
 from gsau.reproduce.claims import claim, held
 from gsau.reproduce.grid import masked_metrics
 from gsau.research.buckets import RECORD, write_record
-from gsau.runs import dataset_label, resumed_config, run_state
+from gsau.runs import dataset_label, read_config, resumed_config, run_state
 from gsau.trainer import Trainer
 
 SPEC_KEYS = {"report", "set", "datasets", "seeds", "cells"}
@@ -212,14 +212,52 @@ def complete(path: Path) -> bool:
     return run_state(path) == "done" and all((path / f).exists() for f in AFTER_TRAINING)
 
 
+# How a run was trained, not what: these may differ from the plan (the dataset is compared by name:
+# a path, such as Yelp's, is absolute and differs between checkouts).
+RUNTIME_OPTIONS = {("train", "threads"), ("train", "device"), ("train", "eval_batch_size"), ("data", "dataset")}
+
+
+def differences(run: Run) -> list[str]:
+    """Where the run directory's recorded config differs from the run's plan ("epochs 2, planned
+    300"); [] when it holds this run or no run yet."""
+    if not (run.path / "config.yaml").exists():
+        return []
+    recorded, planned = read_config(run.path).to_dict(), run.config.to_dict()
+    found = [f"model {recorded['model']}, planned {planned['model']}"] if recorded["model"] != planned["model"] else []
+    for section, options in planned.items():
+        if not isinstance(options, dict):
+            continue
+        for name, value in options.items():
+            if (section, name) not in RUNTIME_OPTIONS and recorded[section].get(name) != value:
+                found.append(f"{name} {recorded[section].get(name)}, planned {value}")
+    if short_label(recorded["data"]["dataset"]) != run.label:
+        found.append(f"dataset {recorded['data']['dataset']}, planned {run.dataset}")
+    return found
+
+
+def finished(run: Run) -> bool:
+    """A result of the study: trained to its end under the planned config, every record written."""
+    return complete(run.path) and not differences(run)
+
+
+def _refuse_other(run: Run) -> None:
+    other = differences(run)
+    if other:
+        raise GsauError(f"{run.path} holds a run of another configuration ({'; '.join(other)}): move it away, or "
+                        "give --out for a trial")
+
+
 def state_of(run: Run) -> str:
     if not run.present:
         return "absent"
+    if differences(run):
+        return "other"
     return "done" if complete(run.path) else run_state(run.path)
 
 
 def show(runs: list[Run]) -> None:
-    """--dry-run: each run's state (done / resume / todo / absent) and holder. Reads only."""
+    """--dry-run: each run's state (done / resume / todo / absent / other: a run of another config
+    in its directory) and holder. Reads only."""
     counts: dict[str, int] = {}
     for run in runs:
         st = state_of(run)
@@ -248,6 +286,7 @@ def work(runs: list[Run], max_runs: int | None = None, progress: bool = True) ->
             continue
         if run.same_as:
             continue  # trained (and reported) under the first cell that has it
+        _refuse_other(run)
         if complete(run.path):
             print(f"{tag}: done, skipped")
             continue
@@ -258,7 +297,8 @@ def work(runs: list[Run], max_runs: int | None = None, progress: bool = True) ->
             if not mine:
                 print(f"{tag}: held by another worker ({held(run.path) or 'now released'}), skipped")
                 continue
-            st = run_state(run.path)  # judged again under the claim: another worker may have finished it
+            _refuse_other(run)  # judged again under the claim: another worker may have started it
+            st = run_state(run.path)
             t0 = time.perf_counter()
             if st != "done":
                 cfg = run.config
