@@ -51,7 +51,11 @@ def train(model: str, dataset: str, out: Path, device: str, epochs: int, sets: l
     proc = gsau(args, timeout)
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
-        raise RuntimeError(f"{model} on {dataset} ({device}, {nproc} process(es)) failed:\n{proc.stderr[-2000:]}")
+        # A rank that aborts (SIGABRT) says why in a line far above torchrun's summary: keep those lines.
+        why = [line for line in proc.stderr.splitlines()
+               if any(k in line for k in ("terminate called", "what():", "Error:", "error:"))]
+        raise RuntimeError(f"{model} on {dataset} ({device}, {nproc} process(es)) failed:\n" + "\n".join(why[:20])
+                           + f"\n...\n{proc.stderr[-2000:]}")
     metrics = json.loads((out / "metrics.json").read_text())
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     return {"metrics": metrics, "log": log, "wall_seconds": wall}
