@@ -178,6 +178,16 @@ def test_su_negatives_rows_takes_the_log_mean_exp_per_sample(split):
     assert su == pytest.approx((obj.uniformity(s) + obj.uniformity(p) + obj.row_uniformity(s, p)).item(), rel=1e-5)
 
 
+def test_su_negatives_items_pairs_each_sample_with_every_item_but_its_target(split):
+    su, s, p = su_of(split, "su_negatives=items", "su_t=5")
+    cfg, model = build("sasrec-u", split)
+    _, chunks = batches(cfg, split)
+    targets = torch.cat([c.targets for c in chunks])
+    want = obj.uniformity(s, 5.0) + obj.uniformity(p, 5.0) + obj.catalogue_uniformity(s, model.item_table.weight, targets, 5.0)
+    assert su == pytest.approx(want.item(), rel=1e-5)
+    assert su != pytest.approx(su_of(split, "su_negatives=rows", "su_t=5")[0], rel=1e-4)
+
+
 @pytest.mark.parametrize("negatives", ["batch", "rows", "shuffled"])
 def test_su_mask_hits_leaves_out_pairs_of_the_same_item(split, negatives):
     torch.manual_seed(7)
@@ -228,6 +238,8 @@ def test_su_unique_items_weighs_each_distinct_item_once(split, negatives):
     ("gsau-rec", ["su_mask_hits=true", "sequence_uniformity=false"], "su_mask_hits and su_unique_items shape L_SU"),
     ("lightgcn", ["su_mask_hits=true"], "su_mask_hits and su_unique_items shape L_SU"),
     ("sasrec", ["su_negatives=batch", "su_unique_items=true"], "su_mask_hits and su_unique_items shape L_SU"),
+    ("gsau", ["su_negatives=items", "su_mask_hits=true"], "su_negatives=items already leaves out"),
+    ("gsau", ["su_negatives=items", "optimizer=lazy_adam", "graph_refresh=10"], "lazy_adam does not support su_negatives=items"),
 ])
 def test_l_su_options_are_refused_where_they_would_change_nothing(preset, sets, message):
     with pytest.raises(ConfigError, match=message):

@@ -161,6 +161,34 @@ def test_pair_uniformity_keeps_only_the_marked_pairs_and_is_zero_without_any():
     assert none.item() == 0.0 and torch.isfinite(x.grad).all()
 
 
+def test_catalogue_uniformity_by_hand_and_against_a_loop():
+    # Items (row 0 padding): e1, e2, -e1. The row e1 with target 1 (e1) meets e2 (distance^2 2)
+    # and -e1 (4): log((e^-4 + e^-8) / 2) at t 2.
+    items = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 2.0], [-3.0, 0.0]])
+    got = obj.catalogue_uniformity(torch.tensor([[5.0, 0.0]]), items, torch.tensor([1]), 2.0)
+    assert got.item() == pytest.approx(math.log((math.exp(-4) + math.exp(-8)) / 2), abs=1e-6)
+    g = torch.Generator().manual_seed(3)
+    x, items = torch.randn(6, 5, generator=g, dtype=torch.float64), torch.randn(9, 5, generator=g, dtype=torch.float64)
+    targets = torch.tensor([1, 8, 3, 3, 5, 2])
+    want = torch.stack([naive_pair_uniformity(x[[i] * 7], items[[j for j in range(1, 9) if j != targets[i]]]) for i in range(6)])
+    assert obj.catalogue_uniformity(x, items, targets).item() == pytest.approx(want.mean().item(), abs=1e-9)
+
+
+def test_alignment_plus_catalogue_uniformity_at_gamma_t_one_is_a_softmax_over_items_on_cosines():
+    """L_SA + (1/t) L_cat = (1/t) * (cross-entropy of the cosines / tau over the items, the target
+    left out of the denominator), tau = 1/(2t), up to the constant -log(I - 1)/t."""
+    g = torch.Generator().manual_seed(5)
+    x, items = torch.randn(7, 4, generator=g, dtype=torch.float64), torch.randn(11, 4, generator=g, dtype=torch.float64)
+    targets = torch.tensor([1, 2, 10, 4, 4, 7, 9])
+    for t in (2.0, 5.0):
+        au = obj.alignment(x, items[targets]) + obj.catalogue_uniformity(x, items, targets, t) / t
+        cos = F.normalize(x, dim=-1) @ F.normalize(items[1:], dim=-1).T / (1 / (2 * t))
+        own = cos.gather(1, (targets - 1)[:, None]).squeeze(1)
+        others = torch.logsumexp(cos.scatter(1, (targets - 1)[:, None], float("-inf")), dim=1)
+        dcl = (others - own).mean()
+        assert au.item() == pytest.approx((dcl / t - math.log(10 - 1) / t).item(), abs=1e-9)  # 10 items
+
+
 @pytest.mark.parametrize("n", [1, 5, 40])
 def test_pair_uniformity_matches_reference(n):
     g = torch.Generator().manual_seed(n)

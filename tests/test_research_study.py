@@ -251,6 +251,8 @@ def test_question_5_reads_screens_and_the_full_run_against_its_references(tmp_pa
          "set": screen + ["su_negatives=batch", "gamma=1.0", "su_unique_items=true"]},
         {"name": "screen-t10", "question": 5, "model": "gsau", "set": screen + ["su_negatives=rows", "su_t=10"]},
         {"name": "screen-t2", "question": 5, "model": "gsau", "set": screen + ["su_negatives=rows", "gamma=0.5"]},
+        {"name": "screen-items", "question": 5, "model": "gsau",
+         "set": screen + ["su_negatives=items", "gamma=0.2", "su_t=5"]},
     ]))
 
     def records(path, log, test, config=None):
@@ -289,6 +291,8 @@ def test_question_5_reads_screens_and_the_full_run_against_its_references(tmp_pa
             test(0.05))
     result("screen-t2-data-1", [{"epoch": 1, "valid_recall@10": 0.04}, {"epoch": 2, "valid_recall@10": 0.089}],
             test(0.07))
+    result("screen-items-data-1", [{"epoch": 1, "valid_recall@10": 0.05}, {"epoch": 2, "valid_recall@10": 0.101}],
+           test(0.09))
     result("fix-data-1", [{"epoch": e, "valid_recall@10": 0.09} for e in (1, 2, 3)], test(0.0901))
     view = report.View(spec, list(runs.values()), report.Records(), "gsau study x")
     text = report.q5(view)
@@ -301,6 +305,9 @@ def test_question_5_reads_screens_and_the_full_run_against_its_references(tmp_pa
     assert "(su_unique_items, so popular targets" in text and "at gamma 1: 0.0910 against 0.0930" in text
     assert ("at temperature 1/(2t)" in text and "0.0890 at t 2 (gamma 0.5), 0.0610 at t 10 (gamma 0.1): valid R@10 at "
             "epoch 2." in text)
+    assert ("(su_negatives=items: at gamma t = 1 the softmax over all items on cosines" in text
+            and "): 0.1010 at t 5 (gamma 0.2), against 0.0890 at t 2 (gamma 0.5), 0.0610 at t 10 (gamma 0.1) with the "
+            "batch's targets." in text)
     assert "| fix-data-1 (cosine) | 3 | 0.0900 | 0.0901 | 0.0450 | — | — |" in text
     # A swept cell's runs differ in the swept option: one row a value, never pooled as seeds.
     table = report.metric_table(view, ["screen", "fix"], ["data"])

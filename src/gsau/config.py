@@ -43,7 +43,7 @@ Scorer = Literal["sequence", "graph"]
 # against every other sample's target in the batch (the same expectation from B - 1 times the
 # pairs); or "rows": that log-mean-exp taken per sample, then averaged (each sample weighs the
 # same, as in an InfoNCE denominator, instead of the batch's closest pairs weighing most).
-SuNegatives = Literal["shuffled", "batch", "rows"]
+SuNegatives = Literal["shuffled", "batch", "rows", "items"]
 # xavier_normal: the GSAU family's init, every table and layer; encoder_default: each baseline's own
 # published init (N(0, 0.02) for the Transformers, BERT-style; Xavier-uniform tables for LightGCN).
 Init = Literal["xavier_normal", "encoder_default"]
@@ -82,9 +82,15 @@ class NetConfig:
     # sequence_uniformity adds gamma L_SU to the sequence loss.
     sequence_loss: SequenceLoss | None = "au"
     sequence_uniformity: bool = True
+    # L_SU's representation-item term: "shuffled" (the paper: one other sample's target a sample),
+    # "batch" (every other sample's target, one log-mean-exp over the batch), "rows" (the same,
+    # a log-mean-exp per sample), "items" (every item of the catalogue but the sample's own target,
+    # per sample: with gamma t = 1, L_SA + gamma L_SU's term is a softmax over all items on cosines
+    # at temperature 1/(2t), its own target left out of the denominator).
     su_negatives: SuNegatives = "shuffled"
     # t of L_SU's kernel exp(-t ||x - y||^2) (2 in the paper and in Wang & Isola); for unit vectors
-    # a larger t weighs the closest pairs more, as a lower InfoNCE temperature (about 1 / t) does.
+    # exp(-t ||x - y||^2) = exp(2t (cos - 1)): a larger t weighs the closest pairs more, as an
+    # InfoNCE temperature of 1/(2t) does.
     su_t: float = 2.0
     # L_SU's representation-item term leaves out accidental hits: pairs whose item is the very item
     # the sample predicts (the same item as another sample's target, or drawn as its shuffled
@@ -253,6 +259,8 @@ class Config:
             (n.su_t > 0, f"su_t must be > 0, not {n.su_t}"),
             (not (n.su_mask_hits or n.su_unique_items) or (n.sequence_uniformity and n.sequence_encoder),
              "su_mask_hits and su_unique_items shape L_SU: they need sequence_uniformity=true and a sequence encoder"),
+            (not n.su_mask_hits or n.su_negatives != "items",
+             "su_mask_hits: su_negatives=items already leaves out each sample's own target (the only hit)"),
             (not n.su_unique_items or n.su_negatives in ("batch", "rows"),
              "su_unique_items needs su_negatives=batch or rows (the shuffled term has one item a sample)"),
             (n.bpr_reg >= 0, f"bpr_reg must be >= 0, not {n.bpr_reg}"),
@@ -286,6 +294,8 @@ class Config:
             # lazy_adam: every lookup of a table must give a row-sparse gradient.
             (t.optimizer != "lazy_adam" or n.sequence_loss != "ce",
              "optimizer=lazy_adam needs sequence_loss=sampled_ce or au: the all-item CE gives every item row a gradient"),
+            (t.optimizer != "lazy_adam" or not (n.sequence_uniformity and n.su_negatives == "items"),
+             "optimizer=lazy_adam does not support su_negatives=items: it gives every item row a gradient"),
             (t.optimizer != "lazy_adam" or not n.graph_encoder or n.graph_refresh > 0,
              "optimizer=lazy_adam with a graph encoder needs graph_refresh > 0: exact propagation gives every row a gradient"),
             (t.optimizer != "lazy_adam" or n.graph_loss != "bpr",

@@ -209,6 +209,9 @@ class Recommender(nn.Module):
                 terms["L_SU"] = terms["L_SU"] + obj.cross_uniformity(s, p, t, hits, weights)
             elif self.cfg.su_negatives == "rows":  # the same, log-mean-exp per sample
                 terms["L_SU"] = terms["L_SU"] + obj.row_uniformity(s, p, t, hits, weights)
+            elif self.cfg.su_negatives == "items":  # every item but the sample's own target
+                every = self.dist.gather(targets) if self.dist.active else targets
+                terms["L_SU"] = terms["L_SU"] + obj.catalogue_uniformity(s, self.item_table.weight, every, t)
             elif len(p) >= 2:  # a lone sample (an epoch's last batch) has no other item to pair with
                 if self.pair_generator is None:
                     pairs = obj.derangement(len(p), device=p.device)

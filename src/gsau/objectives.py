@@ -104,6 +104,16 @@ def row_uniformity(x: torch.Tensor, y: torch.Tensor, t: float = 2.0, hits: torch
     return per_row.sum() / rows.sum().clamp_min(1)  # rows with no pair left do not count
 
 
+def catalogue_uniformity(x: torch.Tensor, items: torch.Tensor, targets: torch.Tensor, t: float = 2.0) -> torch.Tensor:
+    """mean over rows i of log mean_{j != targets_i} exp(-t ||x_i - items_j||^2): each row against
+    every item of the catalogue (`items` [I + 1, d], row 0 the padding, left out) but its own target,
+    as the all-item softmax ranks them. For unit vectors, -t ||x - y||^2 = 2t (x.y - 1)."""
+    x, items = F.normalize(x, dim=-1), F.normalize(items[1:], dim=-1)
+    logits = (2.0 * t) * (x @ items.T - 1.0)  # [B, I]
+    logits = logits.scatter(1, (targets - 1).unsqueeze(1), float("-inf"))
+    return (torch.logsumexp(logits, dim=1) - math.log(items.shape[0] - 1)).mean()
+
+
 def derangement(n: int, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
     """A random permutation with no fixed point: row b gets index out[b] != b (n >= 2).
 

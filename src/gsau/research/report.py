@@ -469,14 +469,23 @@ def _mechanism(view: View, screens: list[Run], at: int, reference_log: list[dict
     if rows_ and b_high:
         out.append(f"The batch term's log-mean-exp per sample (su_negatives=rows) instead of over the whole batch: "
                    f"{rows_[0]:.4f} against {b_high[0]:.4f} at gamma 0.5.")
-    balanced = [(k[3], by[k][0]) for k in sorted(by, key=lambda k: k[3])
-                if k[1] == "rows" and k[2] and not (k[4] or k[5]) and abs(k[0] * k[3] - 1) < 1e-9]
-    if len(balanced) > 1:
+    def balanced(negatives: str) -> list[tuple[float, float]]:
+        return [(k[3], by[k][0]) for k in sorted(by, key=lambda k: k[3])
+                if k[1] == negatives and k[2] and not (k[4] or k[5]) and abs(k[0] * k[3] - 1) < 1e-9]
+
+    def listed(points) -> str:
+        return ", ".join(f"{v:.4f} at t {t:g} (gamma {1 / t:g})" for t, v in points)
+    rows_t, items_t = balanced("rows"), balanced("items")
+    if len(rows_t) > 1:
         out.append("With su_negatives=rows and gamma t = 1, L_SA + gamma L_SU's representation-item term is, per "
                    "sample, a decoupled InfoNCE with the batch's other targets as negatives at temperature 1/(2t) "
                    "(-2 cos(s, p) + gamma log mean_j exp(2t cos(s, p_j)), up to constants; the published gamma 0.1 "
-                   "at t 2 weighs the negatives a fifth of that): " + ", ".join(
-                       f"{v:.4f} at t {t:g} (gamma {1 / t:g})" for t, v in balanced) + f": valid R@10 at epoch {at}.")
+                   f"at t 2 weighs the negatives a fifth of that): {listed(rows_t)}: valid R@10 at epoch {at}.")
+    if items_t:
+        out.append("Every item of the catalogue but the target as the negatives (su_negatives=items: at gamma t = 1 "
+                   "the softmax over all items on cosines, at temperature 1/(2t), that sasrec's cross-entropy takes "
+                   f"on inner products): {listed(items_t)}"
+                   + (f", against {listed(rows_t)} with the batch's targets" if rows_t else "") + ".")
     sharp = by.get((0.5, "batch", True, 5.0, False, False))
     if sharp and b_high:
         out.append(f"A sharper kernel (su_t 5 instead of 2, with batch negatives at gamma 0.5): {sharp[0]:.4f} against "
