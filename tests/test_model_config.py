@@ -24,6 +24,7 @@ TABLE = {
     "sasrec":        (None,       "sasrec",   None,       "ce",   None, "sequence", False, "encoder_default"),
     "bert4rec":      (None,       "bert4rec", None,       "ce",   None, "sequence", False, "encoder_default"),
     "gsau-batch":      ("lightgcn", "sasrec",   "au",       "au",   1.0,  "sequence", False, "xavier_normal"),
+    "gsau-items":      ("lightgcn", "sasrec",   "au",       "au",   0.2,  "sequence", False, "xavier_normal"),
 }
 
 
@@ -228,8 +229,13 @@ def test_cli_train_with_incompatible_heads_is_a_clear_error(tmp_path, capsys, da
     assert "head" in capsys.readouterr().err
 
 
-def test_only_gsau_batch_ranks_by_cosine_and_it_stays_out_of_the_paper_grid():
+def test_only_the_research_presets_rank_by_cosine_and_they_stay_out_of_the_paper_grid():
     from gsau.reproduce import paper_models
-    assert [n for n in preset_names() if resolve(n).net.cosine_scores] == ["gsau-batch"]
+    research = ["gsau-batch", "gsau-items"]
+    assert [n for n in preset_names() if resolve(n).net.cosine_scores] == research
     assert [n for n in preset_names() if resolve(n).net.su_negatives == "batch"] == ["gsau-batch"]
-    assert "gsau-batch" not in paper_models() and set(paper_models()) == set(preset_names()) - {"gsau-batch"}
+    assert set(paper_models()) == set(preset_names()) - set(research)
+    # gsau-items is the study's cell gsau-items-t5 (results/study/study.yaml): gsau with these options.
+    sets = ["cosine_scores=true", "su_negatives=items", "gamma=0.2", "su_t=5"]
+    assert resolve("gsau-items").net == resolve("gsau", None, sets).net
+    assert resolve("gsau-items").net.su_t * resolve("gsau-items").net.gamma == pytest.approx(1.0)  # balanced

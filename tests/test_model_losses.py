@@ -36,6 +36,7 @@ EXPECTED_TERMS = {
     "sasrec": {"L_CE"},
     "bert4rec": {"L_CE"},
     "gsau-batch": {"L_GA", "L_GU", "L_SA", "L_SU"},
+    "gsau-items": {"L_GA", "L_GU", "L_SA", "L_SU"},
 }
 
 

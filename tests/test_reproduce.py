@@ -105,7 +105,7 @@ def test_grid_order_comes_from_the_presets_catalog():
     assert list(catalog_groups().values()) == [["gsau-rec", "gsau", "sasrec-u", "sasrec"],
                                                ["lightgcn", "directau", "graphau"],
                                                ["gsau-bert4rec", "bert4rec-u", "bert4rec"],
-                                               ["gsau-batch"]]  # ours, after the paper's (role research)
+                                               ["gsau-batch", "gsau-items"]]  # ours, after the paper's (role research)
     assert headline() == ["gsau-rec", "gsau", "sasrec-u", "sasrec"]
     assert proposed() == ["gsau", "gsau-rec", "gsau-bert4rec"]
 

@@ -554,7 +554,7 @@ def q5(view: View) -> str:
         changed = "".join(f", {o}" for o in r.cell.overrides)
         head += (f"{r.name} ({r.cell.model}{changed}) reaches test R@10 {value:.4f} on {r.label} against {ref}'s "
                  f"{target:.4f}: "
-                 + ("at least sasrec's, the issue's bar" if value >= target else "below it")
+                 + ("at least sasrec's, the issue's bar" if value >= target else f"below it by {target - value:.4f}")
                  + (f" ({published}: {found[published][1]:.4f})" if published in found else "") + ". ")
     head += (f"Validation R@10 at epoch {at}: " + "; ".join(clauses) + ".\n") if clauses else \
         "Not measured yet: no run of this question has finished.\n"
