@@ -100,8 +100,9 @@ def torchrun(*args, nproc=2, timeout=240):
 SAMPLED = ["sequence_loss=sampled_ce", "sampling=popularity", "sampled_negatives=7"]
 
 
-@pytest.mark.parametrize("preset, sets", [("gsau-rec", []), ("lightgcn", []), ("gsau", []), ("gsau-rec", SAMPLED)],
-                         ids=["gsau-rec", "lightgcn", "gsau", "gsau-rec-sampled-ce"])
+@pytest.mark.parametrize("preset, sets", [("gsau-rec", []), ("lightgcn", []), ("gsau", []), ("gsau-rec", SAMPLED),
+                                          ("gsau-items", [])],
+                         ids=["gsau-rec", "lightgcn", "gsau", "gsau-rec-sampled-ce", "gsau-items"])
 def test_two_processes_take_the_single_process_step(tmp_path, preset, sets):
     """Each rank trains on its half of the global batch; the averaged gradients and the updated
     weights equal one process training on the whole batch. With the sampled softmax every rank

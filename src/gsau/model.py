@@ -199,8 +199,9 @@ class Recommender(nn.Module):
             s, p = self.dist.gather(s), self.dist.gather(p)
             t = self.cfg.su_t
             hits = weights = None
+            if self.cfg.su_mask_hits or self.cfg.su_unique_items or self.cfg.su_negatives == "items":
+                every = self.dist.gather(targets) if self.dist.active else targets  # the targets of s, p
             if self.cfg.su_mask_hits or self.cfg.su_unique_items:
-                every = self.dist.gather(targets) if self.dist.active else targets
                 same = every[:, None] == every[None, :]  # [n, n]: the same item
                 hits = same if self.cfg.su_mask_hits else None
                 weights = 1.0 / same.sum(dim=1).to(s.dtype) if self.cfg.su_unique_items else None
@@ -210,7 +211,6 @@ class Recommender(nn.Module):
             elif self.cfg.su_negatives == "rows":  # the same, log-mean-exp per sample
                 terms["L_SU"] = terms["L_SU"] + obj.row_uniformity(s, p, t, hits, weights)
             elif self.cfg.su_negatives == "items":  # every item but the sample's own target
-                every = self.dist.gather(targets) if self.dist.active else targets
                 terms["L_SU"] = terms["L_SU"] + obj.catalogue_uniformity(s, self.item_table.weight, every, t)
             elif len(p) >= 2:  # a lone sample (an epoch's last batch) has no other item to pair with
                 if self.pair_generator is None:
