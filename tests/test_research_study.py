@@ -2,6 +2,7 @@
 finished or when their data is absent, shared between cells that are the same training, with the
 records the report needs; the report reads them; several workers split the runs."""
 
+import gzip
 import json
 import os
 
@@ -269,7 +270,7 @@ def test_question_5_reads_screens_and_the_full_run_against_its_references(tmp_pa
     records(tmp_path / "ref" / "gsau", [{"epoch": 1, "valid_recall@10": 0.001, "L_SA": 1.1, "L_SU": -6.8},
                                         {"epoch": 2, "valid_recall@10": 0.002, "L_SA": 0.3, "L_SU": -2.8}], test(0.012))
     records(tmp_path / "ref" / "sasrec", [{"epoch": 1, "valid_recall@10": 0.05}, {"epoch": 2, "valid_recall@10": 0.1}],
-            test(0.0876))
+            test(0.0876), resolve("sasrec"))
     runs = {r.name: r for r in study.plan(spec, tmp_path / "out")}
 
     def result(name, log, test):  # a planned run's records, complete
@@ -298,11 +299,13 @@ def test_question_5_reads_screens_and_the_full_run_against_its_references(tmp_pa
     result("low-data-1", [{"epoch": e, "valid_recall@10": 0.08} for e in (1, 2)], test(0.08))
     view = report.View(spec, list(runs.values()), report.Records(), "gsau study x")
     text = report.q5(view)
-    assert text.startswith("fix-data-1 (gsau-batch, epochs=300) reaches test R@10 0.0901 on data against sasrec's "
-                           "0.0876: at least sasrec's, the issue's bar (gsau: 0.0120).")
-    assert ("low-data-1 (gsau-items, epochs=300) reaches test R@10 0.0800 on data against sasrec's 0.0876: below it "
-            "by 0.0076 (gsau: 0.0120)." in text)
-    assert "Validation R@10 at epoch 2: gsau 0.0020; sasrec 0.1000; screen-gamma0.1-data-1 0.0300" in text
+    # The opening sentence: the best change to early stopping against the one sasrec run it references.
+    assert text.startswith("The best change trained to early stopping, fix (gsau-batch, epochs=300), reaches test "
+                           "R@10 0.0901 on data against sasrec's 0.0876: at least sasrec's, the issue's bar; the "
+                           "published gsau: 0.0120.\n")
+    assert "| fix (gsau-batch, epochs=300) | data | 0.0901 | 0.0450 | 0.0876 | +0.0025 |" in text
+    assert "| low (gsau-items, epochs=300) | data | 0.0800 | 0.0400 | 0.0876 | -0.0076 |" in text
+    assert "Screens stop at epoch 2;" in text and "| valid R@10 at epoch 2 |" in text
     assert "sequence uniformity is -0.30 after one epoch" in text and "L_SU rises from -6.80 to -2.80" in text
     assert "lifts valid R@10 at epoch 2 from 0.0300 to 0.0700" in text
     assert "Leaving accidental hits out of the batch term (su_mask_hits" in text and "at gamma 1: 0.0970 against 0.0930" in text
@@ -317,3 +320,54 @@ def test_question_5_reads_screens_and_the_full_run_against_its_references(tmp_pa
     table = report.metric_table(view, ["screen", "fix"], ["data"])
     assert "| screen (gamma=0.1) | 0.0260 |" in table and "| screen (gamma=0.5) | 0.0590 |" in table
     assert "| fix | 0.0901 |" in table and "±" not in table
+
+
+def test_question_5_weighs_a_change_against_the_studys_own_sasrec_seeds_with_an_interval(tmp_path):
+    """With question 2's sasrec runs finished (seeds, per-user ranks), a change to early stopping is
+    judged against them: the seed means, the paired bootstrap interval and the seed SE decide, not
+    the one reference run; a gain inside the noise is called so."""
+    spec = study.load_spec(write_spec(tmp_path, [
+        {"name": "items", "question": 5, "model": "gsau", "set": ["epochs=300", "su_negatives=items"],
+         "seeds": [1, 2], "reference": "ref/sasrec"},
+        {"name": "sasrec", "question": 2, "model": "sasrec", "seeds": [1, 2]},
+    ]))
+    runs = {r.name: r for r in study.plan(spec, tmp_path / "out")}
+    users = 200
+
+    def result(name, recall, hits):
+        """Records by hand: the first `hits` of 200 users ranked first, the rest 100th."""
+        path = runs[name].path
+        path.mkdir(parents=True, exist_ok=True)
+        (path / "log.jsonl").write_text(json.dumps({"epoch": 1, "valid_recall@10": recall}) + "\n")
+        (path / "metrics.json").write_text(json.dumps(
+            {"best_epoch": 1, "test": {"recall@10": recall, "ndcg@10": recall / 2}}))
+        (path / "config.yaml").write_text(json.dumps(runs[name].config.to_dict()))
+        (path / "masked.json").write_text("{}")
+        ranks = {"stage": "test", "mask_history": False, "rank": [1] * hits + [100] * (users - hits),
+                 "history_length": [6] * users, "target_train_count": [3] * users,
+                 "popularity_cuts": {"head": 10, "torso": 5}}
+        (path / RECORD).write_bytes(gzip.compress(json.dumps(ranks).encode()))
+
+    def opening(items, sasrec):
+        for seed, (recall, hits) in zip((1, 2), items):
+            result(f"items-data-{seed}", recall, hits)
+        for seed, (recall, hits) in zip((1, 2), sasrec):
+            result(f"sasrec-data-{seed}", recall, hits)
+        return report.q5(report.View(spec, list(runs.values()), report.Records(), "gsau study x"))
+
+    # 20 more users hit by both seeds of the change: the paired interval excludes 0; seed SE
+    # sqrt(0.0002 / 2 + 0.0002 / 2) = 0.0141, and 0.1 > 2 SE: a significant gain.
+    text = opening([(0.60, 120), (0.62, 120)], [(0.50, 100), (0.52, 100)])
+    assert text.startswith("The best change trained to early stopping, items (gsau, epochs=300, su_negatives=items), "
+                           "reaches test R@10 0.6100 ± 0.0141 (n=2) on data against sasrec's 0.5100 ± 0.0141 (n=2): "
+                           "at least sasrec's, the issue's bar (a significant gain).")
+    assert "| +0.1000 [+0.0" in text and "seed SE 0.0141 * |" in text
+    # The same users hit on both sides: the interval is [0, 0]; the seed means differ by 0.01, which
+    # the seeds' spread does not decide either way: no significant difference.
+    text = opening([(0.60, 100), (0.50, 100)], [(0.50, 100), (0.58, 100)])
+    assert text.startswith("The best change trained to early stopping, items (gsau, epochs=300, su_negatives=items), "
+                           "reaches test R@10 0.5500 ± 0.0707 (n=2) on data against sasrec's 0.5400 ± 0.0566 (n=2): "
+                           "at least sasrec's, the issue's bar, no significant difference.")
+    # Below it, inside the noise.
+    text = opening([(0.50, 100), (0.52, 100)], [(0.50, 100), (0.58, 100)])
+    assert "against sasrec's 0.5400 ± 0.0566 (n=2): below it by 0.0300, not a significant difference." in text
