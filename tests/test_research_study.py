@@ -98,7 +98,9 @@ def test_the_report_answers_from_the_records(tiny_study, tmp_path):
     assert "| all | all | 60 |" in section[2] and "| popularity | head |" in section[2]
     # 3: the probe over epochs for the shared, separate and gsau runs.
     assert all(f"| {name} | 2 |" in section[3] for name in ("shared-data-1", "separate-data-1", "gsau-gamma0.1-data-1"))
-    assert section[3].startswith("Linear CKA of the two encoders' item views, epoch 1 → best epoch: ")
+    assert section[3].startswith("Do the two encoders' views converge? The user views ")
+    # Each two-encoder run is judged; the gsau-gamma run has both encoders too.
+    assert " of 3 finished runs and the item views converge in " in section[3] and "; separate-data-1 user cos " in section[3]
     # 4: the sweep, with gsau-rec's 0.1 read from the shared run; 0.5 not swept for gsau-rec.
     assert section[4].startswith("On data, test R@10 of gsau-rec is highest at gamma = 0.1 (")
     assert "1 of 1 values run); gsau is highest at gamma = " in section[4]
@@ -371,3 +373,26 @@ def test_question_5_weighs_a_change_against_the_studys_own_sasrec_seeds_with_an_
     # Below it, inside the noise.
     text = opening([(0.50, 100), (0.52, 100)], [(0.50, 100), (0.58, 100)])
     assert "against sasrec's 0.5400 ± 0.0566 (n=2): below it by 0.0300, not a significant difference." in text
+
+
+def test_question_3_counts_the_runs_whose_views_converge(tmp_path):
+    """By hand: one run's user cosine rises by 0.5 and its item CKA by 0.005 (within the 0.01 that
+    counts as no change), another's both rise: users converge in 2 of 2, items in 1 of 2."""
+    spec = study.load_spec(write_spec(tmp_path, [
+        {"name": "shared", "question": 1, "model": "gsau-rec"},
+        {"name": "separate", "question": 1, "model": "gsau-rec", "set": ["shared_table=false"]}]))
+    runs = study.plan(spec, tmp_path / "out")
+    for run, (cos, cka) in zip(runs, [((0.1, 0.6), (0.7, 0.705)), ((0.2, 0.5), (0.5, 0.8))]):
+        run.path.mkdir(parents=True)
+        log = [{"epoch": 1, "probe_user_cos": cos[0], "probe_item_cka": cka[0]},
+               {"epoch": 2, "probe_user_cos": cos[1], "probe_item_cka": cka[1]}]
+        (run.path / "log.jsonl").write_text("".join(json.dumps(h) + "\n" for h in log))
+        (run.path / "metrics.json").write_text(json.dumps({"best_epoch": 2, "test": {"recall@10": 0.1}}))
+        (run.path / "config.yaml").write_text(json.dumps(run.config.to_dict()))
+        for name in study.AFTER_TRAINING:
+            (run.path / name).write_text("")
+    text = report.q3(report.View(spec, runs, report.Records(), "gsau study x"), tmp_path / "d.png")
+    assert text.startswith("Do the two encoders' views converge? The user views converge in 2 of 2 finished runs and "
+                           "the item views converge in 1 of 2 finished runs (epoch 1 → best epoch, a rise of more "
+                           "than 0.01 counted; ")
+    assert "shared-data-1 user cos 0.10 → 0.60, item CKA 0.70 → 0.70; separate-data-1 user cos 0.20 → 0.50" in text

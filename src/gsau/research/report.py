@@ -51,6 +51,7 @@ LABELS = {"shared": "shared table (gsau-rec)", "separate": "separate tables", "n
           "sasrec": "sasrec", "sage": "GraphSAGE", "gat": "GAT"}
 # Question 3's runs: the first seed of these cells (at the preset's own gamma for the sweep).
 DYNAMICS = (("shared", None), ("separate", None), ("gsau", resolve("gsau").net.gamma))
+CONVERGES = 0.01  # a rise of the probe's cross-encoder similarity, epoch 1 -> best, read as converging
 PROBE_FIELDS = (("probe_user_cos", "user cos"), ("probe_item_cka", "item CKA"),
                 ("probe_seq_unif_user", "seq unif"), ("probe_graph_unif_user", "graph unif"))
 
@@ -338,7 +339,7 @@ def q3(view: View, figure: Path) -> str:
     if not runs:
         return ("Not measured yet: no run with the probe (train.probe) has finished; the runs of questions 1 and 4 "
                 "log it.\n\n" + view.pending(planned))
-    rows, clauses = [], []
+    rows, clauses, moves = [], [], {"user cos": [], "item CKA": []}
     for r in runs:
         log, best = view.records.log(r), view.records.best_record(r)
         first = log[0]
@@ -347,11 +348,26 @@ def q3(view: View, figure: Path) -> str:
             a, b = first.get(key), best.get(key) if best else None  # no best epoch's record: no value
             cells.append(DASH if a is None or b is None else f"{a:.3f} → {b:.3f}")
         rows.append([r.name, str(len(log))] + cells)
-        cka = (first.get("probe_item_cka"), best.get("probe_item_cka") if best else None)
-        if None not in cka:
-            clauses.append(f"{r.name} {cka[0]:.2f} → {cka[1]:.2f}")
-    opening_line = ("Linear CKA of the two encoders' item views, epoch 1 → best epoch: " + "; ".join(clauses) + ".\n"
-                    if clauses else "Only single-encoder runs have the probe so far: no cross-encoder similarity yet.\n")
+        parts = []
+        for key, label in (("probe_user_cos", "user cos"), ("probe_item_cka", "item CKA")):
+            a, b = first.get(key), best.get(key) if best else None
+            if a is not None and b is not None:
+                moves[label].append(b - a)
+                parts.append(f"{label} {a:.2f} → {b:.2f}")
+        if parts:
+            clauses.append(f"{r.name} " + ", ".join(parts))
+    if clauses:
+        def count(label: str, what: str) -> str:
+            d = moves[label]
+            up = sum(x > CONVERGES for x in d)
+            return f"{what} converge in {up} of {len(d)} finished runs" if d else ""
+        said = [c for c in (count("user cos", "the user views"), count("item CKA", "the item views")) if c]
+        opening_line = (f"Do the two encoders' views converge? {' and '.join(said).capitalize()} (epoch 1 → best "
+                        f"epoch, a rise of more than {CONVERGES:g} counted; user cos: mean cosine between a user's "
+                        "graph embedding and sequence representation; item CKA: linear CKA of the two encoders' item "
+                        "views): " + "; ".join(clauses) + ".\n")
+    else:
+        opening_line = "Only single-encoder runs have the probe so far: no cross-encoder similarity yet.\n"
     _drawn(plot.draw_dynamics({r.name: view.records.log(r) for r in runs}, figure), figure)
     picture = f"\n![probe fields per epoch]({figure.name})\n"  # the text never depends on matplotlib
     return (opening_line + "\nProbe fields (256 fixed users and items; research/dynamics.py), epoch 1 → best epoch:\n\n"
