@@ -412,3 +412,27 @@ def test_several_seeds_show_mean_and_standard_deviation(grid, tmp_path):
     rows = list(csv.DictReader((out / "results.csv").open()))
     assert sorted((r["model"], r["seed"], r["test_recall@10"]) for r in rows if r["model"] == "gsau-rec") == \
         [("gsau-rec", "2020", "0.3"), ("gsau-rec", "2021", "0.4")]
+
+
+def test_a_cell_stopped_inside_its_first_epoch_is_trained_afresh_and_a_stranded_one_skipped(tmp_path):
+    """Killed before epoch 1 ended, a run leaves only its config and data fingerprint: the grid
+    trains it afresh there. A run with epochs on record but no checkpoint (its weights left on
+    another machine) is skipped with a reason, not trained over."""
+    from gsau.trainer import Callback
+    data, out = tiny_dataset(tmp_path / "tiny"), tmp_path / "out"
+    args = ["--datasets", data, "--models", "sasrec,sasrec-u", "--out", out, "--epochs", 1, "--quiet", "--set", *SETS]
+
+    class Kill(Callback):
+        def on_train_start(self, trainer):
+            raise KeyboardInterrupt
+
+    for model in ("sasrec", "sasrec-u"):
+        cfg = resolve(model, None, SETS, dataset=str(data), epochs=1, seed=2020)
+        with pytest.raises(KeyboardInterrupt):
+            Trainer(cfg, out / "runs" / f"{model}-tiny-2020", progress=False, echo=lambda s: None, callbacks=[Kill()]).run()
+    (out / "runs" / "sasrec-u-tiny-2020" / "log.jsonl").write_text('{"epoch": 0}\n')  # an epoch, no last.pt
+    printed = run(*args)
+    assert "sasrec tiny seed 2020: training ->" in printed and "finished" in printed
+    assert (out / "runs" / "sasrec-tiny-2020" / "masked.json").exists()
+    assert "sasrec-u tiny seed 2020: skipped" in printed and "no checkpoint (last.pt) to resume" in printed
+    assert (out / "runs" / "sasrec-u-tiny-2020" / "log.jsonl").read_text() == '{"epoch": 0}\n'

@@ -135,6 +135,35 @@ def test_an_interrupted_run_is_resumed(tmp_path, capsys):
     assert len((run.path / "log.jsonl").read_text().splitlines()) == 2 and study.complete(run.path)
 
 
+def test_a_run_stopped_inside_its_first_epoch_is_trained_afresh(tmp_path, capsys):
+    """Killed before epoch 1 ended, a run leaves its config and data fingerprint and no checkpoint:
+    nothing to lose, so the study (and `gsau train --resume`) start it again rather than refuse."""
+    block_cycles(40, 2, 8, name="data").save(tmp_path / "data")
+    spec = study.load_spec(write_spec(tmp_path, [{"name": "s", "question": 1, "model": "sasrec", "seeds": [1, 2]}]))
+    first, second = study.plan(spec, tmp_path / "out")
+
+    class Kill(Callback):
+        def on_train_start(self, trainer):
+            raise KeyboardInterrupt
+
+    for run in (first, second):
+        with pytest.raises(KeyboardInterrupt):
+            Trainer(run.config, run.path, progress=False, echo=lambda line: None, callbacks=[Kill()]).run()
+        assert sorted(p.name for p in run.path.iterdir() if not p.name.startswith(".")) == ["config.yaml", "data.json"]
+    assert study.work([first], progress=False) == 1 and study.complete(first.path)
+    assert main(["train", "--resume", str(second.path), "--quiet"]) == 0
+    assert len((second.path / "log.jsonl").read_text().splitlines()) == 2
+    # Epochs on record but their checkpoint left behind on another machine: skipped with a reason,
+    # never retrained over, and the other runs still train.
+    (second.path / "metrics.json").unlink()
+    (second.path / "last.pt").unlink()
+    capsys.readouterr()
+    assert study.state_of(second) == "partial"
+    assert study.work([second], progress=False) == 0
+    assert "has epochs on record but no checkpoint (last.pt) to resume" in capsys.readouterr().out
+    assert len((second.path / "log.jsonl").read_text().splitlines()) == 2
+
+
 @pytest.mark.parametrize("cells, says", [
     ([{"name": "a", "question": 1, "model": "sasrec", "colour": 1}], "cell 1: unknown key(s) colour"),
     ([{"name": "a", "question": 1, "model": "sasrec"}, {"name": "a", "question": 2, "model": "sasrec"}],

@@ -58,6 +58,13 @@ def run_state(path: str | Path) -> str:
     return "resume" if (path / "last.pt").exists() else "todo"
 
 
+def stranded(path: str | Path) -> bool:
+    """Epochs on record (log.jsonl) but no checkpoint to continue from and no result: a run
+    interrupted on another machine, whose weights (never committed) did not come along. Neither
+    resumable nor to be trained over."""
+    return run_state(path) == "todo" and (Path(path) / "log.jsonl").exists()
+
+
 def resumable_options() -> dict[str, str]:
     """{flat option name: section} of the options a resumed run may change."""
     return {f.name: section for section in Config.SECTIONS

@@ -206,7 +206,8 @@ class Trainer:
         A directory holding any run file is written into only by a resume of a run that has
         last.pt: a finished record (results/runs/*: config, log, metrics, no weights) is never
         overwritten or retrained over. The one exception is a run stopped before its first epoch
-        ended (config.yaml alone): resuming it starts it afresh, which loses nothing."""
+        ended (its config.yaml and data fingerprint alone): resuming it starts it afresh, which loses
+        nothing."""
         out = self.out
         if out.exists() and not out.is_dir():
             raise GsauError(f"{out}: exists and is not a directory; pick another --out")
@@ -215,7 +216,7 @@ class Trainer:
             state = checkpoint.load(out / "last.pt")
             runs.check_same_run(json.loads(state["config"]), self.cfg, out)
             return state
-        if resume and set(present) <= {"config.yaml"}:
+        if resume and set(present) <= {"config.yaml", runs.DATA_FILE}:
             return None  # stopped before its first epoch ended: nothing to continue, start afresh
         if present:
             if resume:

@@ -18,7 +18,7 @@ from gsau.data.interactions import BUNDLED
 from gsau.errors import GsauError
 from gsau.evaluation import evaluate
 from gsau.reproduce.claims import claim, held
-from gsau.runs import dataset_label, default_run_dir, resumed_config, run_state
+from gsau.runs import dataset_label, default_run_dir, resumed_config, run_state, stranded
 from gsau.trainer import Trainer, load_run
 
 HEADLINE_GROUP = 1
@@ -126,6 +126,10 @@ def work(out: Path, cells, epochs=None, max_runs=None, progress=True) -> None:
                 print(f"{tag}: held by another worker ({held(path) or 'now released'}), skipped")
                 continue
             # Judged only now, under the claim: another worker may have finished it meanwhile.
+            if stranded(path):
+                print(f"{tag}: skipped, {path} has epochs on record but no checkpoint (last.pt) to resume; "
+                      "move it away to train the run afresh")
+                continue
             st = run_state(path)
             if st == "done":
                 if not (path / "masked.json").exists():  # interrupted between the test and the masked scores
@@ -143,7 +147,8 @@ def work(out: Path, cells, epochs=None, max_runs=None, progress=True) -> None:
             else:
                 print(f"{tag}: training -> {path}")
             trainer = Trainer(cfg, path, progress=progress, echo=lambda line: print("  " + line))
-            report = trainer.run(resume=st == "resume")
+            # Only a config and data fingerprint there (stopped inside epoch 1): "resumed" afresh.
+            report = trainer.run(resume=st == "resume" or (path / "config.yaml").exists())
             masked = masked_metrics(path)
         trained += 1
         r, mk = report["test"], masked["test"]

@@ -39,7 +39,7 @@ from gsau.errors import GsauError
 from gsau.reproduce.claims import claim, held
 from gsau.reproduce.grid import masked_metrics
 from gsau.research.buckets import RECORD, write_record
-from gsau.runs import dataset_label, read_config, resumed_config, run_state
+from gsau.runs import dataset_label, read_config, resumed_config, run_state, stranded
 from gsau.trainer import Trainer
 
 SPEC_KEYS = {"report", "set", "datasets", "seeds", "cells"}
@@ -252,19 +252,22 @@ def state_of(run: Run) -> str:
         return "absent"
     if differences(run):
         return "other"
+    if stranded(run.path):
+        return "partial"
     return "done" if complete(run.path) else run_state(run.path)
 
 
 def show(runs: list[Run]) -> None:
     """--dry-run: each run's state (done / resume / todo / absent / other: a run of another config
-    in its directory) and holder. Reads only."""
+    in its directory / partial: epochs on record without the checkpoint to resume them) and
+    holder. Reads only."""
     counts: dict[str, int] = {}
     for run in runs:
         st = state_of(run)
         counts[st] = counts.get(st, 0) + 1
         holder = held(run.path) if st in ("todo", "resume") else None
         note = (f"  (same run as {run.same_as})" if run.same_as else "") + (f"  (held by {holder})" if holder else "")
-        print(f"{st:<6}  q{run.cell.question}  {run.name:<36} {run.path if run.present else run.dataset}{note}")
+        print(f"{st:<7} q{run.cell.question}  {run.name:<36} {run.path if run.present else run.dataset}{note}")
     print(f"{len(runs)} runs: " + ", ".join(f"{n} {st}" for st, n in counts.items()))
 
 
@@ -290,6 +293,10 @@ def work(runs: list[Run], max_runs: int | None = None, progress: bool = True) ->
         if complete(run.path):
             print(f"{tag}: done, skipped")
             continue
+        if stranded(run.path):
+            print(f"{tag}: skipped, {run.path} has epochs on record but no checkpoint (last.pt) to resume; "
+                  "move it away to train the run afresh")
+            continue
         if run_state(run.path) != "done" and max_runs is not None and trained >= max_runs:
             print(f"stopping after {trained} trainings (--max-runs {max_runs})")
             break
@@ -298,6 +305,9 @@ def work(runs: list[Run], max_runs: int | None = None, progress: bool = True) ->
                 print(f"{tag}: held by another worker ({held(run.path) or 'now released'}), skipped")
                 continue
             _refuse_other(run)  # judged again under the claim: another worker may have started it
+            if stranded(run.path):
+                print(f"{tag}: skipped, {run.path} has epochs on record but no checkpoint (last.pt) to resume")
+                continue
             st = run_state(run.path)
             t0 = time.perf_counter()
             if st != "done":
@@ -305,7 +315,10 @@ def work(runs: list[Run], max_runs: int | None = None, progress: bool = True) ->
                 if st == "resume":  # as the run started (its config.yaml); threads and epochs are this worker's
                     cfg = resumed_config(run.path, {"threads": cfg.train.threads, "epochs": cfg.train.epochs})
                 print(f"{tag}: {'resuming' if st == 'resume' else 'training'} -> {run.path}")
-                Trainer(cfg, run.path, progress=progress, echo=lambda line: print("  " + line)).run(resume=st == "resume")
+                # A directory with only the config and data fingerprint (stopped inside epoch 1) is
+                # "resumed": the trainer starts it afresh there.
+                resume = st == "resume" or (run.path / "config.yaml").exists()
+                Trainer(cfg, run.path, progress=progress, echo=lambda line: print("  " + line)).run(resume=resume)
                 trained += 1
             _finish_records(run.path)
         metrics = json.loads((run.path / "metrics.json").read_text())
