@@ -32,6 +32,7 @@ from gsau.reproduce.report import markdown_table
 from gsau.research import buckets, plot
 from gsau.data.interactions import BUNDLED
 from gsau.research.study import Run, Study, differences, finished, plan, short_label
+from gsau.runs import read_config
 
 DASH = "—"
 NO_RUNS = "The spec has no runs for this question.\n"
@@ -726,6 +727,8 @@ def write_report(study: Study, out: str | Path, command: str, report: str | Path
     unique = [r for r in runs if not r.same_as]
     done = sum(view.records.metrics(r) is not None for r in unique)
     other = [r.name for r in unique if differences(r)]
+    on_gpu = sum(view.records.metrics(r) is not None and read_config(r.path).train.device.startswith("cuda")
+                 for r in unique)
     dyn, gam = figures / "dynamics.png", figures / "gamma.png"
     sections = {1: q1(view), 2: q2(view), 3: q3(view, dyn), 4: q4(view, gam), 5: q5(view), 6: q6(view),
                 7: q7(view), 8: q8(view)}
@@ -740,7 +743,10 @@ def write_report(study: Study, out: str | Path, command: str, report: str | Path
         f"[{link(out)}/runs]({link(out)}/runs) and the spec "
         f"[{study.spec.name}]({link(study.spec)}); `{command}` trains what is missing "
         "in the spec's order, resumes where it stopped (`--dry-run` shows each run's state, `--workers N` trains N "
-        "at once), and rewrites this file.\n",
+        "at once), and rewrites this file; on a lent GPU, `python benchmarks/gpu_study.py` trains them there and "
+        "brings their records back"
+        + (f" ({on_gpu} of the finished runs were trained on a GPU: train.device in their config.yaml)" if on_gpu
+           else "") + ".\n",
         "Protocol: as RESULTS.md (leave-one-out by time, full ranking over all items, best epoch on validation "
         "NDCG@20, the test split reported; the runs use the grid's lr 0.003). A cell of several seeds shows mean "
         "± std (n). A difference of two cells is that of their seed means, with a 95% paired bootstrap interval "

@@ -173,7 +173,7 @@ def dataset_path(study: Study, dataset: str) -> str:
 
 
 def plan(study: Study, out: str | Path, epochs: int | None = None, overrides=(), threads: int = 0,
-         questions: set[int] | None = None) -> list[Run]:
+         questions: set[int] | None = None, device: str | None = None) -> list[Run]:
     """Every run of the study in training order, each with the config it trains under (resolved up
     front, so a bad option fails before hours of training rather than after)."""
     out = Path(out)
@@ -188,7 +188,7 @@ def plan(study: Study, out: str | Path, epochs: int | None = None, overrides=(),
                 options += [f"{cell.sweep[0]}={value}"] if cell.sweep else []
                 try:
                     config = resolve(cell.model, None, options, dataset=where, epochs=epochs, seed=seed,
-                                     threads=threads or None)
+                                     threads=threads or None, device=device)
                 except GsauError as e:
                     raise GsauError(f"{study.spec}: cell {cell.name}: {e}") from None
                 run = Run(cell, where, seed, value, name, out / "runs" / name, config,
@@ -312,8 +312,9 @@ def work(runs: list[Run], max_runs: int | None = None, progress: bool = True) ->
             t0 = time.perf_counter()
             if st != "done":
                 cfg = run.config
-                if st == "resume":  # as the run started (its config.yaml); threads and epochs are this worker's
-                    cfg = resumed_config(run.path, {"threads": cfg.train.threads, "epochs": cfg.train.epochs})
+                if st == "resume":  # as the run started (its config.yaml); threads, epochs, device: this worker's
+                    cfg = resumed_config(run.path, {"threads": cfg.train.threads, "epochs": cfg.train.epochs,
+                                                    "device": cfg.train.device})
                 print(f"{tag}: {'resuming' if st == 'resume' else 'training'} -> {run.path}")
                 # A directory with only the config and data fingerprint (stopped inside epoch 1) is
                 # "resumed": the trainer starts it afresh there.
