@@ -112,6 +112,27 @@ def test_a_runs_record_matches_its_test_metrics(dataset_dir, tmp_path):
     assert sum(r["users"] for r in rows if r["kind"] == "length") == split.n_users
 
 
+def test_the_record_holds_the_masked_rank_and_which_targets_repeat(dataset_dir, tmp_path):
+    """Items drawn with repeats: the repeat flag equals a loop over each user's earlier items, the
+    masked rank equals the masked protocol's metrics and never falls behind the unmasked one."""
+    from gsau.evaluation import evaluate
+    from gsau.trainer import load_run
+    data = random_interactions(1, 40, 12, 14, min_length=4, name="rp")
+    cfg = resolve("sasrec", None, ["batch_size=32", "epochs=1", "embedding_dim=8", "inner_size=16", "max_len=8",
+                                   "n_layers=1", f"dataset={dataset_dir(data)}"])
+    Trainer(cfg, tmp_path / "run", progress=False, echo=lambda line: None).run()
+    rec = buckets.write_record(tmp_path / "run")
+    split = LeaveOneOut.from_interactions(data)
+    by_hand = [bool(data.items[data.indptr[u + 1] - 1] in data.items[data.indptr[u]: data.indptr[u + 1] - 1])
+               for u in range(split.n_users)]
+    assert rec["target_repeats"] == by_hand and 0 < sum(by_hand) < split.n_users
+    assert all(m <= r for m, r in zip(rec["masked_rank"], rec["rank"]))
+    assert any(m < r for m, r in zip(rec["masked_rank"], rec["rank"]))
+    _, split, model = load_run(tmp_path / "run")
+    masked = evaluate(model, split, "test", [10], mask_history=True)
+    assert buckets.per_user({"rank": rec["masked_rank"]}, "recall@10").mean() == pytest.approx(masked["recall@10"])
+
+
 def test_the_overall_row_alone_is_the_tables_last_row():
     rng = np.random.default_rng(2)
     a = record(rng.integers(1, 30, 80), rng.integers(5, 40, 80), rng.integers(0, 9, 80))

@@ -425,3 +425,29 @@ def test_question_3_counts_the_runs_whose_views_converge(tmp_path):
                            "the item views converge in 1 of 2 finished runs (epoch 1 → best epoch, a rise of more "
                            "than 0.01 counted; ")
     assert "shared-data-1 user cos 0.10 → 0.60, item CKA 0.70 → 0.70; separate-data-1 user cos 0.20 → 0.50" in text
+
+
+def test_question_7_says_what_history_masking_does_to_repeat_visits(tmp_path):
+    """By hand: 10 test users, the first 3 of whom return to an earlier item. Seed 1 hits users 0, 3
+    and 4 unmasked and also user 1 masked; seed 2 the same but misses user 4 unmasked."""
+    spec = study.load_spec(write_spec(tmp_path, [
+        {"name": "domain-sasrec", "question": 7, "model": "sasrec", "seeds": [1, 2]}]))
+    runs = study.plan(spec, tmp_path / "out")
+    for run, paper in zip(runs, ([1, 50, 50, 1, 1, 50, 50, 50, 50, 50], [1, 50, 50, 1, 50, 50, 50, 50, 50, 50])):
+        masked = list(paper)
+        masked[1] = 3
+        run.path.mkdir(parents=True)
+        recall = sum(r <= 10 for r in paper) / 10
+        (run.path / "log.jsonl").write_text(json.dumps({"epoch": 1}) + "\n")
+        (run.path / "metrics.json").write_text(json.dumps({"best_epoch": 1, "test": {"recall@10": recall}}))
+        (run.path / "masked.json").write_text(json.dumps({"test": {"recall@10": recall + 0.1}}))
+        (run.path / "config.yaml").write_text(json.dumps(run.config.to_dict()))
+        record = {"stage": "test", "mask_history": False, "rank": paper, "masked_rank": masked,
+                  "target_repeats": [True] * 3 + [False] * 7, "history_length": [6] * 10,
+                  "target_train_count": [3] * 10, "popularity_cuts": {"head": 10, "torso": 5}}
+        (run.path / RECORD).write_bytes(gzip.compress(json.dumps(record).encode()))
+    text = report.q7(report.View(spec, runs, report.Records(), "gsau study x"))
+    assert "History masking on data: 3 of 10 test targets (30.0%) repeat an earlier item of the user's." in text
+    # repeat users: paper 1/3 both seeds; masked 2/3. Others: paper (2 + 1) / 2 / 7; masked the same.
+    # All: paper 0.25, masked 0.35; with repeats missed: (0 + 0 + 0 + 1 + 0.5) / 10 = 0.15.
+    assert "| domain-sasrec | 2 | 0.3333 | 0.6667 | 0.2143 | 0.2143 | 0.2500 | 0.3500 | 0.1500 |" in text

@@ -2,8 +2,10 @@
 counts and seeded bootstrap confidence intervals (issue #18, question 2).
 
 A run's per-user record, RUN/ranks.json.gz, holds what the buckets need and nothing that needs
-the model again: each test user's pessimistic rank under the run's own protocol, their number of
-interactions, and how often their test item occurs in the training data. The report reads only
+the model again: each test user's pessimistic rank under the run's own protocol and under history
+masking, whether their test item repeats one of their earlier items, their number of
+interactions, and how often their test item occurs in the training data (records written before
+the masked rank and the repeat flag existed lack those two). The report reads only
 these records, so it can be rebuilt on any machine.
 
 Buckets:
@@ -52,13 +54,25 @@ def popularity_cuts(train_counts: np.ndarray) -> tuple[int, int]:
     return head_min, torso_min
 
 
+def target_repeats(split, stage: str = "test") -> np.ndarray:
+    """Per user (1..U): whether the `stage` target is an item the user had before it (a repeat visit)."""
+    indptr, flat = split.history(stage)
+    lengths = np.diff(indptr)
+    same = flat == np.repeat(split.targets(stage), lengths)
+    return np.bincount(np.repeat(np.arange(split.n_users), lengths), weights=same, minlength=split.n_users) > 0
+
+
 def user_record(model, split, stage: str = "test") -> dict:
-    """The per-user record of a loaded model (users 1..U in order)."""
+    """The per-user record of a loaded model (users 1..U in order): the rank under the run's own
+    protocol and under history masking (earlier items removed from the ranking, the target kept),
+    and whether the target repeats an earlier item."""
     train_counts = np.bincount(split.train_items, minlength=split.n_items + 1)[1:]
     targets = split.targets(stage)
     head_min, torso_min = popularity_cuts(train_counts)
     return {"stage": stage, "mask_history": bool(model.cfg.mask_history),
             "rank": user_ranks(model, split, stage).tolist(),
+            "masked_rank": user_ranks(model, split, stage, mask_history=True).tolist(),
+            "target_repeats": target_repeats(split, stage).tolist(),
             "history_length": split.data.lengths.tolist(),
             "target_train_count": train_counts[targets - 1].tolist(),
             "popularity_cuts": {"head": head_min, "torso": torso_min}}
