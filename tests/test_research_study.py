@@ -451,3 +451,21 @@ def test_question_7_says_what_history_masking_does_to_repeat_visits(tmp_path):
     # repeat users: paper 1/3 both seeds; masked 2/3. Others: paper (2 + 1) / 2 / 7; masked the same.
     # All: paper 0.25, masked 0.35; with repeats missed: (0 + 0 + 0 + 1 + 0.5) / 10 = 0.15.
     assert "| domain-sasrec | 2 | 0.3333 | 0.6667 | 0.2143 | 0.2143 | 0.2500 | 0.3500 | 0.1500 |" in text
+
+
+def test_runs_are_chosen_by_name_pattern_with_the_runs_they_are_trained_as(tmp_path, capsys):
+    spec = write_spec(tmp_path, [
+        {"name": "shared", "question": 1, "model": "gsau-rec", "seeds": [1, 2]},
+        {"name": "sasrec", "question": 2, "model": "sasrec", "seeds": [1, 2]},
+        {"name": "gsau-rec", "question": 4, "model": "gsau-rec", "sweep": {"gamma": [0.1, 0.5]}}])
+    runs = study.plan(study.load_spec(spec), tmp_path / "out")
+    assert [r.name for r in study.select(runs, "sasrec-*-2")] == ["sasrec-data-2"]
+    assert {r.name for r in study.select(runs, "sasrec-data-1, shared-*-2")} == {"sasrec-data-1", "shared-data-2"}
+    # gsau-rec at gamma 0.1 is the shared run: choosing it brings the run it is trained as.
+    assert [r.name for r in study.select(runs, "gsau-rec-gamma0.1-*")] == ["shared-data-1", "gsau-rec-gamma0.1-data-1"]
+    with pytest.raises(GsauError, match=r"--runs bert-\*: no run of the spec has such a name"):
+        study.select(runs, "bert-*")
+    assert main(["study", str(spec), "--runs", "sasrec-*", "--dry-run"]) == 0
+    listed = capsys.readouterr().out
+    assert "sasrec-data-1" in listed and "sasrec-data-2" in listed and "shared-data" not in listed
+    assert "2 runs: 2 absent" in listed  # no data written for this spec

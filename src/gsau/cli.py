@@ -291,6 +291,8 @@ def cmd_study(args) -> None:
     threads = args.threads if args.threads is not None else study.default_threads(args.workers)
     runs = study.plan(spec, out, epochs=args.epochs, overrides=args.set, threads=threads, questions=questions,
                       device=args.device)
+    if args.runs:
+        runs = study.select(runs, args.runs)
     if args.dry_run:
         return study.show(runs)
     try:
@@ -299,7 +301,7 @@ def cmd_study(args) -> None:
             child += (["--epochs", str(args.epochs)] if args.epochs else []) + (["--set", *args.set] if args.set else [])
             child += (["--max-runs", str(args.max_runs)] if args.max_runs is not None else [])
             child += (["--questions", args.questions] if args.questions else []) + (["--quiet"] if args.quiet else [])
-            child += ["--device", args.device] if args.device else []
+            child += (["--device", args.device] if args.device else []) + (["--runs", args.runs] if args.runs else [])
             study.spawn_workers(child, args.workers)
         else:
             study.work(runs, args.max_runs, progress=not args.quiet)
@@ -516,6 +518,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=_positive_int, default=1, help="train this many runs at once (default 1)")
     p.add_argument("--threads", type=int, metavar="N", help="torch threads per run (default: cores / workers)")
     p.add_argument("--questions", metavar="Q,...", help="only the runs of these questions, e.g. 1,4")
+    p.add_argument("--runs", metavar="PATTERN,...", help="only the runs whose names match, e.g. 'sasrec-toys-*' "
+                   "(with --questions: of those questions)")
     _device_arg(p, "where to train: auto (CUDA when available), cpu, cuda or cuda:N (default: auto); several "
                 "workers share one GPU")
     _grid_args(p, max_runs="stop after N trainings per worker", states="done / resume / todo / absent / partial")

@@ -24,6 +24,7 @@ run is skipped, an interrupted one resumed, one another worker holds passed over
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import re
@@ -206,6 +207,17 @@ def plan(study: Study, out: str | Path, epochs: int | None = None, overrides=(),
     chosen = [r for r in runs if r.cell.question in questions]
     shared = {r.same_as for r in chosen if r.same_as}
     return [r for r in runs if r.cell.question in questions or r.name in shared]
+
+
+def select(runs: list[Run], patterns: str) -> list[Run]:
+    """The runs whose names match one of the comma-separated shell patterns (`sasrec-toys-*`), in
+    the spec's order; a matched run trained under another cell's name brings that run along."""
+    wanted = [p.strip() for p in patterns.split(",") if p.strip()]
+    chosen = {r.name for r in runs if any(fnmatch.fnmatchcase(r.name, p) for p in wanted)}
+    if not chosen:
+        raise GsauError(f"--runs {patterns}: no run of the spec has such a name (`--dry-run` lists them)")
+    chosen |= {r.same_as for r in runs if r.name in chosen and r.same_as}
+    return [r for r in runs if r.name in chosen]
 
 
 def complete(path: Path) -> bool:
