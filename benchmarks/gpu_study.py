@@ -49,11 +49,24 @@ def _planned(spec_path: str, out: Path | None = None, questions: str | None = No
 
 
 def _summary_row(path: Path) -> dict:
-    log = [json.loads(x) for x in (path / "log.jsonl").read_text().splitlines() if x.strip()]
-    metrics = json.loads((path / "metrics.json").read_text())
-    timed = [h["train_seconds"] for h in log[1:]] or [h["train_seconds"] for h in log]  # epoch 1 warms up
-    return {"run": path.name, "epochs": len(log), "best_epoch": metrics["best_epoch"],
-            "seconds_per_epoch": round(statistics.median(timed), 2), "test_recall@10": metrics["test"]["recall@10"]}
+    """A finished run's figures for the summary; a record it cannot read leaves its fields None
+    rather than losing the archive."""
+    row = {"run": path.name, "epochs": None, "best_epoch": None, "seconds_per_epoch": None, "test_recall@10": None}
+    try:
+        log = [json.loads(x) for x in (path / "log.jsonl").read_text().splitlines() if x.strip()]
+        metrics = json.loads((path / "metrics.json").read_text())
+        seconds = [h.get("train_seconds") for h in log]
+        timed = [x for x in seconds[1:] if x is not None] or [x for x in seconds if x is not None]  # epoch 1 warms up
+        row.update(epochs=len(log), best_epoch=metrics.get("best_epoch"),
+                   seconds_per_epoch=round(statistics.median(timed), 2) if timed else None,
+                   **{"test_recall@10": metrics.get("test", {}).get("recall@10")})
+    except (OSError, ValueError, AttributeError) as e:
+        row["error"] = str(e)
+    return row
+
+
+def _figure(value, form: str) -> str:
+    return "—" if value is None else format(value, form)
 
 
 def train(a) -> int:
@@ -63,6 +76,9 @@ def train(a) -> int:
 
     spec, runs = _planned(a.spec, questions=a.questions)
     before = {r.name for r in runs if r.present and study.complete(r.path)}
+    # Runs that came with epochs but without their weights (in progress on another machine) are
+    # skipped by the study; they are not this call's to report.
+    stranded_before = {r.name for r in runs if study.stranded(r.path)}
     archive = Path(a.archive)
     archive.parent.mkdir(parents=True, exist_ok=True)
     log_path = Path(tempfile.mkdtemp(prefix="gsau-gpu-study-")) / "study.log"
@@ -90,7 +106,8 @@ def train(a) -> int:
     wall = time.perf_counter() - t0
     finished = [r for r in runs if r.present and r.name not in before and study.complete(r.path)]
     cut = [{"run": r.name, "epochs": len((r.path / "log.jsonl").read_text().splitlines())}
-           for r in runs if r.name not in before and not study.complete(r.path) and (r.path / "log.jsonl").exists()]
+           for r in runs if r.name not in before | stranded_before and not study.complete(r.path)
+           and (r.path / "log.jsonl").exists()]
     summary = {"facts": device_facts(a.device), "minutes": a.minutes, "wall_seconds": round(wall, 1),
                "workers": a.workers, "threads": threads, "stopped_at_deadline": stopped, "study_exit": code,
                "finished": [_summary_row(r.path) for r in finished], "cut_short": cut}
@@ -110,8 +127,8 @@ def train(a) -> int:
           f"{wall / 60:.1f} min with {a.workers} workers x {threads} threads"
           + (f"; stopped at the {a.minutes:g}-minute deadline" if stopped else ""))
     for row in summary["finished"]:
-        print(f"  {row['run']:<36} {row['epochs']:>4} epochs  {row['seconds_per_epoch']:>7.2f} s/epoch  "
-              f"best {row['best_epoch']:>3}  test R@10 {row['test_recall@10']:.4f}")
+        print(f"  {row['run']:<36} {_figure(row['epochs'], '>4')} epochs  {_figure(row['seconds_per_epoch'], '>7.2f')} "
+              f"s/epoch  best {_figure(row['best_epoch'], '>3')}  test R@10 {_figure(row['test_recall@10'], '.4f')}")
     for row in cut:
         print(f"  {row['run']:<36} cut short after {row['epochs']} epochs (not brought back)")
     print(f"wrote {archive}")
@@ -124,7 +141,7 @@ def _members(tar: tarfile.TarFile) -> dict[str, dict[str, bytes]]:
     """{run name: {file: bytes}} of an archive this script wrote; anything else is refused."""
     runs: dict[str, dict[str, bytes]] = {}
     for m in tar.getmembers():
-        if m.name in ("summary.json", "study.log"):
+        if m.name in ("summary.json", "study.log") or m.isdir():  # folders: an archive packed again by hand
             continue
         parts = m.name.split("/")
         if not m.isfile() or len(parts) != 3 or parts[0] != "runs" or parts[2] not in KEPT or parts[1] in ("", ".", ".."):
@@ -142,7 +159,11 @@ def unpack(a) -> int:
         raise SystemExit(f"{archive}: cannot read ({e})") from None
     with tar:
         runs = _members(tar)
-        summary = json.loads(tar.extractfile("summary.json").read()) if "summary.json" in tar.getnames() else {}
+        member = tar.extractfile("summary.json") if "summary.json" in tar.getnames() else None
+        try:
+            summary = json.loads(member.read()) if member is not None else {}
+        except ValueError:
+            summary = {}  # the runs' own records are what counts; the summary only names the device
     _, planned = _planned(a.spec, a.into)
     by_name = {r.name: r for r in planned}
     added = 0
@@ -151,8 +172,17 @@ def unpack(a) -> int:
         if run is None:
             print(f"{name}: not a run of {a.spec}, left out")
             continue
-        if run.path.exists():
+        if study.complete(run.path):
             print(f"{name}: already in {run.path.parent}, left as it is")
+            continue
+        if run.path.exists():
+            what = ("in progress here (last.pt)" if (run.path / "last.pt").exists()
+                    else "a partial run here (no checkpoint)")
+            print(f"{name}: {what}; left as it is: move {run.path} away to add the archive's")
+            continue
+        missing = [f for f in KEPT if f not in files]
+        if missing:
+            print(f"{name}: records incomplete (no {', '.join(missing)}), left out")
             continue
         staging = run.path.parent / f".{name}.unpacking"
         shutil.rmtree(staging, ignore_errors=True)
@@ -171,7 +201,7 @@ def unpack(a) -> int:
         added += 1
         print(f"{name}: added")
     facts = summary.get("facts", {})
-    print(f"{added} of {len(runs)} runs added to {Path(a.into or SPEC.parent) / 'runs'}"
+    print(f"{added} of {len(runs)} runs added to {Path(a.into or Path(a.spec).parent) / 'runs'}"
           + (f" (trained on {facts.get('name')}, {facts.get('date')})" if facts else "")
           + f"; now `gsau study {a.spec} --report-only`")
     return 0

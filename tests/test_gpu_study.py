@@ -90,6 +90,26 @@ def test_records_of_another_configuration_or_a_foreign_file_are_refused(tmp_path
     proc = script("--spec", here / "study.yaml", "--unpack", archive)
     assert proc.returncode == 0 and "a-data-1: another configuration (lr " in proc.stdout
     assert not (here / "runs" / "a-data-1").exists() and "0 of 1 runs added" in proc.stdout
+    # Records without their config cannot be checked against the plan: left out.
+    (here / "study.yaml").write_text(text.replace(', "lr=0.002"', ""))
+    with tarfile.open(archive, "w:gz") as tar:
+        for name in ("log.jsonl", "metrics.json", "masked.json", "ranks.json.gz"):
+            tar.add(run.path / name, arcname=f"runs/{run.name}/{name}")
+    proc = script("--spec", here / "study.yaml", "--unpack", archive)
+    assert "a-data-1: records incomplete (no config.yaml, data.json), left out" in proc.stdout
+    # A partial run here (stopped inside its first epoch) is not replaced behind anyone's back.
+    (here / "runs" / "a-data-1").mkdir(parents=True)
+    (here / "runs" / "a-data-1" / "config.yaml").write_text("{}")
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(run.path, arcname=f"runs/{run.name}", recursive=False)  # a folder entry, as tar writes them
+        for name in ("config.yaml", "data.json", "log.jsonl", "metrics.json", "masked.json", "ranks.json.gz"):
+            tar.add(run.path / name, arcname=f"runs/{run.name}/{name}")
+    proc = script("--spec", here / "study.yaml", "--unpack", archive)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "a-data-1: a partial run here (no checkpoint); left as it is: move" in proc.stdout
+    shutil.rmtree(here / "runs" / "a-data-1")
+    proc = script("--spec", here / "study.yaml", "--unpack", archive)
+    assert f"a-data-1: added" in proc.stdout and f"1 of 1 runs added to {here / 'runs'}" in proc.stdout
     with tarfile.open(archive, "w:gz") as tar:
         tar.add(run.path / "config.yaml", arcname="../evil.yaml")
     proc = script("--spec", here / "study.yaml", "--unpack", archive)
@@ -101,11 +121,20 @@ def test_the_deadline_stops_the_workers_and_nothing_cut_short_is_packed(tmp_path
     spec = make_study(tmp_path)
     text = spec.read_text().replace('"epochs=2"', '"epochs=300", "patience=300"')
     spec.write_text(text)
+    # A run that came with its epochs but not its weights: skipped there, not reported as cut short.
+    (tmp_path / "runs" / "b-data-1").mkdir(parents=True)
+    (tmp_path / "runs" / "b-data-1" / "log.jsonl").write_text('{"epoch": 0}\n')
     archive = tmp_path / "a.tar.gz"
-    proc = script("--spec", spec, "--device", "cpu", "--workers", 1, "--minutes", 0.25, "--archive", archive)
+    proc = script("--spec", spec, "--device", "cpu", "--workers", 2, "--threads", 1, "--minutes", 0.4,
+                  "--archive", archive)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "0 runs finished" in proc.stdout and "stopped at the 0.25-minute deadline" in proc.stdout
+    assert "0 runs finished" in proc.stdout and "stopped at the 0.4-minute deadline" in proc.stdout
+    assert "b-data-1" not in proc.stdout
     with tarfile.open(archive) as tar:
         assert not [n for n in tar.getnames() if n.startswith("runs/")]
         summary = json.loads(tar.extractfile("summary.json").read())
+        assert "a-data-1: training" in tar.extractfile("study.log").read().decode()
     assert summary["stopped_at_deadline"] and summary["finished"] == []
+    # Both workers were stopped with the study: none of its processes is left training.
+    left = subprocess.run(["pgrep", "-f", f"study {spec}"], capture_output=True, text=True).stdout.split()
+    assert left == []

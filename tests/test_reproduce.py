@@ -431,6 +431,8 @@ def test_a_cell_stopped_inside_its_first_epoch_is_trained_afresh_and_a_stranded_
         with pytest.raises(KeyboardInterrupt):
             Trainer(cfg, out / "runs" / f"{model}-tiny-2020", progress=False, echo=lambda s: None, callbacks=[Kill()]).run()
     (out / "runs" / "sasrec-u-tiny-2020" / "log.jsonl").write_text('{"epoch": 0}\n')  # an epoch, no last.pt
+    listed = run(*args, "--dry-run")
+    assert "partial  sasrec-u" in listed and "1 to train, 1 partial (epochs on record, no last.pt" in listed
     printed = run(*args)
     assert "sasrec tiny seed 2020: training ->" in printed and "finished" in printed
     assert (out / "runs" / "sasrec-tiny-2020" / "masked.json").exists()

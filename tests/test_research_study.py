@@ -151,6 +151,8 @@ def test_a_run_stopped_inside_its_first_epoch_is_trained_afresh(tmp_path, capsys
             Trainer(run.config, run.path, progress=False, echo=lambda line: None, callbacks=[Kill()]).run()
         assert sorted(p.name for p in run.path.iterdir() if not p.name.startswith(".")) == ["config.yaml", "data.json"]
     assert study.work([first], progress=False) == 1 and study.complete(first.path)
+    # Killed between its first best.pt and last.pt: that epoch is on no record; afresh too.
+    (second.path / "best.pt").write_bytes(b"")
     assert main(["train", "--resume", str(second.path), "--quiet"]) == 0
     assert len((second.path / "log.jsonl").read_text().splitlines()) == 2
     # Epochs on record but their checkpoint left behind on another machine: skipped with a reason,
@@ -332,8 +334,9 @@ def test_question_5_reads_screens_and_the_full_run_against_its_references(tmp_pa
     text = report.q5(view)
     # The opening sentence: the best change to early stopping against the one sasrec run it references.
     assert text.startswith("The best change trained to early stopping, fix (gsau-batch, epochs=300), reaches test "
-                           "R@10 0.0901 on data against sasrec's 0.0876: at least sasrec's, the issue's bar; the "
-                           "published gsau: 0.0120.\n")
+                           "R@10 0.0901 on data against sasrec's 0.0876: at least sasrec's, the issue's bar (against "
+                           "one sasrec run without per-user ranks: no interval) (the best of 2 changes: not adjusted "
+                           "for that choice); the published gsau: 0.0120.\n")
     assert "| fix (gsau-batch, epochs=300) | data | 0.0901 | 0.0450 | 0.0876 | +0.0025 |" in text
     assert "| low (gsau-items, epochs=300) | data | 0.0800 | 0.0400 | 0.0876 | -0.0076 |" in text
     assert "Screens stop at epoch 2;" in text and "| valid R@10 at epoch 2 |" in text
@@ -391,17 +394,23 @@ def test_question_5_weighs_a_change_against_the_studys_own_sasrec_seeds_with_an_
     text = opening([(0.60, 120), (0.62, 120)], [(0.50, 100), (0.52, 100)])
     assert text.startswith("The best change trained to early stopping, items (gsau, epochs=300, su_negatives=items), "
                            "reaches test R@10 0.6100 ± 0.0141 (n=2) on data against sasrec's 0.5100 ± 0.0141 (n=2): "
-                           "at least sasrec's, the issue's bar (a significant gain).")
+                           "at least sasrec's, the issue's bar (a significant gain: +0.1000 [+0.0")
     assert "| +0.1000 [+0.0" in text and "seed SE 0.0141 * |" in text
     # The same users hit on both sides: the interval is [0, 0]; the seed means differ by 0.01, which
     # the seeds' spread does not decide either way: no significant difference.
     text = opening([(0.60, 100), (0.50, 100)], [(0.50, 100), (0.58, 100)])
     assert text.startswith("The best change trained to early stopping, items (gsau, epochs=300, su_negatives=items), "
                            "reaches test R@10 0.5500 ± 0.0707 (n=2) on data against sasrec's 0.5400 ± 0.0566 (n=2): "
-                           "at least sasrec's, the issue's bar, no significant difference.")
+                           "at least sasrec's, the issue's bar, not a significant difference (+0.0100 [+0.0000, "
+                           "+0.0000], seed SE 0.0640).")
     # Below it, inside the noise.
     text = opening([(0.50, 100), (0.52, 100)], [(0.50, 100), (0.58, 100)])
-    assert "against sasrec's 0.5400 ± 0.0566 (n=2): below it by 0.0300, not a significant difference." in text
+    assert "against sasrec's 0.5400 ± 0.0566 (n=2): below it by 0.0300, not a significant difference (" in text
+    # The users' interval excludes 0 (10 more users hit, +0.05), but the seeds spread too much for it:
+    # SE sqrt(0.02 / 2 + 0.0002 / 2) = 0.1005 > 0.05 / 2: not significant.
+    text = opening([(0.65, 110), (0.45, 110)], [(0.50, 100), (0.52, 100)])
+    assert "at least sasrec's, the issue's bar, not a significant difference (+0.0400 [+0.0" in text
+    assert "seed SE 0.1005)" in text
 
 
 def test_question_3_counts_the_runs_whose_views_converge(tmp_path):

@@ -206,8 +206,8 @@ class Trainer:
         A directory holding any run file is written into only by a resume of a run that has
         last.pt: a finished record (results/runs/*: config, log, metrics, no weights) is never
         overwritten or retrained over. The one exception is a run stopped before its first epoch
-        ended (its config.yaml and data fingerprint alone): resuming it starts it afresh, which loses
-        nothing."""
+        ended (its config.yaml and data fingerprint, perhaps an unrecorded epoch's best.pt, no last.pt):
+        resuming it starts it afresh, which loses nothing."""
         out = self.out
         if out.exists() and not out.is_dir():
             raise GsauError(f"{out}: exists and is not a directory; pick another --out")
@@ -216,8 +216,10 @@ class Trainer:
             state = checkpoint.load(out / "last.pt")
             runs.check_same_run(json.loads(state["config"]), self.cfg, out)
             return state
-        if resume and set(present) <= {"config.yaml", runs.DATA_FILE}:
-            return None  # stopped before its first epoch ended: nothing to continue, start afresh
+        if resume and set(present) <= {"config.yaml", runs.DATA_FILE, "best.pt"}:
+            # Stopped before its first epoch was recorded (best.pt is written just before last.pt and
+            # the log): nothing to continue, start afresh.
+            return None
         if present:
             if resume:
                 raise GsauError(f"{out}: nothing to resume (no last.pt checkpoint; it holds {', '.join(present)}); "

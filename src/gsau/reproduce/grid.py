@@ -85,16 +85,17 @@ def plan(models, datasets, seeds, epochs=None, overrides=()) -> list[tuple[tuple
 
 def show(out: Path, cells) -> None:
     """--dry-run: each cell's state and holder, and the totals. Reads only."""
-    counts = {"done": 0, "resume": 0, "todo": 0}
+    counts = {"done": 0, "resume": 0, "todo": 0, "partial": 0}
     held_by = 0
     for (m, d, s), cfg in cells:
         path = default_run_dir(cfg, out / "runs")
-        st = run_state(path)
+        st = "partial" if stranded(path) else run_state(path)  # epochs without last.pt: skipped, not trained
         counts[st] += 1
         holder = held(path) if st != "done" else None
         held_by += holder is not None
         print(f"{st:<6}  {m:<14} {dataset_label(d):<10} {s}  {path}" + (f"  (held by {holder})" if holder else ""))
     print(f"{len(cells)} runs: {counts['done']} done, {counts['resume']} to resume, {counts['todo']} to train"
+          + (f", {counts['partial']} partial (epochs on record, no last.pt to resume)" if counts["partial"] else "")
           + (f"; {held_by} held by other workers" if held_by else ""))
 
 

@@ -69,9 +69,9 @@ def user_record(model, split, stage: str = "test") -> dict:
     train_counts = np.bincount(split.train_items, minlength=split.n_items + 1)[1:]
     targets = split.targets(stage)
     head_min, torso_min = popularity_cuts(train_counts)
-    return {"stage": stage, "mask_history": bool(model.cfg.mask_history),
-            "rank": user_ranks(model, split, stage).tolist(),
-            "masked_rank": user_ranks(model, split, stage, mask_history=True).tolist(),
+    rank = user_ranks(model, split, stage).tolist()
+    return {"stage": stage, "mask_history": bool(model.cfg.mask_history), "rank": rank,
+            "masked_rank": rank if model.cfg.mask_history else user_ranks(model, split, stage, mask_history=True).tolist(),
             "target_repeats": target_repeats(split, stage).tolist(),
             "history_length": split.data.lengths.tolist(),
             "target_train_count": train_counts[targets - 1].tolist(),

@@ -249,7 +249,7 @@ def differences(run: Run) -> list[str]:
 
 def finished(run: Run) -> bool:
     """A result of the study: trained to its end under the planned config, every record written."""
-    return complete(run.path) and not differences(run)
+    return complete(run.path) and (run.path / "config.yaml").exists() and not differences(run)
 
 
 def _refuse_other(run: Run) -> None:
