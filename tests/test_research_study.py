@@ -96,6 +96,8 @@ def test_the_report_answers_from_the_records(tiny_study, tmp_path):
     assert section[1].count(" [") >= 3 and "seed SE" in section[1] and "Pending" not in section[1]
     # 2: bucket tables whose counts add up to the 60 test users.
     assert "| all | all | 60 |" in section[2] and "| popularity | head |" in section[2]
+    assert section[2].startswith("Buckets where the shared table's test R@10 differs significantly (95% bootstrap "
+                                 "interval over the bucket's users excludes 0; 8 buckets a comparison, not adjusted")
     # 3: the probe over epochs for the shared, separate and gsau runs.
     assert all(f"| {name} | 2 |" in section[3] for name in ("shared-data-1", "separate-data-1", "gsau-gamma0.1-data-1"))
     assert section[3].startswith("Do the two encoders' views converge? The user views ")

@@ -308,7 +308,8 @@ def q2(view: View) -> str:
                          f"seeds; history length = the user's interactions; popularity = the test item's training "
                          f"count, head/torso/tail at 1/3 and 2/3 of training interactions):\n\n{table}")
     head = ("Buckets where the shared table's test R@10 differs significantly (95% bootstrap interval over the "
-            "bucket's users excludes 0): " + "; ".join(clauses) + ".\n") if clauses else \
+            f"bucket's users excludes 0; {len(buckets.GROUPS) - 1} buckets a comparison, not adjusted for testing "
+            "that many): " + "; ".join(clauses) + ".\n") if clauses else \
         "Not measured yet: no dataset has finished runs of both models with their per-user ranks.\n"
     cells = [c for c in ("shared", "no-graph", "sasrec") if c in view.cells]
     return head + "\n" + "\n".join(parts) + ("\n" if parts else "") + view.pending(view.all_of(cells))
