@@ -342,6 +342,11 @@ def test_question_5_reads_screens_and_the_full_run_against_its_references(tmp_pa
     assert "| fix (gsau-batch, epochs=300) | data | 0.0901 | 0.0450 | 0.0876 | +0.0025 |" in text
     assert "| low (gsau-items, epochs=300) | data | 0.0800 | 0.0400 | 0.0876 | -0.0076 |" in text
     assert "Screens stop at epoch 2;" in text and "| valid R@10 at epoch 2 |" in text
+    # With a figure: the full runs' and the references' validation curves, linked under the full-run table.
+    drawn = report.q5(view, tmp_path / "validation.png")
+    assert "| low (gsau-items, epochs=300) |" in drawn.split("![validation R@10 per epoch")[0]
+    assert "](validation.png)" in drawn
+    assert (tmp_path / "validation.png").stat().st_size > 0  # matplotlib is in the test extra
     assert "sequence uniformity is -0.30 after one epoch" in text and "L_SU rises from -6.80 to -2.80" in text
     assert "lifts valid R@10 at epoch 2 from 0.0300 to 0.0700" in text
     assert "Leaving accidental hits out of the batch term (su_mask_hits" in text and "at gamma 1: 0.0970 against 0.0930" in text

@@ -75,6 +75,18 @@ def draw_dynamics(logs: dict[str, list[dict]], path: Path) -> bool:
     return True
 
 
+def draw_validation(logs: dict[str, list[dict]], path: Path) -> bool:
+    """The report's question 5: validation R@10 per epoch, one line per run (the published gsau's
+    collapse, sasrec, the changes trained to early stopping). False, drawing nothing, without
+    matplotlib or data."""
+    plt = _pyplot()
+    if plt is None or not logs:
+        return False
+    panels = [("validation R@10", [(name, *_series(log, "valid_recall@10")) for name, log in logs.items()])]
+    _draw_epochs(plt, panels, path, (7, 4.5))
+    return True
+
+
 def _draw_epochs(plt, panels, path: Path, size, title: str | None = None) -> None:
     """Panels of lines against the epoch: [(title, [(label, epochs, values)])], drawn into path."""
     fig, axes = plt.subplots(1, len(panels), figsize=size, squeeze=False)

@@ -588,7 +588,7 @@ def _full_runs(view: View, cells: list, published: float | None) -> tuple[str, s
     return head, table
 
 
-def q5(view: View) -> str:
+def q5(view: View, figure: Path | None = None) -> str:
     """The published gsau against one change at a time: the changes trained to early stopping
     against sasrec (the opening sentence and their table), the mechanism read from the 12-epoch
     screens (valid R@10 at the screens' last epoch, set against the reference runs' logs at that
@@ -628,6 +628,12 @@ def q5(view: View) -> str:
                      DASH if metrics is None else f"{metrics['test'][METRIC]:.4f}",
                      DASH if metrics is None else f"{metrics['test']['ndcg@10']:.4f}", _su_path(log), _probe_path(log)])
     head, full_table = _full_runs(view, cells, published)
+    curves = {name: [json.loads(x) for x in (path / "log.jsonl").read_text().splitlines() if x.strip()]
+              for name, path in references.items()}
+    curves.update({r.name: records.log(r) for r in finished if r.config.train.epochs >= 300})
+    if figure is not None and len(curves) > len(references):
+        _drawn(plot.draw_validation(curves, figure), figure)
+        full_table += f"\n![validation R@10 per epoch of the full runs and the references]({figure.name})\n"
     mechanism = _mechanism(view, [r for r in finished if r.config.train.epochs < 300], at, reference_log)
     return (head + full_table + ("\n" + mechanism if mechanism else "")
             + "\nEvery run: one change at a time (one seed each unless the cell says) against the published gsau "
@@ -769,12 +775,12 @@ def write_report(study: Study, out: str | Path, command: str, report: str | Path
     other = [r.name for r in unique if differences(r)]
     on_gpu = sum(view.records.metrics(r) is not None and read_config(r.path).train.device.startswith("cuda")
                  for r in unique)
-    dyn, gam = figures / "dynamics.png", figures / "gamma.png"
-    sections = {1: q1(view), 2: q2(view), 3: q3(view, dyn), 4: q4(view, gam), 5: q5(view), 6: q6(view),
+    dyn, gam, val = figures / "dynamics.png", figures / "gamma.png", figures / "validation.png"
+    sections = {1: q1(view), 2: q2(view), 3: q3(view, dyn), 4: q4(view, gam), 5: q5(view, val), 6: q6(view),
                 7: q7(view), 8: q8(view)}
     rel = link(out)  # figures are linked where `gsau study` draws them, beside the runs
     sections = {q: s.replace("](dynamics.png)", f"]({rel}/dynamics.png)").replace("](gamma.png)", f"]({rel}/gamma.png)")
-                for q, s in sections.items()}
+                .replace("](validation.png)", f"]({rel}/validation.png)") for q, s in sections.items()}
     used = {"shared", "separate", "no-graph", "sasrec", "gsau-rec", "gsau", "sage", "gat"}
     used |= {c.name for c in study.cells if c.question in (7, 8)}
     parts = [
