@@ -16,6 +16,16 @@
 
 A run's config records the device it trained on (runtime options do not make it another run).
 CI runs the whole cycle on the CPU (`--device cpu`, a tiny spec): tests/test_gpu_study.py.
+
+With the device tool: the checkout travels, ../shared/data does not, and gsau is not installed
+there. For question 7 (Yelp, never committed) copy the file into a folder git ignores and carry it:
+here `mkdir -p .gpu-data && cp ../shared/data/Yelp.txt.gz .gpu-data/ && echo /.gpu-data/ >>
+.git/info/exclude`; there, with carry [".gpu-data"]:
+
+    mkdir -p ../shared/data && cp .gpu-data/Yelp.txt.gz ../shared/data/ && export PYTHONPATH=src &&
+    python benchmarks/gpu_study.py --minutes 8 --workers 8 --questions 7
+
+(the archive lands in $OUT); here `python benchmarks/gpu_study.py --unpack FILE`.
 """
 
 from __future__ import annotations
