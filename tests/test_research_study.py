@@ -94,6 +94,7 @@ def test_the_report_answers_from_the_records(tiny_study, tmp_path):
     assert "| shared table (gsau-rec) | " in section[1] and "(n=2)" in section[1] and "| — |" not in section[1]
     assert "Seeds of the finished runs: shared table (gsau-rec) 1, 2; separate tables 1; no graph 1, 2." in section[1]
     assert section[1].count(" [") >= 3 and "seed SE" in section[1] and "Pending" not in section[1]
+    assert "separate tables − no graph measures noise, and the shared table is the only channel" in section[1]
     # 2: bucket tables whose counts add up to the 60 test users.
     assert "| all | all | 60 |" in section[2] and "| popularity | head |" in section[2]
     assert section[2].startswith("Buckets where the shared table's test R@10 differs significantly (95% bootstrap "

@@ -275,9 +275,14 @@ def q1(view: View) -> str:
     pairs = [(a, b) for a, b in (("shared", "no-graph"), ("shared", "separate"), ("separate", "no-graph"))
              if a in cells and b in cells]
     table, clauses = comparison_table(view, pairs, datasets)
+    null = ("\nWith separate tables no term of L reads both encoders (L_GA and L_GU read the graph's tables, L_CE "
+            "and L_SU the sequence encoder and item_table; tests/test_research_separate_tables.py checks that no "
+            "gradient crosses), so the separate-table ranker trains as the no-graph one does, up to its random "
+            "draws: separate tables − no graph measures noise, and the shared table is the only channel through "
+            "which the graph can reach the ranker.\n" if {"separate", "no-graph"} <= set(cells) else "")
     return (opening(clauses, "no two of its cells have finished runs on the same dataset") + "\nTest R@10 (paper protocol), mean ± std over seeds:\n\n"
             + metric_table(view, cells, datasets) + "\nDifferences of the seed means, [95% bootstrap interval "
-            "over test users], seed SE; * significant:\n\n" + table + "\n" + seeds_line(view, cells)
+            "over test users], seed SE; * significant:\n\n" + table + null + "\n" + seeds_line(view, cells)
             + view.pending(view.all_of(cells)))
 
 
