@@ -492,3 +492,25 @@ def test_runs_are_chosen_by_name_pattern_with_the_runs_they_are_trained_as(tmp_p
     listed = capsys.readouterr().out
     assert "sasrec-data-1" in listed and "sasrec-data-2" in listed and "shared-data" not in listed
     assert "2 runs: 2 absent" in listed  # no data written for this spec
+
+
+def test_question_8_reads_each_dataset_before_and_after_the_fix(tmp_path):
+    spec = study.load_spec(write_spec(tmp_path, [
+        {"name": "graphau", "question": 8, "model": "graphau", "reference": "ref/graphau-{dataset}"}]))
+    runs = study.plan(spec, tmp_path / "out")
+    (tmp_path / "ref" / "graphau-data").mkdir(parents=True)
+    (tmp_path / "ref" / "graphau-data" / "metrics.json").write_text(json.dumps({"test": {"recall@10": 0.05}}))
+    view = report.View(spec, runs, report.Records(), "gsau study x")
+    assert report.q8(view).startswith("Not measured yet: no run with the corrected GraphAU loss has finished.")
+    run = runs[0]
+    run.path.mkdir(parents=True)
+    (run.path / "log.jsonl").write_text(json.dumps({"epoch": 1}) + "\n")
+    (run.path / "metrics.json").write_text(json.dumps({"best_epoch": 1, "test": {"recall@10": 0.0612}}))
+    (run.path / "config.yaml").write_text(json.dumps(run.config.to_dict()))
+    for name in study.AFTER_TRAINING:
+        (run.path / name).write_text("")
+    text = report.q8(report.View(spec, runs, report.Records(), "gsau study x"))
+    assert text.startswith("GraphAU's test R@10 before → after aligning layer 0 also with the final embedding: "
+                           "data 0.0500 → 0.0612 (one run each; RESULTS.md's runs have no per-user ranks, so no "
+                           "interval).")
+    assert "| graphau | data | 0.0500 | 0.0612 |" in text

@@ -739,7 +739,8 @@ def q8(view: View) -> str:
             if before is not None and after:
                 clauses.append(f"{d} {before:.4f} → {np.mean(after):.4f}")
     head = ("GraphAU's test R@10 before → after aligning layer 0 also with the final embedding: " + ", ".join(clauses)
-            + ".\n") if clauses else "Not measured yet: no run with the corrected GraphAU loss has finished.\n"
+            + " (one run each; RESULTS.md's runs have no per-user ranks, so no interval).\n") if clauses else \
+        "Not measured yet: no run with the corrected GraphAU loss has finished.\n"
     return (head + "\nThe corrected loss aligns each layer-0 node with its partner's layers 1..K and its final "
             "(mean-of-layers) embedding, the sum divided by 2(K + 1), as the authors' code does "
             "(objectives.graphau_terms); the runs of RESULTS.md used layers 1..K alone.\n\n"
