@@ -52,6 +52,7 @@ LABELS = {"shared": "shared table (gsau-rec)", "separate": "separate tables", "n
           "sasrec": "sasrec", "sage": "GraphSAGE", "gat": "GAT"}
 # Question 3's runs: the first seed of these cells (at the preset's own gamma for the sweep).
 DYNAMICS = (("shared", None), ("separate", None), ("gsau", resolve("gsau").net.gamma))
+RISING = 0.003  # a screen's gain in valid R@10 over its last epoch above which it is read as cut short
 CONVERGES = 0.01  # a rise of the probe's cross-encoder similarity, epoch 1 -> best, read as converging
 PROBE_FIELDS = (("probe_user_cos", "user cos"), ("probe_item_cka", "item CKA"),
                 ("probe_seq_unif_user", "seq unif"), ("probe_graph_unif_user", "graph unif"))
@@ -446,11 +447,14 @@ def _mechanism(view: View, screens: list[Run], at: int, reference_log: list[dict
     def key(r: Run):
         n = r.config.net
         return (n.gamma, n.su_negatives, n.cosine_scores, n.su_t, n.su_mask_hits, n.su_unique_items)
-    by = {}
+    by, rising = {}, {}
     for r in screens:
         h, log = _at_epoch(records.log(r), at), records.log(r)
         if h is not None:
             by[key(r)] = (h["valid_recall@10"], log[0].get("probe_seq_unif_user"), log[0].get("probe_seq_unif_item"))
+            before = _at_epoch(log, at - 1)
+            if before is not None:
+                rising[key(r)] = h["valid_recall@10"] - before["valid_recall@10"]  # its last epoch's gain
     out = []
     low, high = by.get((0.1, "shuffled", True, 2.0, False, False)), by.get((0.5, "shuffled", True, 2.0, False, False))
     if low and low[1] is not None:
@@ -494,12 +498,15 @@ def _mechanism(view: View, screens: list[Run], at: int, reference_log: list[dict
     if rows_ and b_high:
         out.append(f"The batch term's log-mean-exp per sample (su_negatives=rows) instead of over the whole batch: "
                    f"{rows_[0]:.4f} against {b_high[0]:.4f} at gamma 0.5.")
-    def balanced(negatives: str) -> list[tuple[float, float]]:
-        return [(k[3], by[k][0]) for k in sorted(by, key=lambda k: k[3])
+    def balanced(negatives: str) -> list[tuple[float, float, float | None]]:
+        return [(k[3], by[k][0], rising.get(k)) for k in sorted(by, key=lambda k: k[3])
                 if k[1] == negatives and k[2] and not (k[4] or k[5]) and abs(k[0] * k[3] - 1) < 1e-9]
 
     def listed(points) -> str:
-        return ", ".join(f"{v:.4f} at t {t:g} (gamma {1 / t:g})" for t, v in points)
+        # A screen still gaining fast at its last epoch is cut short, not beaten: say so.
+        return ", ".join(f"{v:.4f} at t {t:g} (gamma {1 / t:g}" + (
+            f"; still rising by {gain:.4f} an epoch" if gain is not None and gain > RISING else "") + ")"
+            for t, v, gain in points)
     rows_t, items_t = balanced("rows"), balanced("items")
     if len(rows_t) > 1:
         out.append("With su_negatives=rows and gamma t = 1, L_SA + gamma L_SU's representation-item term is, per "
