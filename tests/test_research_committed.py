@@ -33,3 +33,18 @@ def test_every_finished_study_run_keeps_the_records_the_report_reads():
     for path in sorted((RESULTS / "study" / "runs").glob("*/metrics.json")):
         missing = [n for n in ("config.yaml", "log.jsonl", "masked.json", RECORD) if not (path.parent / n).exists()]
         assert not missing, f"{path.parent.name}: finished (metrics.json) but without {', '.join(missing)}"
+
+
+def test_every_figure_the_report_links_is_committed():
+    """A figure is drawn beside the runs when the report is written; one linked but left out of the
+    commit is a broken picture on the front page of the study."""
+    import re
+    import subprocess
+    text = (RESULTS / "RESEARCH.md").read_text()
+    linked = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
+    assert linked, "the report links no figure"
+    tracked = subprocess.run(["git", "ls-files", *linked], cwd=RESULTS, capture_output=True, text=True)
+    if tracked.returncode != 0:  # not a git checkout (an unpacked source tree): the files must exist
+        assert all((RESULTS / f).exists() for f in linked)
+        return
+    assert sorted(tracked.stdout.split()) == sorted(linked), f"linked but not committed: {linked}"

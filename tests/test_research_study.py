@@ -105,8 +105,8 @@ def test_the_report_answers_from_the_records(tiny_study, tmp_path):
     # Each two-encoder run is judged; the gsau-gamma run has both encoders too.
     assert " of 3 finished runs and the item views converge in " in section[3] and "; separate-data-1 user cos " in section[3]
     # 4: the sweep, with gsau-rec's 0.1 read from the shared run; 0.5 not swept for gsau-rec.
-    assert section[4].startswith("On data, test R@10 of gsau-rec is highest at gamma = 0.1 (")
-    assert "1 of 1 values run); gsau is highest at gamma = " in section[4]
+    assert section[4].startswith("On data, test R@10 of gsau-rec has run at gamma = 0.1 alone so far (")
+    assert "1 of 1 values); gsau is highest at gamma = " in section[4] and "2 of 2 values run)" in section[4]
     assert "| 0.5 | — | — | " in section[4]
     # 6 and 8: no cells in this spec.
     assert section[6] == report.NO_RUNS and section[8].startswith(report.NO_RUNS)

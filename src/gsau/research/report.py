@@ -404,11 +404,14 @@ def q4(view: View, figure: Path) -> str:
         rows.append(row)
     for c, points in series.items():
         best = max(points, key=lambda p: p[1])
-        peaks.append(f"{c} is highest at gamma = {best[0]:g} ({best[1]:.4f}, "
-                     f"{len(points)} of {len(view.cells[c].sweep[1])} values run)")
+        swept = len(view.cells[c].sweep[1])
+        peaks.append(f"{c} is highest at gamma = {best[0]:g} ({best[1]:.4f}, {len(points)} of {swept} values run)"
+                     if len(points) > 1 else
+                     f"{c} has run at gamma = {best[0]:g} alone so far ({best[1]:.4f}, 1 of {swept} values)")
     header = ["gamma"] + [f"{c} {what}" for c in cells for what in ("R@10", "seq unif")]
     picture = ""
-    if series:
+    if any(len(points) > 1 for points in series.values()):  # a curve needs two values
+        _drawn(plot.draw_gamma(series, figure), figure)
         _drawn(plot.draw_gamma(series, figure), figure)
         picture = f"\n![test R@10 and uniformity against gamma]({figure.name})\n"
     head = (f"On {dataset}, test R@10 of " + "; ".join(peaks) + ".\n") if peaks else \
