@@ -511,6 +511,6 @@ def test_question_8_reads_each_dataset_before_and_after_the_fix(tmp_path):
         (run.path / name).write_text("")
     text = report.q8(report.View(spec, runs, report.Records(), "gsau study x"))
     assert text.startswith("GraphAU's test R@10 before → after aligning layer 0 also with the final embedding: "
-                           "data 0.0500 → 0.0612 (one run each; RESULTS.md's runs have no per-user ranks, so no "
+                           "data 0.0500 → 0.0612 (one run each; the old runs have no per-user ranks, so no "
                            "interval).")
     assert "| graphau | data | 0.0500 | 0.0612 |" in text

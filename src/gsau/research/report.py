@@ -749,12 +749,13 @@ def q8(view: View) -> str:
             if before is not None and after:
                 clauses.append(f"{d} {before:.4f} → {np.mean(after):.4f}")
     head = ("GraphAU's test R@10 before → after aligning layer 0 also with the final embedding: " + ", ".join(clauses)
-            + " (one run each; RESULTS.md's runs have no per-user ranks, so no interval).\n") if clauses else \
+            + " (one run each; the old runs have no per-user ranks, so no interval).\n") if clauses else \
         "Not measured yet: no run with the corrected GraphAU loss has finished.\n"
     return (head + "\nThe corrected loss aligns each layer-0 node with its partner's layers 1..K and its final "
             "(mean-of-layers) embedding, the sum divided by 2(K + 1), as the authors' code does "
-            "(objectives.graphau_terms); the runs of RESULTS.md used layers 1..K alone.\n\n"
-            + markdown_table(["cell", "dataset", "R@10 before (RESULTS.md)", "R@10 after"], rows) + "\n"
+            "(objectives.graphau_terms); the earlier runs (the cells' reference, RESULTS.md's graphau runs until "
+            "this fix) used layers 1..K alone. RESULTS.md's graphau cells now hold these corrected runs.\n\n"
+            + markdown_table(["cell", "dataset", "R@10 before (old loss)", "R@10 after"], rows) + "\n"
             + view.pending(view.all_of([c.name for c in cells])))
 
 
