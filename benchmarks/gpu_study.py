@@ -229,13 +229,18 @@ def main(argv=None) -> int:
     p.add_argument("--unpack", metavar="FILE", help="here: add an archive's runs to the study's runs")
     p.add_argument("--into", help="with --unpack: the study directory (default: the spec's)")
     a = p.parse_args(argv)
-    if a.unpack:
-        return unpack(a)
-    if not a.archive:
-        if not os.environ.get("OUT"):
-            p.error("--archive FILE is needed where $OUT is not set")
-        a.archive = str(Path(os.environ["OUT"]) / "study-runs.tar.gz")
-    return train(a)
+    from gsau.errors import GsauError
+    try:
+        if a.unpack:
+            return unpack(a)
+        if not a.archive:
+            if not os.environ.get("OUT"):
+                p.error("--archive FILE is needed where $OUT is not set")
+            a.archive = str(Path(os.environ["OUT"]) / "study-runs.tar.gz")
+        return train(a)
+    except GsauError as e:  # a bad spec or record: one line, no traceback
+        print(f"gpu_study: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -138,3 +138,11 @@ def test_the_deadline_stops_the_workers_and_nothing_cut_short_is_packed(tmp_path
     # Both workers were stopped with the study: none of its processes is left training.
     left = subprocess.run(["pgrep", "-f", f"study {spec}"], capture_output=True, text=True).stdout.split()
     assert left == []
+
+
+def test_a_bad_spec_is_one_line(tmp_path):
+    (tmp_path / "study.yaml").write_text("cells: [{name: a, question: 1, model: nope}]\n")
+    proc = script("--spec", tmp_path / "study.yaml", "--unpack", tmp_path / "none.tar.gz")
+    assert proc.returncode == 1 and "none.tar.gz: cannot read" in proc.stderr and "Traceback" not in proc.stderr
+    proc = script("--spec", tmp_path / "study.yaml", "--device", "cpu", "--archive", tmp_path / "a.tar.gz")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
