@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import random_sequences_split
+from conftest import random_interactions, random_sequences_split
 from gsau import checkpoint
 from gsau.cli import main
 from gsau.config import resolve
@@ -181,6 +181,55 @@ def test_a_two_process_run_resumes_after_a_kill_to_the_same_end(tmp_path):
     assert ma["test"] == mb["test"] and ma["valid"] == mb["valid"] and ma["best_epoch"] == mb["best_epoch"]
     wa, wb = checkpoint.load(a / "last.pt")["model"], checkpoint.load(b / "last.pt")["model"]
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+CLOSE_SCRIPT = """
+import sys
+from pathlib import Path
+import torch
+from gsau.distributed import from_environment
+dist = from_environment("cpu")
+assert dist.owns_group and torch.distributed.is_initialized()
+dist.barrier()
+dist.close()
+Path(sys.argv[1], f"rank{dist.rank}").write_text(f"closed {not torch.distributed.is_initialized()}")
+"""
+
+
+def test_the_process_group_a_run_opens_is_closed_before_the_process_exits(tmp_path):
+    """A process that exits with its gloo group alive can abort in gloo's threads ("terminate called
+    without an active exception"), seen under load; from_environment's group is closed by close()."""
+    script = tmp_path / "close.py"
+    script.write_text(CLOSE_SCRIPT)
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+                           str(script), str(tmp_path)], env=ENV, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert [(tmp_path / f"rank{r}").read_text() for r in (0, 1)] == ["closed True", "closed True"]
+
+
+def test_a_run_closes_its_own_group_on_success_and_on_failure_and_leaves_a_callers_alone(tmp_path, monkeypatch):
+    from gsau import distributed
+    from gsau.distributed import Dist
+    from gsau.trainer import Trainer
+
+    closed = []
+
+    class Owned(Dist):
+        def close(self):
+            closed.append(self.owns_group)
+            super().close()
+    for owns in (True, False):
+        monkeypatch.setattr(distributed, "from_environment", lambda spec, owns=owns: Owned(owns_group=owns))
+        cfg = resolve("sasrec", None, ["embedding_dim=8", "max_len=5", "epochs=1"])
+        random_interactions(owns, 40, 20, 8).save(tmp_path / f"data{owns}")
+        cfg.data.dataset = str(tmp_path / f"data{owns}")
+        trainer = Trainer(cfg, tmp_path / f"run{owns}", progress=False)
+        trainer.run()
+        assert trainer.model.dist.owns_group is False
+        cfg.data.dataset = str(tmp_path / "absent")
+        with pytest.raises(GsauError):
+            Trainer(cfg, tmp_path / f"bad{owns}", progress=False).run()
+    assert closed == [True, True]  # both runs of the group's owner; never the caller's group
 
 
 def test_ranks_started_with_different_settings_are_refused(tmp_path):

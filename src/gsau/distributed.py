@@ -30,6 +30,15 @@ class Dist:
     rank: int = 0
     world: int = 1
     local_rank: int = 0
+    owns_group: bool = False  # from_environment created the process group, so close() ends it
+
+    def close(self) -> None:
+        """End the process group this Dist created. A process that exits with a gloo group still
+        alive can abort in gloo's threads ("terminate called without an active exception"; seen under
+        load in a two-process test); a group the caller created stays theirs to end."""
+        if self.owns_group and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+        self.owns_group = False
 
     @property
     def active(self) -> bool:
@@ -139,12 +148,13 @@ def from_environment(device_spec: str = "auto") -> Dist:
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     if not torch.distributed.is_available():
         raise GsauError("this torch build has no torch.distributed")
-    if not torch.distributed.is_initialized():
+    owns = not torch.distributed.is_initialized()
+    if owns:
         cuda = device_spec.startswith("cuda") or (device_spec == "auto" and torch.cuda.is_available())
         if cuda:
             torch.cuda.set_device(local_rank)
         torch.distributed.init_process_group("nccl" if cuda else "gloo", init_method="env://")
-    return Dist(rank=rank, world=world, local_rank=local_rank)
+    return Dist(rank=rank, world=world, local_rank=local_rank, owns_group=owns)
 
 
 def device_for(dist: Dist, device: torch.device) -> torch.device:

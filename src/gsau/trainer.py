@@ -237,9 +237,18 @@ class Trainer:
                             f"(rank 0 vs rank {differ[0]}); start every rank with the same command")
 
     def run(self, resume: bool = False) -> dict:
+        self.dist = distributed.from_environment(self.cfg.train.device)
+        try:
+            return self._run(resume)
+        finally:
+            if self.dist.owns_group:  # the process group this run opened (Dist.close says why)
+                self.dist.close()
+                if getattr(self, "model", None) is not None:
+                    self.model.dist = Dist()  # every rank holds the whole model: it scores alone now
+
+    def _run(self, resume: bool) -> dict:
         cfg, t = self.cfg, self.cfg.train
         runtime.keep_freed_memory()
-        self.dist = distributed.from_environment(t.device)
         self.device = distributed.device_for(self.dist, runtime.resolve_device(t.device))
         if t.precision == "bf16" and self.device.type == "cpu":
             warnings.warn("precision=bf16 on the CPU: supported, but measured slower than float32 here "
