@@ -39,6 +39,7 @@ def tiny_study(tmp_path_factory):
         {"name": "no-graph", "question": 1, "model": "gsau-rec", "set": ["graph_encoder=null", "graph_loss=null"],
          "seeds": [1, 2]},
         {"name": "separate", "question": 1, "model": "gsau-rec", "set": ["shared_table=false"]},
+        {"name": "sasrec", "question": 2, "model": "sasrec"},
         {"name": "gsau", "question": 4, "model": "gsau", "sweep": {"gamma": [0.1, 0.5]}},
         {"name": "gsau-rec", "question": 4, "model": "gsau-rec", "sweep": {"gamma": [0.1]}},
         {"name": "elsewhere", "question": 7, "model": "sasrec", "datasets": ["../not-here/Yelp.txt.gz"]},
@@ -52,17 +53,17 @@ def tiny_study(tmp_path_factory):
 def test_runs_follow_the_questions_seed_by_seed_and_share_identical_trainings(tiny_study):
     _, root, runs, trained = tiny_study
     assert [r.name for r in runs] == [
-        "shared-data-1", "no-graph-data-1", "separate-data-1", "shared-data-2", "no-graph-data-2",
+        "shared-data-1", "no-graph-data-1", "separate-data-1", "shared-data-2", "no-graph-data-2", "sasrec-data-1",
         "gsau-gamma0.1-data-1", "gsau-gamma0.5-data-1", "gsau-rec-gamma0.1-data-1", "elsewhere-yelp-1"]
-    alias = runs[7]
+    alias = runs[8]
     assert alias.same_as == "shared-data-1" and alias.path == runs[0].path  # gsau-rec at its own gamma
-    assert trained == 7  # the alias is not trained again, the absent dataset not at all
+    assert trained == 8  # the alias is not trained again, the absent dataset not at all
     assert not runs[-1].present and not runs[-1].path.exists()
 
 
 def test_every_trained_run_has_its_records_and_the_no_graph_control_is_the_sequential_terms_alone(tiny_study):
     _, _, runs, _ = tiny_study
-    for run in runs[:7]:
+    for run in runs[:8]:
         assert all((run.path / f).exists() for f in ("config.yaml", "log.jsonl", "metrics.json", "masked.json", RECORD))
         assert "probe_seq_align" in json.loads((run.path / "log.jsonl").read_text().splitlines()[-1])
     control = json.loads((runs[1].path / "log.jsonl").read_text().splitlines()[0])
@@ -78,9 +79,9 @@ def test_a_second_call_trains_nothing_and_a_dry_run_says_so(tiny_study, capsys):
     capsys.readouterr()
     assert study.work(runs, progress=False) == 0
     out = capsys.readouterr().out
-    assert out.count("done, skipped") == 7 and "not on this machine" in out
+    assert out.count("done, skipped") == 8 and "not on this machine" in out
     study.show(runs)
-    assert capsys.readouterr().out.splitlines()[-1] == "9 runs: 8 done, 1 absent"
+    assert capsys.readouterr().out.splitlines()[-1] == "10 runs: 9 done, 1 absent"
 
 
 def test_the_report_answers_from_the_records(tiny_study, tmp_path):
@@ -88,11 +89,14 @@ def test_the_report_answers_from_the_records(tiny_study, tmp_path):
     path = report.write_report(spec, root / "out", "gsau study study.yaml", tmp_path / "R.md")
     text = path.read_text()
     section = {q: text.split(f"## {q}. ")[1].split("\n## ")[0].split("\n\n", 1)[1] for q in range(1, 9)}
-    assert "7 of 8 runs finished" in text
+    assert "8 of 9 runs finished" in text
     # 1: every variant has a figure, the comparisons an interval, and the seeds are named.
     assert section[1].startswith("Test R@10, shared table (gsau-rec) vs no graph: ")
     assert "| shared table (gsau-rec) | " in section[1] and "(n=2)" in section[1] and "| — |" not in section[1]
-    assert "Seeds of the finished runs: shared table (gsau-rec) 1, 2; separate tables 1; no graph 1, 2." in section[1]
+    assert "Seeds of the finished runs: shared table (gsau-rec) 1, 2; separate tables 1; no graph 1, 2; sasrec 1." in section[1]
+    # sasrec (question 2's runs) is the reference row, and no graph is compared with it.
+    assert "\n| sasrec | " in section[1] and "\n| no graph − sasrec | " in section[1]
+    assert "so no graph − sasrec is what those terms do without a graph" in section[1]
     assert section[1].count(" [") >= 3 and "seed SE" in section[1] and "Pending" not in section[1]
     assert "separate tables − no graph measures noise, and the shared table is the only channel" in section[1]
     # 2: bucket tables whose counts add up to the 60 test users.

@@ -273,17 +273,23 @@ def q1(view: View) -> str:
     if "shared" not in cells or len(cells) < 2:
         return NO_RUNS
     datasets = [d for d in view.datasets if any(view.of(c, d) for c in cells)]
-    pairs = [(a, b) for a, b in (("shared", "no-graph"), ("shared", "separate"), ("separate", "no-graph"))
-             if a in cells and b in cells]
+    # sasrec (question 2's runs) as a reference row: no graph - sasrec is what gsau-rec's sequence
+    # terms do without a graph, so a large shared - no graph gap can be read against plain sasrec.
+    shown = cells + (["sasrec"] if "no-graph" in cells and "sasrec" in view.cells else [])
+    pairs = [(a, b) for a, b in (("shared", "no-graph"), ("shared", "separate"), ("separate", "no-graph"),
+                                 ("no-graph", "sasrec")) if a in shown and b in shown]
     table, clauses = comparison_table(view, pairs, datasets)
+    reference = ("\nsasrec is the reference (question 2's runs: cross-entropy on inner products, no L_SU); no graph "
+                 "is gsau-rec's sequence terms alone (cross-entropy on the normalised representation, plus gamma "
+                 "L_SU), so no graph − sasrec is what those terms do without a graph.\n" if "sasrec" in shown else "")
     null = ("\nWith separate tables no term of L reads both encoders (L_GA and L_GU read the graph's tables, L_CE "
             "and L_SU the sequence encoder and item_table; tests/test_research_separate_tables.py checks that no "
             "gradient crosses), so the separate-table ranker trains as the no-graph one does, up to its random "
             "draws: separate tables − no graph measures noise, and the shared table is the only channel through "
             "which the graph can reach the ranker.\n" if {"separate", "no-graph"} <= set(cells) else "")
     return (opening(clauses, "no two of its cells have finished runs on the same dataset") + "\nTest R@10 (paper protocol), mean ± std over seeds:\n\n"
-            + metric_table(view, cells, datasets) + "\nDifferences of the seed means, [95% bootstrap interval "
-            "over test users], seed SE; * significant:\n\n" + table + null + "\n" + seeds_line(view, cells)
+            + metric_table(view, shown, datasets) + "\nDifferences of the seed means, [95% bootstrap interval "
+            "over test users], seed SE; * significant:\n\n" + table + reference + null + "\n" + seeds_line(view, shown)
             + view.pending(view.all_of(cells)))
 
 
