@@ -268,7 +268,8 @@ def render(saved: dict, notes: str | None = None) -> str:
                   "|---|---|---|---|---|---|---|---|\n")
         for r in [tta] + saved.get("time_to_accuracy_earlier", []):
             rt = r["test"]
-            md.append(f"| gsau, {_schedule_name(r)}{' (above)' if r is tta else ''} | "
+            # The model from the record: "gsau" alone would read as the collapsing preset of that name.
+            md.append(f"| {r.get('model') or tta.get('model', 'gsau-rec')}, {_schedule_name(r)}{' (above)' if r is tta else ''} | "
                       f"{rt['recall@10']:.4f} | {rt['ndcg@10']:.4f} | {rt['recall@20']:.4f} | {rt['ndcg@20']:.4f} | "
                       f"{r['best_epoch']} of {r['epochs_run']} | {r['wall_seconds'] / 60:.1f} | {r['recorded']} |\n")
         if pub:

@@ -234,6 +234,13 @@ def test_report_only_recomputes_nothing(grid, tmp_path, monkeypatch, caplog):
     md = (out / "RESULTS.md").read_text()
     assert body(md) == body((grid["out"] / "RESULTS.md").read_text())
     assert "curves.png not redrawn: matplotlib is not installed" in caplog.text
+    # The provenance quotes what decides the tables; the training options given with --report-only
+    # (seeds, epochs, settings) decide nothing there, so quoting them would misstate where runs came from.
+    def provenance(text):
+        return next(line for line in text.splitlines() if line.startswith("Written by `"))
+    assert "--report-only" in provenance(md)
+    assert not any(opt in provenance(md) for opt in ("--seeds", "--epochs", "--set"))
+    assert all(opt in provenance((grid["out"] / "RESULTS.md").read_text()) for opt in ("--seeds", "--epochs 2", "--set"))
     assert (out / "results.csv").read_text() == (grid["out"] / "results.csv").read_text()
 
 

@@ -263,9 +263,13 @@ def cmd_reproduce(args) -> None:
     except ValueError:
         raise GsauError(f"--seeds expects comma-separated integers, got {args.seeds!r}") from None
     # The report quotes the command; rebuild it from the parsed options so it is the same however invoked.
-    command = (f"gsau reproduce --datasets {','.join(items(args.datasets))} --models {','.join(models)} "
-               f"--seeds {','.join(map(str, seeds))} --out {args.out}" + (f" --epochs {args.epochs}" if args.epochs else "")
-               + (" --set " + " ".join(args.set) if args.set else "") + (" --report-only" if args.report_only else ""))
+    # With --report-only the report reads every run on disk, whatever its seed or settings: quoting
+    # --seeds, --epochs or --set there would claim the tables came from them.
+    trained = "" if args.report_only else (
+        f" --seeds {','.join(map(str, seeds))}" + (f" --epochs {args.epochs}" if args.epochs else "")
+        + (" --set " + " ".join(args.set) if args.set else ""))
+    command = (f"gsau reproduce --datasets {','.join(items(args.datasets))} --models {','.join(models)}"
+               f"{trained} --out {args.out}" + (" --report-only" if args.report_only else ""))
     reproduce.reproduce(args.out, models, items(args.datasets), seeds, epochs=args.epochs, overrides=args.set,
                         max_runs=args.max_runs, dry_run=args.dry_run, report_only=args.report_only,
                         progress=not args.quiet, command=command)
