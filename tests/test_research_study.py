@@ -5,6 +5,7 @@ records the report needs; the report reads them; several workers split the runs.
 import gzip
 import json
 import os
+from pathlib import Path
 
 import pytest
 from conftest import block_cycles
@@ -12,7 +13,8 @@ from conftest import block_cycles
 from gsau.cli import main
 from gsau.config import resolve
 from gsau.errors import GsauError
-from gsau.research import report, study
+from gsau.research import collapse, report, stats, study
+from gsau.research import view as view_  # `view` names the View in several tests
 from gsau.research.buckets import RECORD
 from gsau.trainer import Callback, Trainer
 
@@ -113,7 +115,7 @@ def test_the_report_answers_from_the_records(tiny_study, tmp_path):
     assert "1 of 1 values); gsau is highest at gamma = " in section[4] and "2 of 2 values run)" in section[4]
     assert "| 0.5 | — | — | " in section[4]
     # 6 and 8: no cells in this spec.
-    assert section[6] == report.NO_RUNS and section[8].startswith(report.NO_RUNS)
+    assert section[6] == view_.NO_RUNS and section[8].startswith(view_.NO_RUNS)
     assert "Every run of this answer has finished (5)." in section[1]
     # 7: the absent data is named, with the command that trains it where it exists.
     assert "Pending: 1 of 1 runs (elsewhere-yelp-1)" in section[7] and "--questions 7" in section[7]
@@ -235,7 +237,7 @@ def test_a_run_of_another_configuration_is_no_result_and_is_not_trained_over(tmp
 
 
 def test_the_issues_spec_plans_its_questions_in_order():
-    spec = study.load_spec(report.Path(__file__).resolve().parent.parent / "results" / "study" / "study.yaml")
+    spec = study.load_spec(Path(__file__).resolve().parent.parent / "results" / "study" / "study.yaml")
     runs = study.plan(spec, "results/study")
     questions = [r.cell.question for r in runs]
     blocks = [q for i, q in enumerate(questions) if i == 0 or questions[i - 1] != q]
@@ -253,18 +255,18 @@ def test_the_issues_spec_plans_its_questions_in_order():
 
 
 def test_a_difference_is_significant_only_beyond_its_interval_and_twice_its_seed_error():
-    D = report.Difference
+    D = stats.Difference
     assert D(0.010, 0.002, 0.018, None).significant  # one seed a side: the users' interval decides
     assert D(-0.010, -0.018, -0.002, 0.004).verdict == "significant loss"  # |d| > 2 SE
     assert not D(0.010, 0.002, 0.018, 0.006).significant  # within twice the seed-level error
     assert not D(0.010, -0.001, 0.021, None).significant  # the interval holds 0
     assert not D(0.010, None, None, None).significant  # no per-user ranks: no claim
     assert D(0.0123, 0.002, 0.018, 0.001).cell() == "+0.0123 [+0.0020, +0.0180], seed SE 0.0010 *"
-    assert report.spread([0.1, 0.3]) == "0.2000 ± 0.1414 (n=2)" and report.spread([]) == "—"
+    assert stats.spread([0.1, 0.3]) == "0.2000 ± 0.1414 (n=2)" and stats.spread([]) == "—"
 
 
 def test_the_difference_of_two_cells_by_hand():
-    class Stub(report.Records):  # test R@10 per run name, no per-user ranks
+    class Stub(stats.Records):  # test R@10 per run name, no per-user ranks
         values = {"a1": 0.10, "a2": 0.20, "b1": 0.05, "b2": 0.15}
 
         def metrics(self, run):
@@ -273,12 +275,12 @@ def test_the_difference_of_two_cells_by_hand():
         def ranks(self, run):
             return None
 
-    d = report.difference(Stub(), ["a1", "a2"], ["b1", "b2"])
+    d = stats.difference(Stub(), ["a1", "a2"], ["b1", "b2"])
     # mean 0.15 - mean 0.10; SE = sqrt(0.005 / 2 + 0.005 / 2) (sample variances 0.005 each)
     assert d.value == pytest.approx(0.05) and d.se == pytest.approx(0.005 ** 0.5) and d.low is None
-    assert report.difference(Stub(), ["a1"], ["b1"]).se is None  # one seed a side: no seed error
+    assert stats.difference(Stub(), ["a1"], ["b1"]).se is None  # one seed a side: no seed error
     # One seed against two: b's seed variance (0.005) stands for a's too: sqrt(0.005 / 1 + 0.005 / 2).
-    one = report.difference(Stub(), ["a1"], ["b1", "b2"])
+    one = stats.difference(Stub(), ["a1"], ["b1", "b2"])
     assert one.value == pytest.approx(0.0) and one.se == pytest.approx((0.005 * 1.5) ** 0.5)
 
 
@@ -343,8 +345,8 @@ def test_question_5_reads_screens_and_the_full_run_against_its_references(tmp_pa
            test(0.09))
     result("fix-data-1", [{"epoch": e, "valid_recall@10": 0.09} for e in (1, 2, 3)], test(0.0901))
     result("low-data-1", [{"epoch": e, "valid_recall@10": 0.08} for e in (1, 2)], test(0.08))
-    view = report.View(spec, list(runs.values()), report.Records(), "gsau study x")
-    text = report.q5(view)
+    view = view_.View(spec, list(runs.values()), stats.Records(), "gsau study x")
+    text = collapse.q5(view)
     # The opening sentence: the best change to early stopping against the one sasrec run it references.
     assert text.startswith("The best change trained to early stopping, fix (gsau-batch, epochs=300), reaches test "
                            "R@10 0.0901 on data against sasrec's 0.0876: at least sasrec's, the issue's bar (against "
@@ -354,7 +356,7 @@ def test_question_5_reads_screens_and_the_full_run_against_its_references(tmp_pa
     assert "| low (gsau-items, epochs=300) | data | 0.0800 | 0.0400 | 0.0876 | -0.0076 |" in text
     assert "Screens stop at epoch 2;" in text and "| valid R@10 at epoch 2 |" in text
     # With a figure: the full runs' and the references' validation curves, linked under the full-run table.
-    drawn = report.q5(view, tmp_path / "validation.png")
+    drawn = collapse.q5(view, tmp_path / "validation.png")
     assert "| low (gsau-items, epochs=300) |" in drawn.split("![validation R@10 per epoch")[0]
     assert "](validation.png)" in drawn
     assert (tmp_path / "validation.png").stat().st_size > 0  # matplotlib is in the test extra
@@ -369,7 +371,7 @@ def test_question_5_reads_screens_and_the_full_run_against_its_references(tmp_pa
             and "): 0.1010 at t 5 (gamma 0.2; still rising by 0.0510 an epoch), against 0.0890 at t 2" in text)
     assert "| fix-data-1 (cosine) | 3 | 0.0900 | 0.0901 | 0.0450 | — | — |" in text
     # A swept cell's runs differ in the swept option: one row a value, never pooled as seeds.
-    table = report.metric_table(view, ["screen", "fix"], ["data"])
+    table = view_.metric_table(view, ["screen", "fix"], ["data"])
     assert "| screen (gamma=0.1) | 0.0260 |" in table and "| screen (gamma=0.5) | 0.0590 |" in table
     assert "| fix | 0.0901 |" in table and "±" not in table
 
@@ -405,7 +407,7 @@ def test_question_5_weighs_a_change_against_the_studys_own_sasrec_seeds_with_an_
             result(f"items-data-{seed}", recall, hits)
         for seed, (recall, hits) in zip((1, 2), sasrec):
             result(f"sasrec-data-{seed}", recall, hits)
-        return report.q5(report.View(spec, list(runs.values()), report.Records(), "gsau study x"))
+        return collapse.q5(view_.View(spec, list(runs.values()), stats.Records(), "gsau study x"))
 
     # 20 more users hit by both seeds of the change: the paired interval excludes 0; seed SE
     # sqrt(0.0002 / 2 + 0.0002 / 2) = 0.0141, and 0.1 > 2 SE: a significant gain.
@@ -447,7 +449,7 @@ def test_question_3_counts_the_runs_whose_views_converge(tmp_path):
         (run.path / "config.yaml").write_text(json.dumps(run.config.to_dict()))
         for name in study.AFTER_TRAINING:
             (run.path / name).write_text("")
-    text = report.q3(report.View(spec, runs, report.Records(), "gsau study x"), tmp_path / "d.png")
+    text = report.q3(view_.View(spec, runs, stats.Records(), "gsau study x"), tmp_path / "d.png")
     assert text.startswith("Do the two encoders' views converge? The user views converge in 2 of 2 finished runs and "
                            "the item views converge in 1 of 2 finished runs (epoch 1 → best epoch, a rise of more "
                            "than 0.01 counted; ")
@@ -473,7 +475,7 @@ def test_question_7_says_what_history_masking_does_to_repeat_visits(tmp_path):
                   "target_repeats": [True] * 3 + [False] * 7, "history_length": [6] * 10,
                   "target_train_count": [3] * 10, "popularity_cuts": {"head": 10, "torso": 5}}
         (run.path / RECORD).write_bytes(gzip.compress(json.dumps(record).encode()))
-    text = report.q7(report.View(spec, runs, report.Records(), "gsau study x"))
+    text = report.q7(view_.View(spec, runs, stats.Records(), "gsau study x"))
     assert "History masking on data: 3 of 10 test targets (30.0%) repeat an earlier item of the user's." in text
     # repeat users: paper 1/3 both seeds; masked 2/3. Others: paper (2 + 1) / 2 / 7; masked the same.
     # All: paper 0.25, masked 0.35; with repeats missed: (0 + 0 + 0 + 1 + 0.5) / 10 = 0.15.
@@ -504,7 +506,7 @@ def test_question_8_reads_each_dataset_before_and_after_the_fix(tmp_path):
     runs = study.plan(spec, tmp_path / "out")
     (tmp_path / "ref" / "graphau-data").mkdir(parents=True)
     (tmp_path / "ref" / "graphau-data" / "metrics.json").write_text(json.dumps({"test": {"recall@10": 0.05}}))
-    view = report.View(spec, runs, report.Records(), "gsau study x")
+    view = view_.View(spec, runs, stats.Records(), "gsau study x")
     assert report.q8(view).startswith("Not measured yet: no run with the corrected GraphAU loss has finished.")
     run = runs[0]
     run.path.mkdir(parents=True)
@@ -513,7 +515,7 @@ def test_question_8_reads_each_dataset_before_and_after_the_fix(tmp_path):
     (run.path / "config.yaml").write_text(json.dumps(run.config.to_dict()))
     for name in study.AFTER_TRAINING:
         (run.path / name).write_text("")
-    text = report.q8(report.View(spec, runs, report.Records(), "gsau study x"))
+    text = report.q8(view_.View(spec, runs, stats.Records(), "gsau study x"))
     assert text.startswith("GraphAU's test R@10 before → after aligning layer 0 also with the final embedding: "
                            "data 0.0500 → 0.0612 (one run each; the old runs have no per-user ranks, so no "
                            "interval).")

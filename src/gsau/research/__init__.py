@@ -7,6 +7,10 @@ and a report generated from their records.
                  bootstrap confidence intervals; each run's per-user ranks as a record
     study.py     the study spec, its runs in the issue's order, and the resumable worker
                  (`gsau study SPEC`), sharing `gsau reproduce`'s claims between workers
-    report.py    RESEARCH.md from the spec and the run records on disk alone
+    stats.py     the run records, read once, and the statistics over them: spreads, differences of
+                 cells with bootstrap intervals and seed errors, significance
+    view.py      the spec's runs by cell, dataset and sweep value; the tables the answers share
+    collapse.py  question 5: why gsau's L_SA collapses and which change makes it train
+    report.py    RESEARCH.md from the spec and the run records on disk alone (questions 1-4, 6-8)
     plot.py      figures (matplotlib optional): `gsau plot RUN_DIR`, the report's figures
 """

@@ -1,0 +1,139 @@
+"""The run records of a study and the statistics over them: each file read once; a cell of
+several seeds as mean ± std; a difference of two cells as the difference of their seed means with
+(a) a 95% paired bootstrap interval over test users of the per-user metric averaged over each
+cell's seeds and (b) the seed-level standard error sqrt(s_a^2/n_a + s_b^2/n_b) where a cell has 2+
+seeds. It is called significant when the interval excludes 0 and, where (b) exists, |difference| >
+2 SE."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from gsau.research import buckets
+from gsau.research.study import Run, finished
+
+DASH = "—"
+METRIC = "recall@10"
+
+
+# -- reading the records ----------------------------------------------------------------------------
+class Records:
+    """The records of a study's runs, each file read once."""
+
+    def __init__(self):
+        self._cache: dict = {}
+
+    def _read(self, path: Path, kind: str):
+        key = (path, kind)
+        if key not in self._cache:
+            if kind == "ranks":
+                value = buckets.read_record(path)
+            elif kind == "log":
+                file = path / "log.jsonl"
+                value = [json.loads(line) for line in file.read_text().splitlines() if line.strip()] if file.exists() else []
+            else:
+                file = path / f"{kind}.json"
+                value = json.loads(file.read_text()) if file.exists() else None
+            self._cache[key] = value
+        return self._cache[key]
+
+    def metrics(self, run: Run):
+        """The run's metrics.json, or None unless it is a result: trained to its end under the
+        planned config with every record written (a run cut short, of other options, or with its
+        ranks still being written is no result)."""
+        key = (run.path, "finished")
+        if key not in self._cache:
+            self._cache[key] = finished(run)
+        return self._read(run.path, "metrics") if self._cache[key] else None
+
+    def masked(self, run: Run):
+        return self._read(run.path, "masked")
+
+    def log(self, run: Run) -> list[dict]:
+        return self._read(run.path, "log")
+
+    def ranks(self, run: Run):
+        return self._read(run.path, "ranks")
+
+    def value(self, run: Run, metric: str = METRIC, protocol: str = "metrics"):
+        result = self.metrics(run) if protocol == "metrics" else self.masked(run)
+        return None if result is None else result["test"].get(metric)
+
+    def best_record(self, run: Run) -> dict | None:
+        """The log.jsonl record of the run's best epoch."""
+        metrics = self.metrics(run)
+        if metrics is None:
+            return None
+        return next((h for h in self.log(run) if h["epoch"] == metrics["best_epoch"]), None)
+
+
+# -- numbers into words and cells -------------------------------------------------------------------
+def spread(values: list[float]) -> str:
+    if not values:
+        return DASH
+    if len(values) == 1:
+        return f"{values[0]:.4f}"
+    return f"{np.mean(values):.4f} ± {np.std(values, ddof=1):.4f} (n={len(values)})"
+
+
+@dataclass
+class Difference:
+    value: float  # mean of a's seeds - mean of b's seeds
+    low: float | None  # paired bootstrap interval over users (None without both cells' ranks)
+    high: float | None
+    se: float | None  # seed-level standard error (None with one seed a side)
+
+    @property
+    def significant(self) -> bool:
+        if self.low is None or (self.low <= 0 <= self.high):
+            return False
+        return self.se is None or abs(self.value) > 2 * self.se
+
+    @property
+    def verdict(self) -> str:
+        if not self.significant:
+            return "no significant difference"
+        return "significant gain" if self.value > 0 else "significant loss"
+
+    def cell(self) -> str:
+        interval = f" [{self.low:+.4f}, {self.high:+.4f}]" if self.low is not None else ""
+        se = f", seed SE {self.se:.4f}" if self.se is not None else ""
+        return f"{self.value:+.4f}{interval}{se}" + (" *" if self.significant else "")
+
+
+def seed_error(va: list[float], vb: list[float]) -> float | None:
+    """The standard error of mean(va) - mean(vb) from the seeds' spread: sqrt(s_a^2/n_a + s_b^2/n_b),
+    a one-seed side taken to vary across seeds as the other side does; None with one seed a side."""
+    var_a = np.var(va, ddof=1) if len(va) >= 2 else None
+    var_b = np.var(vb, ddof=1) if len(vb) >= 2 else None
+    if var_a is None and var_b is None:
+        return None
+    var_a = var_b if var_a is None else var_a
+    var_b = var_a if var_b is None else var_b
+    return float(math.sqrt(var_a / len(va) + var_b / len(vb)))
+
+
+def difference(records: Records, a: list[Run], b: list[Run], metric: str = METRIC) -> Difference | None:
+    """a's finished runs against b's (one dataset): None unless both have one."""
+    va, vb = ([records.value(r, metric) for r in side if records.metrics(r)] for side in (a, b))
+    if not va or not vb:
+        return None
+    se = seed_error(va, vb)
+    ranks_a = [records.ranks(r) for r in a if records.metrics(r)]
+    ranks_b = [records.ranks(r) for r in b if records.metrics(r)]
+    low = high = None
+    if all(ranks_a) and all(ranks_b):
+        overall = buckets.bucket_table(ranks_a, metric, against=ranks_b, overall_only=True)[0]
+        low, high = overall["low"], overall["high"]
+    return Difference(float(np.mean(va) - np.mean(vb)), low, high, se)
+
+
+def verdicts(name: str, diffs: dict[str, Difference | None]) -> str | None:
+    """"name: significant gain on beauty (+0.0012), no significant difference on toys (+0.0003)"."""
+    parts = [f"{d.verdict} on {dataset} ({d.value:+.4f})" for dataset, d in diffs.items() if d is not None]
+    return f"{name}: " + ", ".join(parts) if parts else None
