@@ -10,7 +10,8 @@ from conftest import block_cycles
 
 from gsau.config import resolve
 from gsau.errors import GsauError
-from gsau.research.dynamics import linear_cka
+from gsau.objectives import uniformity
+from gsau.research.dynamics import linear_cka, random_uniformity
 from gsau.research.plot import plot_run
 from gsau.trainer import Trainer
 
@@ -37,6 +38,15 @@ def test_cka_is_invariant_to_orthogonal_transforms_and_isotropic_scaling():
     # ... but not to an anisotropic scaling, nor does it see structure between unrelated views.
     assert linear_cka(x, x * torch.linspace(0.1, 3.0, 12, dtype=torch.float64)) < 0.95
     assert linear_cka(x, views(2)) < 0.4
+
+
+@pytest.mark.parametrize("d", [16, 64])
+def test_the_uniformity_of_random_directions_is_what_the_report_reads_against(d):
+    """-2t + 2t^2/d (the report's "about -3.9 at random" for d = 64) against 4096 directions drawn at
+    random over the sphere, measured with the loss's own uniformity."""
+    x = torch.nn.functional.normalize(torch.randn(4096, d, generator=torch.Generator().manual_seed(0)), dim=-1)
+    assert float(uniformity(x)) == pytest.approx(random_uniformity(d), abs=0.03)
+    assert random_uniformity(64) == pytest.approx(-3.875)
 
 
 def test_cka_is_undefined_for_a_constant_view():

@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import block_cycles
 
 from gsau.cli import main
@@ -16,6 +17,7 @@ from gsau.errors import GsauError
 from gsau.research import collapse, report, stats, study
 from gsau.research import view as view_  # `view` names the View in several tests
 from gsau.research.buckets import RECORD
+from gsau.research.dynamics import linear_cka
 from gsau.trainer import Callback, Trainer
 
 TINY = ["batch_size=32", "epochs=2", "patience=10", "embedding_dim=8", "inner_size=16", "n_layers=1", "max_len=8",
@@ -254,15 +256,27 @@ def test_the_issues_spec_plans_its_questions_in_order():
     assert len(sweep) == 13 and sweep[0].name == "shared-toys-2020" and sweep[3].path == sweep[0].path
 
 
-def test_a_difference_is_significant_only_beyond_its_interval_and_twice_its_seed_error():
+def test_a_difference_is_significant_only_beyond_its_interval_and_t_times_its_seed_error():
     D = stats.Difference
     assert D(0.010, 0.002, 0.018, None).significant  # one seed a side: the users' interval decides
-    assert D(-0.010, -0.018, -0.002, 0.004).verdict == "significant loss"  # |d| > 2 SE
-    assert not D(0.010, 0.002, 0.018, 0.006).significant  # within twice the seed-level error
+    assert D(-0.010, -0.018, -0.002, 0.004, 30).verdict == "significant loss"  # |d| > t(30) SE = 2.042 x 0.004
+    # The same SE from 2 degrees of freedom (3 seeds against 1) is known only roughly: t(2) = 4.303.
+    assert not D(-0.010, -0.018, -0.002, 0.004, 2).significant
+    assert not D(0.010, 0.002, 0.018, 0.006, 30).significant  # within t times the seed-level error
     assert not D(0.010, -0.001, 0.021, None).significant  # the interval holds 0
     assert not D(0.010, None, None, None).significant  # no per-user ranks: no claim
-    assert D(0.0123, 0.002, 0.018, 0.001).cell() == "+0.0123 [+0.0020, +0.0180], seed SE 0.0010 *"
+    assert D(0.0123, 0.002, 0.018, 0.001, 4).cell() == "+0.0123 [+0.0020, +0.0180], seed SE 0.0010, 4 df *"
     assert stats.spread([0.1, 0.3]) == "0.2000 ± 0.1414 (n=2)" and stats.spread([]) == "—"
+
+
+def test_students_t_critical_values():
+    assert stats.t975(1) == 12.706 and stats.t975(2) == 4.303 and stats.t975(30) == 2.042
+    assert stats.t975(2.88) == 4.303  # a Welch df rounds down, the conservative side
+    values = [stats.t975(df) for df in range(1, 200)]
+    assert all(a >= b for a, b in zip(values, values[1:])) and 1.96 < values[-1] < 1.975
+    assert stats.t975(60) == pytest.approx(2.000, abs=2e-3) and stats.t975(120) == pytest.approx(1.980, abs=2e-3)
+    with pytest.raises(ValueError):
+        stats.t975(0.5)
 
 
 def test_the_difference_of_two_cells_by_hand():
@@ -278,10 +292,18 @@ def test_the_difference_of_two_cells_by_hand():
     d = stats.difference(Stub(), ["a1", "a2"], ["b1", "b2"])
     # mean 0.15 - mean 0.10; SE = sqrt(0.005 / 2 + 0.005 / 2) (sample variances 0.005 each)
     assert d.value == pytest.approx(0.05) and d.se == pytest.approx(0.005 ** 0.5) and d.low is None
+    assert d.df == pytest.approx(2.0)  # Welch with equal variances and n: n_a + n_b - 2
     assert stats.difference(Stub(), ["a1"], ["b1"]).se is None  # one seed a side: no seed error
     # One seed against two: b's seed variance (0.005) stands for a's too: sqrt(0.005 / 1 + 0.005 / 2).
     one = stats.difference(Stub(), ["a1"], ["b1", "b2"])
     assert one.value == pytest.approx(0.0) and one.se == pytest.approx((0.005 * 1.5) ** 0.5)
+    assert one.df == 1.0  # the borrowed variance has b's n - 1 degrees of freedom alone
+    # Welch-Satterthwaite by hand: variances 0.005 (n 2) and 0.01 (n 3): q = 0.0025, 0.01/3;
+    # df = (0.0025 + 0.01/3)^2 / (0.0025^2 / 1 + (0.01/3)^2 / 2) = 2.882...
+    Stub.values.update({"b3": 0.25})
+    welch = stats.difference(Stub(), ["a1", "a2"], ["b1", "b2", "b3"])
+    assert welch.df == pytest.approx((0.0025 + 0.01 / 3) ** 2 / (0.0025 ** 2 + (0.01 / 3) ** 2 / 2))
+    assert welch.df == pytest.approx(2.882, abs=1e-3)
 
 
 def test_question_5_reads_screens_and_the_full_run_against_its_references(tmp_path):
@@ -410,27 +432,27 @@ def test_question_5_weighs_a_change_against_the_studys_own_sasrec_seeds_with_an_
         return collapse.q5(view_.View(spec, list(runs.values()), stats.Records(), "gsau study x"))
 
     # 20 more users hit by both seeds of the change: the paired interval excludes 0; seed SE
-    # sqrt(0.0002 / 2 + 0.0002 / 2) = 0.0141, and 0.1 > 2 SE: a significant gain.
+    # sqrt(0.0002 / 2 + 0.0002 / 2) = 0.0141 at 2 df, and 0.1 > t(2) SE = 4.303 x 0.0141: a significant gain.
     text = opening([(0.60, 120), (0.62, 120)], [(0.50, 100), (0.52, 100)])
     assert text.startswith("The best change trained to early stopping, items (gsau, epochs=300, su_negatives=items), "
                            "reaches test R@10 0.6100 ± 0.0141 (n=2) on data against sasrec's 0.5100 ± 0.0141 (n=2): "
                            "at least sasrec's, the issue's bar (a significant gain: +0.1000 [+0.0")
-    assert "| +0.1000 [+0.0" in text and "seed SE 0.0141 * |" in text
+    assert "| +0.1000 [+0.0" in text and "seed SE 0.0141, 2 df * |" in text
     # The same users hit on both sides: the interval is [0, 0]; the seed means differ by 0.01, which
     # the seeds' spread does not decide either way: no significant difference.
     text = opening([(0.60, 100), (0.50, 100)], [(0.50, 100), (0.58, 100)])
     assert text.startswith("The best change trained to early stopping, items (gsau, epochs=300, su_negatives=items), "
                            "reaches test R@10 0.5500 ± 0.0707 (n=2) on data against sasrec's 0.5400 ± 0.0566 (n=2): "
                            "at least sasrec's, the issue's bar, not a significant difference (+0.0100 [+0.0000, "
-                           "+0.0000], seed SE 0.0640).")
+                           "+0.0000], seed SE 0.0640, 1.91 df).")  # Welch: unequal spreads
     # Below it, inside the noise.
     text = opening([(0.50, 100), (0.52, 100)], [(0.50, 100), (0.58, 100)])
     assert "against sasrec's 0.5400 ± 0.0566 (n=2): below it by 0.0300, not a significant difference (" in text
     # The users' interval excludes 0 (10 more users hit, +0.05), but the seeds spread too much for it:
-    # SE sqrt(0.02 / 2 + 0.0002 / 2) = 0.1005 > 0.05 / 2: not significant.
+    # SE sqrt(0.02 / 2 + 0.0002 / 2) = 0.1005, far above the +0.04: not significant.
     text = opening([(0.65, 110), (0.45, 110)], [(0.50, 100), (0.52, 100)])
     assert "at least sasrec's, the issue's bar, not a significant difference (+0.0400 [+0.0" in text
-    assert "seed SE 0.1005)" in text
+    assert "seed SE 0.1005, 1.02 df)" in text  # Welch: (0.01 + 0.0001)^2 / (0.01^2 + 0.0001^2) = 1.02
 
 
 def test_question_3_counts_the_runs_whose_views_converge(tmp_path):
@@ -454,6 +476,16 @@ def test_question_3_counts_the_runs_whose_views_converge(tmp_path):
                            "the item views converge in 1 of 2 finished runs (epoch 1 → best epoch, a rise of more "
                            "than 0.01 counted; ")
     assert "shared-data-1 user cos 0.10 → 0.60, item CKA 0.70 → 0.70; separate-data-1 user cos 0.20 → 0.50" in text
+    # How far the similarity is built in: a shared table's layer 0; separate tables' unshared coordinates.
+    assert "layer 0 is the sequence encoder's own item table" in text
+    assert "with separate tables the two views share no coordinates" in text
+    # The probe's size and width come from the runs' config, never a constant.
+    n, d = runs[0].config.train.probe, runs[0].config.net.embedding_dim
+    assert (n, d) == (16, 8) and "Probe fields (16 fixed users and items;" in text
+    g = torch.Generator().manual_seed(0)
+    chance = linear_cka(torch.randn(n, d, generator=g), torch.randn(n, d, generator=g))
+    assert 0.2 < chance < 0.8  # unrelated views of few rows: far from 0
+    assert f"two unrelated random views of 16 × 8 have a linear CKA of {chance:.2f}" in text
 
 
 def test_question_7_says_what_history_masking_does_to_repeat_visits(tmp_path):

@@ -12,6 +12,7 @@ import yaml
 
 from gsau.reproduce.report import markdown_table
 from gsau.research import plot
+from gsau.research.dynamics import random_uniformity
 from gsau.research.stats import DASH, METRIC, Difference, difference, seed_error, spread
 from gsau.research.study import Run
 from gsau.research.view import NO_RUNS, View, _drawn
@@ -63,8 +64,10 @@ def _mechanism(view: View, screens: list[Run], at: int, reference_log: list[dict
         if low[2] is not None:
             items = (f", while the items stay more spread ({low[2]:.2f})" if low[2] < low[1]
                      else f", and the items are no more spread ({low[2]:.2f})")
+        d = screens[0].config.net.embedding_dim
         text = (f"The collapse: at the published gamma 0.1 the probe's sequence uniformity is {low[1]:.2f} after one "
-                f"epoch (about -3.9 for directions spread at random over the 64-dimensional sphere, 0 one point){items}. L_SA only pulls each "
+                f"epoch (about {random_uniformity(d):.1f} for directions spread at random over the {d}-dimensional "
+                f"sphere, 0 one point){items}. L_SA only pulls each "
                 "representation towards its own target; crowding every history's representation into one region "
                 "of the sphere lowers it on average without telling histories apart, and gamma L_SU, with one "
                 "shuffled item a sample, is too weak to stop that")
@@ -157,7 +160,8 @@ def _against_sasrec(view: View, runs: list[Run], dataset: str, reference: Path |
         return None
     target = json.loads((reference / "metrics.json").read_text())["test"][METRIC]
     va = [records.value(r) for r in runs]
-    return [target], reference.name, Difference(float(np.mean(va)) - target, None, None, seed_error(va, [target])), False
+    se, df = seed_error(va, [target]) or (None, None)
+    return [target], reference.name, Difference(float(np.mean(va)) - target, None, None, se, df), False
 
 
 def _full_runs(view: View, cells: list, published: float | None) -> tuple[str, str]:
@@ -248,13 +252,14 @@ def q5(view: View, figure: Path | None = None) -> str:
         _drawn(plot.draw_validation(curves, figure), figure)
         full_table += f"\n![validation R@10 per epoch of the full runs and the references]({figure.name})\n"
     mechanism = _mechanism(view, [r for r in finished if r.config.train.epochs < 300], at, reference_log)
+    probe, dim = runs[0].config.train.probe, runs[0].config.net.embedding_dim
     return (head + full_table + ("\n" + mechanism if mechanism else "")
             + "\nEvery run: one change at a time (one seed each unless the cell says) against the published gsau "
             "(its L_SA: alignment of the L2-normalised sequence representation with its target, gamma L_SU: "
             f"uniformity of the representations, of the targets, and of representation-item pairs). Screens stop at "
             f"epoch {at}; the test metrics of a screen are those of its best epoch so far. L_SU is the epoch mean "
             "(more negative: more spread over the sphere; 0: every vector in one place). Seq unif is the uniformity "
-            "of the sequence representations of 256 fixed users (the probe, research/dynamics.py; about -3.9 spread "
-            "at random over the sphere, 0 collapsed), epoch 1 → last.\n\n"
+            f"of the sequence representations of {probe} fixed users (the probe, research/dynamics.py; about "
+            f"{random_uniformity(dim):.1f} spread at random over the sphere, 0 collapsed), epoch 1 → last.\n\n"
             + markdown_table(["run", "epochs", f"valid R@10 at epoch {at}", "test R@10", "test N@10",
                               "L_SU epoch 1 → highest → last", "seq unif"], rows) + "\n" + view.pending(runs))

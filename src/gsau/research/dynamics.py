@@ -35,6 +35,14 @@ from gsau.trainer import Callback
 PROBE_SEED = 18
 
 
+def random_uniformity(d: int, t: float = 2.0) -> float:
+    """unif = log E exp(-t ||x - y||^2) of directions spread at random over the d-dimensional sphere,
+    the reference a probe's uniformity is read against (0: every vector in one place). For unit x, y,
+    ||x - y||^2 = 2 - 2 x.y and x.y is close to N(0, 1/d), so unif ~ -2t + log E exp(2t x.y) =
+    -2t + 2t^2 / d (-3.875 at d = 64, t = 2)."""
+    return -2 * t + 2 * t * t / d
+
+
 def linear_cka(x: torch.Tensor, y: torch.Tensor) -> float:
     """Linear CKA of two views [n, d1], [n, d2] of the same n rows (Kornblith et al. 2019, Eq. 5):
     ||Y^T X||_F^2 / (||X^T X||_F ||Y^T Y||_F) on column-centred X, Y. 1 for views equal up to an

@@ -17,11 +17,13 @@ import os
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from gsau import __version__, checkpoint
 from gsau.config import resolve
 from gsau.reproduce.report import markdown_table
 from gsau.research import buckets, plot
+from gsau.research.dynamics import linear_cka, random_uniformity
 from gsau.research.collapse import q5
 from gsau.research.stats import DASH, METRIC, Records, difference, spread
 from gsau.research.study import Run, Study, differences, plan
@@ -95,15 +97,18 @@ def q2(view: View) -> str:
                 continue
             table, where = found
             clauses.append(f"vs {LABELS.get(other, other)} on {d}: " + (", ".join(where) or "no bucket"))
-            parts.append(f"**{d}: {LABELS['shared']} vs {LABELS.get(other, other)}** (per-user R@10 averaged over "
-                         f"seeds; history length = the user's interactions; popularity = the test item's training "
-                         f"count, head/torso/tail at 1/3 and 2/3 of training interactions):\n\n{table}")
+            parts.append(f"**{d}: {LABELS['shared']} vs {LABELS.get(other, other)}**\n\n{table}")
     head = ("Buckets where the shared table's test R@10 differs significantly (95% bootstrap interval over the "
             f"bucket's users excludes 0; {len(buckets.GROUPS) - 1} buckets a comparison, not adjusted for testing "
             "that many): " + "; ".join(clauses) + ".\n") if clauses else \
         "Not measured yet: no dataset has finished runs of both models with their per-user ranks.\n"
+    legend = ("\nIn each table: a user's R@10 is averaged over the cell's seeds; history length counts all of the "
+              "user's interactions, the test item included (at test time the model reads the other n − 1); "
+              "popularity is the test item's count in the training split, head/torso/tail cut at 1/3 and 2/3 of "
+              "the training interactions; * marks a bucket whose interval excludes 0 (a bucket has no seed-level "
+              "error).\n" if parts else "")
     cells = [c for c in ("shared", "no-graph", "sasrec") if c in view.cells]
-    return head + "\n" + "\n".join(parts) + ("\n" if parts else "") + view.pending(view.all_of(cells))
+    return head + legend + "\n" + "\n".join(parts) + ("\n" if parts else "") + view.pending(view.all_of(cells))
 
 
 def dynamics_runs(view: View) -> list[Run]:
@@ -115,6 +120,29 @@ def dynamics_runs(view: View) -> list[Run]:
             runs += [r for d in view.cell_datasets(cell)
                      for r in view.of(cell, d, value=value if sweep else None, first_seed=True)]
     return runs
+
+
+def _reading(view: View, runs: list[Run]) -> str:
+    """How far the probe's cross-encoder fields are built in: with a shared table the graph's item
+    view averages LightGCN's layers 0..K, and layer 0 is the sequence encoder's own item table; CKA
+    of two unrelated views is well above 0 at this size (computed, seeded); and cosines compare
+    coordinates, which separate tables do not share."""
+    cfg = runs[0].config
+    n, d = cfg.train.probe, cfg.net.embedding_dim
+    clauses = []
+    if any(r.config.net.shared_table for r in runs):
+        clauses.append(f"with a shared table the graph's item view is the mean of LightGCN's layers 0.."
+                       f"{cfg.net.graph_layers} and layer 0 is the sequence encoder's own item table, so part of "
+                       "the item similarity is built in")
+    if n >= 2:
+        g = torch.Generator().manual_seed(0)
+        chance = linear_cka(torch.randn(n, d, generator=g), torch.randn(n, d, generator=g))
+        clauses.append(f"two unrelated random views of {n} × {d} have a linear CKA of {chance:.2f} (seeded, the "
+                       "same function), not 0")
+    if any(not r.config.net.shared_table for r in runs):
+        clauses.append("with separate tables the two views share no coordinates, so their user cos says nothing "
+                       "and CKA (invariant to rotation) is the comparison")
+    return "\nReading it: " + "; ".join(clauses) + ".\n"
 
 
 def q3(view: View, figure: Path) -> str:
@@ -153,12 +181,13 @@ def q3(view: View, figure: Path) -> str:
         opening_line = (f"Do the two encoders' views converge? {said[:1].upper() + said[1:]} (epoch 1 → best "
                         f"epoch, a rise of more than {CONVERGES:g} counted; user cos: mean cosine between a user's "
                         "graph embedding and sequence representation; item CKA: linear CKA of the two encoders' item "
-                        "views): " + "; ".join(clauses) + ".\n")
+                        "views): " + "; ".join(clauses) + ".\n" + _reading(view, runs))
     else:
         opening_line = "Only single-encoder runs have the probe so far: no cross-encoder similarity yet.\n"
     _drawn(plot.draw_dynamics({r.name: view.records.log(r) for r in runs}, figure), figure)
     picture = f"\n![probe fields per epoch]({figure.name})\n"  # the text never depends on matplotlib
-    return (opening_line + "\nProbe fields (256 fixed users and items; research/dynamics.py), epoch 1 → best epoch:\n\n"
+    return (opening_line + f"\nProbe fields ({runs[0].config.train.probe} fixed users and items; research/dynamics.py), "
+            "epoch 1 → best epoch:\n\n"
             + markdown_table(["run", "epochs"] + [label for _, label in PROBE_FIELDS], rows) + picture
             + "\n" + view.pending(planned))
 
@@ -194,8 +223,9 @@ def q4(view: View, figure: Path) -> str:
         picture = f"\n![test R@10 and uniformity against gamma]({figure.name})\n"
     head = (f"On {dataset}, test R@10 of " + "; ".join(peaks) + ".\n") if peaks else \
         "Not measured yet: no run of the gamma sweep has finished.\n"
-    return (head + f"\nTest R@10 and the uniformity of the sequence representations (probe, best epoch; about -3.9 "
-            f"spread at random over the sphere, 0 collapsed) on {dataset}:\n\n" + markdown_table(header, rows) + picture + "\n"
+    d = view.of(cells[0])[0].config.net.embedding_dim
+    return (head + f"\nTest R@10 and the uniformity of the sequence representations (probe, best epoch; about "
+            f"{random_uniformity(d):.1f} spread at random over the sphere, 0 collapsed) on {dataset}:\n\n" + markdown_table(header, rows) + picture + "\n"
             + view.pending(view.all_of(cells)))
 
 
@@ -351,8 +381,10 @@ def write_report(study: Study, out: str | Path, command: str, report: str | Path
         "NDCG@20, the test split reported; the runs use the grid's lr 0.003). A cell of several seeds shows mean "
         "± std (n). A difference of two cells is that of their seed means, with a 95% paired bootstrap interval "
         "over test users (1000 resamples, seeded) and, where a cell has 2+ seeds, the seed-level standard error "
-        "(a one-seed cell taken to vary across seeds as the other does); it is marked significant (*) when the "
-        "interval excludes 0 and it exceeds twice that error. With one seed a side the interval alone decides, "
+        "with its Welch degrees of freedom (a one-seed cell taken to vary across seeds as the other does, whose "
+        "n − 1 are then the df); it is marked significant (*) when the interval excludes 0 and it exceeds t(0.975, "
+        "df) times that error (4.30 at 2 df: 2-3 seeds a side know their spread only roughly, and a spread that "
+        "is small by chance still makes that error small). With one seed a side the interval alone decides, "
         "which leaves the seeds' variance untested.\n",
     ]
     for q, title in QUESTIONS.items():

@@ -2,8 +2,9 @@
 several seeds as mean ± std; a difference of two cells as the difference of their seed means with
 (a) a 95% paired bootstrap interval over test users of the per-user metric averaged over each
 cell's seeds and (b) the seed-level standard error sqrt(s_a^2/n_a + s_b^2/n_b) where a cell has 2+
-seeds. It is called significant when the interval excludes 0 and, where (b) exists, |difference| >
-2 SE."""
+seeds, with Welch-Satterthwaite degrees of freedom. It is called significant when the interval
+excludes 0 and, where (b) exists, |difference| > t(0.975, df) SE: with 2-3 seeds a side the
+variance is itself known only roughly, and t (4.30 at 2 df, 2.78 at 4) says how roughly."""
 
 from __future__ import annotations
 
@@ -19,6 +20,22 @@ from gsau.research.study import Run, finished
 
 DASH = "—"
 METRIC = "recall@10"
+# Student's t at 0.975 for 1..30 degrees of freedom (standard tables); beyond, interpolated in 1/df
+# towards the normal's 1.96. Kept here rather than taking scipy into the core for one quantile.
+T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
+        2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048,
+        2.045, 2.042)
+
+
+def t975(df: float) -> float:
+    """The two-sided 95% critical value of Student's t; a fractional df (Welch) rounds down, the
+    conservative side."""
+    if df < 1:
+        raise ValueError(f"t975 needs df >= 1, got {df}")
+    whole = int(math.floor(df + 1e-9))
+    if whole <= len(T975):
+        return T975[whole - 1]
+    return 1.96 + (T975[-1] - 1.96) * len(T975) / whole
 
 
 # -- reading the records ----------------------------------------------------------------------------
@@ -87,12 +104,13 @@ class Difference:
     low: float | None  # paired bootstrap interval over users (None without both cells' ranks)
     high: float | None
     se: float | None  # seed-level standard error (None with one seed a side)
+    df: float | None = None  # its degrees of freedom (Welch-Satterthwaite)
 
     @property
     def significant(self) -> bool:
         if self.low is None or (self.low <= 0 <= self.high):
             return False
-        return self.se is None or abs(self.value) > 2 * self.se
+        return self.se is None or abs(self.value) > t975(self.df) * self.se
 
     @property
     def verdict(self) -> str:
@@ -102,20 +120,27 @@ class Difference:
 
     def cell(self) -> str:
         interval = f" [{self.low:+.4f}, {self.high:+.4f}]" if self.low is not None else ""
-        se = f", seed SE {self.se:.4f}" if self.se is not None else ""
+        se = f", seed SE {self.se:.4f}, {self.df:.3g} df" if self.se is not None else ""
         return f"{self.value:+.4f}{interval}{se}" + (" *" if self.significant else "")
 
 
-def seed_error(va: list[float], vb: list[float]) -> float | None:
-    """The standard error of mean(va) - mean(vb) from the seeds' spread: sqrt(s_a^2/n_a + s_b^2/n_b),
-    a one-seed side taken to vary across seeds as the other side does; None with one seed a side."""
-    var_a = np.var(va, ddof=1) if len(va) >= 2 else None
-    var_b = np.var(vb, ddof=1) if len(vb) >= 2 else None
+def seed_error(va: list[float], vb: list[float]) -> tuple[float, float] | None:
+    """(SE, df): the standard error of mean(va) - mean(vb) from the seeds' spread,
+    sqrt(s_a^2/n_a + s_b^2/n_b), and its Welch-Satterthwaite degrees of freedom. A one-seed side is
+    taken to vary across seeds as the other side does, whose n - 1 are then the only degrees of
+    freedom. None with one seed a side."""
+    var_a = float(np.var(va, ddof=1)) if len(va) >= 2 else None
+    var_b = float(np.var(vb, ddof=1)) if len(vb) >= 2 else None
     if var_a is None and var_b is None:
         return None
-    var_a = var_b if var_a is None else var_a
-    var_b = var_a if var_b is None else var_b
-    return float(math.sqrt(var_a / len(va) + var_b / len(vb)))
+    if var_a is None or var_b is None:
+        var = var_b if var_a is None else var_a
+        return math.sqrt(var / len(va) + var / len(vb)), float(max(len(va), len(vb)) - 1)
+    qa, qb = var_a / len(va), var_b / len(vb)
+    se = math.sqrt(qa + qb)
+    if qa + qb == 0:  # seeds that agree to the last digit: no spread to weigh
+        return se, float(len(va) + len(vb) - 2)
+    return se, (qa + qb) ** 2 / (qa ** 2 / (len(va) - 1) + qb ** 2 / (len(vb) - 1))
 
 
 def difference(records: Records, a: list[Run], b: list[Run], metric: str = METRIC) -> Difference | None:
@@ -123,14 +148,14 @@ def difference(records: Records, a: list[Run], b: list[Run], metric: str = METRI
     va, vb = ([records.value(r, metric) for r in side if records.metrics(r)] for side in (a, b))
     if not va or not vb:
         return None
-    se = seed_error(va, vb)
+    se, df = seed_error(va, vb) or (None, None)
     ranks_a = [records.ranks(r) for r in a if records.metrics(r)]
     ranks_b = [records.ranks(r) for r in b if records.metrics(r)]
     low = high = None
     if all(ranks_a) and all(ranks_b):
         overall = buckets.bucket_table(ranks_a, metric, against=ranks_b, overall_only=True)[0]
         low, high = overall["low"], overall["high"]
-    return Difference(float(np.mean(va) - np.mean(vb)), low, high, se)
+    return Difference(float(np.mean(va) - np.mean(vb)), low, high, se, df)
 
 
 def verdicts(name: str, diffs: dict[str, Difference | None]) -> str | None:
