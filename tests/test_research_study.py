@@ -398,6 +398,57 @@ def test_question_5_reads_screens_and_the_full_run_against_its_references(tmp_pa
     assert "| fix | 0.0901 |" in table and "±" not in table
 
 
+def test_question_5_counts_a_screens_gain_as_help_only_beyond_the_seed_noise(tmp_path):
+    """Batch negatives gain +0.004 at gamma 0.1 and +0.03 at 0.5. Without a measure of seed noise both
+    count; two seeds of a full run that part by 0.01 at that epoch make the first noise."""
+    screen = ["epochs=2", "cosine_scores=true"]
+    spec = study.load_spec(write_spec(tmp_path, [
+        {"name": "screen", "question": 5, "model": "gsau", "set": screen, "sweep": {"gamma": [0.1, 0.5]}},
+        {"name": "batch", "question": 5, "model": "gsau", "set": screen + ["su_negatives=batch"],
+         "sweep": {"gamma": [0.1, 0.5]}},
+        {"name": "full", "question": 5, "model": "gsau-items", "seeds": [1, 2], "set": ["epochs=300"]}]))
+    runs = {r.name: r for r in study.plan(spec, tmp_path / "out")}
+    at_2 = {"screen-gamma0.1-data-1": 0.030, "screen-gamma0.5-data-1": 0.070, "batch-gamma0.1-data-1": 0.034,
+            "batch-gamma0.5-data-1": 0.100, "full-data-1": 0.080, "full-data-2": 0.090}
+    for name, valid in at_2.items():
+        path = runs[name].path
+        path.mkdir(parents=True)
+        log = [{"epoch": 1, "valid_recall@10": valid / 2}, {"epoch": 2, "valid_recall@10": valid}]
+        (path / "log.jsonl").write_text("".join(json.dumps(h) + "\n" for h in log))
+        (path / "metrics.json").write_text(json.dumps({"best_epoch": 2, "test": {"recall@10": valid, "ndcg@10": valid}}))
+        (path / "config.yaml").write_text(json.dumps(runs[name].config.to_dict()))
+        for record in study.AFTER_TRAINING:
+            (path / record).write_text("")
+    view = view_.View(spec, list(runs.values()), stats.Records(), "gsau study x")
+    screens = [runs[n] for n in at_2 if not n.startswith("full")]
+    full = [runs["full-data-1"], runs["full-data-2"]]
+    noise = collapse._seed_noise(view, full, 2)
+    assert noise[0] == "full" and sorted(noise[1]) == [0.08, 0.09]
+    assert "(su_negatives=batch) helps at both weights: 0.0340 against 0.0300" in collapse._mechanism(view, screens, 2, None)
+    text = collapse._mechanism(view, screens, 2, None, noise)
+    assert "(su_negatives=batch) helps only with that weight: 0.0340 against 0.0300" in text
+    assert "the 2 seeds of full span 0.0800-0.0900 at epoch 2 (0.0100)" in text
+    assert "smaller than that is within seed noise" in collapse.q5(view)
+
+
+def test_the_seeds_line_names_each_datasets_seeds_where_they_differ(tmp_path):
+    spec = study.load_spec(write_spec(tmp_path, [
+        {"name": "sasrec", "question": 2, "model": "sasrec", "seeds": [1, 2]},
+        {"name": "shared", "question": 1, "model": "gsau-rec"}], datasets=["a", "b"]))
+    runs = {r.name: r for r in study.plan(spec, tmp_path / "out")}
+    for name in ("sasrec-a-1", "sasrec-b-1", "sasrec-b-2", "shared-a-1", "shared-b-1"):
+        path = runs[name].path
+        path.mkdir(parents=True)
+        (path / "log.jsonl").write_text(json.dumps({"epoch": 1}) + "\n")
+        (path / "metrics.json").write_text(json.dumps({"best_epoch": 1, "test": {"recall@10": 0.1}}))
+        (path / "config.yaml").write_text(json.dumps(runs[name].config.to_dict()))
+        for record in study.AFTER_TRAINING:
+            (path / record).write_text("")
+    view = view_.View(spec, list(runs.values()), stats.Records(), "gsau study x")
+    assert view_.seeds_line(view, ["shared", "sasrec"]) == \
+        "Seeds of the finished runs: shared table (gsau-rec) 1; sasrec: a 1 / b 1, 2.\n"
+
+
 def test_question_5_weighs_a_change_against_the_studys_own_sasrec_seeds_with_an_interval(tmp_path):
     """With question 2's sasrec runs finished (seeds, per-user ranks), a change to early stopping is
     judged against them: the seed means, the paired bootstrap interval and the seed SE decide, not

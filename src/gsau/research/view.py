@@ -83,9 +83,16 @@ def metric_table(view: View, cells: list[str], datasets: list[str], metric: str 
 def seeds_line(view: View, cells: list[str]) -> str:
     parts = []
     for c in cells:
-        seeds = sorted({r.seed for r in view.finished(view.of(c))})
-        if seeds:
-            parts.append(f"{LABELS.get(c, c)} {', '.join(map(str, seeds))}")
+        by_dataset: dict[str, list[int]] = {}
+        for r in view.finished(view.of(c)):
+            by_dataset.setdefault(r.label, []).append(r.seed)
+        if not by_dataset:
+            continue
+        seeds = {d: ", ".join(map(str, sorted(v))) for d, v in by_dataset.items()}
+        if len(set(seeds.values())) == 1 and len(seeds) == len(view.cell_datasets(c)):
+            parts.append(f"{LABELS.get(c, c)} {next(iter(seeds.values()))}")  # the same seeds everywhere
+        else:
+            parts.append(f"{LABELS.get(c, c)}: " + " / ".join(f"{d} {v}" for d, v in seeds.items()))
     return f"Seeds of the finished runs: {'; '.join(parts)}.\n" if parts else ""
 
 
