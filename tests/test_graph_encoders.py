@@ -125,3 +125,65 @@ def test_directau_with_the_encoder_learns_the_planted_communities(planted, encod
                                      "lr=0.01", f"graph_encoder={encoder}", f"dataset={directory}"])
     report = Trainer(cfg, tmp_path / "run", progress=False, echo=lambda line: None).run()
     assert report["test"]["recall@10"] >= masked_popularity_recall(split) + 0.35, report["test"]
+
+
+# -- against the field's reference: PyTorch Geometric's SAGEConv and GATConv with the same weights.
+# Ours are plain torch sparse products (why: encoders/sage.py); they must compute what PyG's layers
+# compute, values and gradients, or the question-6 runs would not be GraphSAGE and GAT.
+def _pyg_layers(encoder, graph, dim):
+    nn_ = pytest.importorskip("torch_geometric.nn")
+    layers = []
+    for k in range(graph.n_layers):
+        if encoder == "sage":  # PyG: lin_l (neighbours, with the bias) + lin_r (root, no bias)
+            conv = nn_.SAGEConv(dim, dim, aggr="mean", root_weight=True)
+            conv.lin_l.weight.data.copy_(graph.neighbour_weights[k].weight)
+            conv.lin_l.bias.data.copy_(graph.self_weights[k].bias)
+            conv.lin_r.weight.data.copy_(graph.self_weights[k].weight)
+        else:
+            conv = nn_.GATConv(dim, dim, heads=1, add_self_loops=True, negative_slope=0.2, dropout=0.0)
+            conv.lin.weight.data.copy_(graph.weights[k].weight)
+            conv.att_src.data.copy_(graph.attend_source[k].weight.view(1, 1, dim))
+            conv.att_dst.data.copy_(graph.attend_target[k].weight.view(1, 1, dim))
+            conv.bias.data.copy_(graph.biases[k])
+        layers.append(conv)
+    return layers
+
+
+@pytest.mark.parametrize("encoder", ENCODERS)
+def test_each_layer_computes_what_pytorch_geometric_computes(split, encoder):
+    model = model_with(encoder, split, layers=2)
+    graph = model.graph
+    with torch.no_grad():  # non-zero biases and attention, so every term is compared
+        for p in graph.parameters():
+            p.add_(0.3 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())))
+    convs = _pyg_layers(encoder, graph, 8)
+    adjacency = normalized_adjacency(*split.train_pairs(), split.n_users, split.n_items)
+    edge_index = adjacency.to_sparse_coo().coalesce().indices()  # symmetric: both directions present
+    x = torch.cat([t[1:] for t in model.graph_tables()]).detach().requires_grad_(True)
+    x_ref = x.detach().clone().requires_grad_(True)
+
+    pad = x.new_zeros(1, 8)  # the tables' padding row 0
+    ours = graph.layers(torch.cat([pad, x[: split.n_users]]), torch.cat([pad, x[split.n_users:]]))[-1]
+    act = torch.relu if encoder == "sage" else torch.nn.functional.elu
+    h = x_ref
+    for k, conv in enumerate(convs):
+        h = conv(h, edge_index)
+        if k < len(convs) - 1:
+            h = act(h)
+    torch.testing.assert_close(ours, h, rtol=1e-5, atol=1e-6)
+    weights = torch.randn(ours.shape, generator=torch.Generator().manual_seed(7))
+    (ours * weights).sum().backward()
+    (h * weights).sum().backward()
+    torch.testing.assert_close(x.grad, x_ref.grad, rtol=1e-5, atol=1e-6)
+    # ... and the weights' gradients, through the same mapping.
+    for k, conv in enumerate(convs):
+        if encoder == "sage":
+            pairs = [(graph.neighbour_weights[k].weight.grad, conv.lin_l.weight.grad),
+                     (graph.self_weights[k].bias.grad, conv.lin_l.bias.grad),
+                     (graph.self_weights[k].weight.grad, conv.lin_r.weight.grad)]
+        else:
+            pairs = [(graph.weights[k].weight.grad, conv.lin.weight.grad), (graph.biases[k].grad, conv.bias.grad),
+                     (graph.attend_source[k].weight.grad, conv.att_src.grad.view(1, 8)),
+                     (graph.attend_target[k].weight.grad, conv.att_dst.grad.view(1, 8))]
+        for ours_grad, pyg_grad in pairs:
+            torch.testing.assert_close(ours_grad, pyg_grad, rtol=1e-4, atol=1e-6)

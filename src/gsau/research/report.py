@@ -244,7 +244,9 @@ def q6(view: View) -> str:
             + "\nDifferences against LightGCN:\n\n" + table + "\nBoth are plain torch sparse products over "
             "LightGCN's training graph (encoders/sage.py, gat.py), not PyTorch Geometric: the graph is one fixed CSR "
             "matrix, so the mean aggregator is a product with D^-1 A and attention a gather and two index_adds; "
-            "no extra dependency, and the same last-layer-at-the-batch fast path as LightGCN.\n\n"
+            "no extra dependency, and the same last-layer-at-the-batch fast path as LightGCN. They compute what PyG's "
+            "SAGEConv and GATConv compute with the same weights (tests/test_graph_encoders.py compares values and "
+            "gradients); their speed beside PyG's layers: BENCHMARKS.md (benchmarks/graph_encoders.py).\n\n"
             + seeds_line(view, cells) + view.pending(view.all_of([c for c in ("sage", "gat") if c in view.cells])))
 
 
