@@ -100,6 +100,10 @@ def test_the_report_answers_from_the_records(tiny_study, tmp_path):
     assert "Seeds of the finished runs: shared table (gsau-rec) 1, 2; separate tables 1; no graph 1, 2; sasrec 1." in section[1]
     # sasrec (question 2's runs) is the reference row, and no graph is compared with it.
     assert "\n| sasrec | " in section[1] and "\n| no graph − sasrec | " in section[1]
+    # ... and the shared table against sasrec, the other half of shared − no graph.
+    rows = [line.split(" | ")[0] for line in section[1].splitlines() if line.startswith("| ") and " − " in line]
+    assert rows[-2:] == ["| shared table (gsau-rec) − sasrec", "| no graph − sasrec"]
+    assert "shared table (gsau-rec) vs sasrec: " in section[1].splitlines()[0]
     assert "so no graph − sasrec is what those terms do without a graph" in section[1]
     assert section[1].count(" [") >= 3 and "seed SE" in section[1] and "Pending" not in section[1]
     assert "separate tables − no graph measures noise, and the shared table is the only channel" in section[1]
