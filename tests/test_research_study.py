@@ -453,6 +453,31 @@ def test_the_seeds_line_names_each_datasets_seeds_where_they_differ(tmp_path):
         "Seeds of the finished runs: shared table (gsau-rec) 1; sasrec: a 1 / b 1, 2.\n"
 
 
+def test_the_dry_run_estimates_the_training_left_from_finished_runs_of_the_same_kind(tmp_path, capsys):
+    """By hand: sasrec's finished seeds took 3 and 5 epochs at a median 10 s an epoch (a paused 300 s
+    epoch does not move it): the median is 4 epochs, so a run with 1 epoch on record has 3 x 10 s left
+    and a fresh one 4 x 10 s; gsau-rec has no finished run to go by."""
+    block_cycles(30, 3, 5, name="data").save(tmp_path / "data")  # present: a run of absent data is not counted
+    spec = study.load_spec(write_spec(tmp_path, [
+        {"name": "a", "question": 2, "model": "sasrec", "seeds": [1, 2, 3, 4]},
+        {"name": "b", "question": 1, "model": "gsau-rec"}]))
+    runs = {r.name: r for r in study.plan(spec, tmp_path / "out")}
+    for name, seconds in (("a-data-1", [10, 300, 10]), ("a-data-2", [10] * 5), ("a-data-3", [12])):
+        path = runs[name].path
+        path.mkdir(parents=True)
+        (path / "log.jsonl").write_text("".join(json.dumps({"epoch": e + 1, "seconds": t}) + "\n"
+                                                for e, t in enumerate(seconds)))
+        (path / "config.yaml").write_text(json.dumps(runs[name].config.to_dict()))
+        if name != "a-data-3":  # a-data-3 is still training
+            (path / "metrics.json").write_text(json.dumps({"best_epoch": 1, "test": {"recall@10": 0.1}}))
+            for record in study.AFTER_TRAINING:
+                (path / record).write_text("")
+    left, counted, unknown = study.estimate(list(runs.values()))
+    assert (counted, unknown) == (2, 1) and left == pytest.approx(3 * 10 + 4 * 10)
+    study.show(list(runs.values()))
+    assert "estimate: about 0.0 worker-hours of training left for 2 runs" in capsys.readouterr().out
+
+
 def test_question_5_weighs_a_change_against_the_studys_own_sasrec_seeds_with_an_interval(tmp_path):
     """With question 2's sasrec runs finished (seeds, per-user ranks), a change to early stopping is
     judged against them: the seed means, the paired bootstrap interval and the seed SE decide, not

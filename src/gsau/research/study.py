@@ -28,6 +28,7 @@ import fnmatch
 import json
 import os
 import re
+import statistics
 import subprocess
 import sys
 import time
@@ -269,6 +270,43 @@ def state_of(run: Run) -> str:
     return "done" if complete(run.path) else run_state(run.path)
 
 
+def _kind(run: Run) -> tuple:
+    """What sets a run's pace: its preset, graph encoder, dataset and epoch budget."""
+    c = run.config
+    return c.preset, c.net.graph_encoder, run.label, c.train.epochs
+
+
+def _log(path: Path) -> list[dict]:
+    file = path / "log.jsonl"
+    return [json.loads(line) for line in file.read_text().splitlines() if line.strip()] if file.exists() else []
+
+
+def estimate(runs: list[Run]) -> tuple[float, int, int]:
+    """(seconds of training left, runs estimated, runs without an estimate) for the runs neither done
+    nor absent, at the pace of the finished runs of the same kind (_kind): the median seconds an
+    epoch (validation included; a paused epoch does not move a median) times the median epochs run,
+    less the epochs a run in progress has on record. An estimate: a run stops when it stops."""
+    pace: dict[tuple, tuple[list[float], list[int]]] = {}
+    for run in runs:
+        if run.present and not run.same_as and finished(run):
+            seconds = [h["seconds"] for h in _log(run.path) if "seconds" in h]
+            if seconds:
+                per_epoch, epochs = pace.setdefault(_kind(run), ([], []))
+                per_epoch.append(statistics.median(seconds))
+                epochs.append(len(seconds))
+    left, counted, unknown = 0.0, 0, 0
+    for run in runs:
+        if not run.present or run.same_as or state_of(run) in ("done", "other"):
+            continue
+        if _kind(run) not in pace:
+            unknown += 1
+            continue
+        per_epoch, epochs = pace[_kind(run)]
+        left += max(statistics.median(epochs) - len(_log(run.path)), 1) * statistics.median(per_epoch)
+        counted += 1
+    return left, counted, unknown
+
+
 def show(runs: list[Run]) -> None:
     """--dry-run: each run's state (done / resume / todo / absent / other: a run of another config
     in its directory / partial: epochs on record without the checkpoint to resume them) and
@@ -281,6 +319,11 @@ def show(runs: list[Run]) -> None:
         note = (f"  (same run as {run.same_as})" if run.same_as else "") + (f"  (held by {holder})" if holder else "")
         print(f"{st:<7} q{run.cell.question}  {run.name:<36} {run.path if run.present else run.dataset}{note}")
     print(f"{len(runs)} runs: " + ", ".join(f"{n} {st}" for st, n in counts.items()))
+    left, counted, unknown = estimate(runs)
+    if counted or unknown:
+        print(f"estimate: about {left / 3600:.1f} worker-hours of training left for {counted} runs, at the pace of "
+              "finished runs of the same preset, graph encoder, dataset and epoch budget (median seconds an "
+              "epoch x median epochs run)" + (f"; {unknown} runs have no such finished run to go by" if unknown else ""))
 
 
 def _finish_records(path: Path) -> None:
