@@ -9,7 +9,7 @@ from gsau.config import resolve
 from gsau.data.batching import SequenceStream
 from gsau.data.split import LeaveOneOut
 from gsau.errors import GsauError
-from gsau.evaluation import user_ranks
+from gsau.evaluation import user_ranks, user_top_items
 from gsau.metrics import target_ranks
 from gsau.trainer import Trainer, build_model
 
@@ -32,6 +32,27 @@ def test_user_ranks_come_back_in_the_callers_user_order(data_dir):
         hist = flat[indptr[user - 1]: indptr[user]][-8:]
         scores = model.score(torch.tensor([user]), torch.from_numpy(hist)[None], torch.tensor([len(hist)]))
         assert rank == target_ranks(scores, torch.tensor([split.test[user]])).item()
+
+
+@pytest.mark.parametrize("mask_history", [False, True])
+def test_user_top_items_are_the_plain_ranking_of_each_users_scores(data_dir, mask_history):
+    """Each user scored alone and sorted (the plain path) against the chunked top-k, in the caller's
+    user order; and the target is in a user's top k exactly when its pessimistic rank is <= k."""
+    _, split = data_dir
+    cfg = resolve("sasrec", None, ["max_len=8", "embedding_dim=16", "inner_size=32"])
+    model = build_model(cfg, split).eval()
+    users = np.array([7, 3, 30, 1, 12, 5])
+    top = user_top_items(model, split, "test", k=5, mask_history=mask_history, users=users, batch_size=4)
+    indptr, flat = split.history("test")
+    for user, items in zip(users, top):
+        history = flat[indptr[user - 1]: indptr[user]]
+        scores = model.score(torch.tensor([user]), torch.from_numpy(history[-8:])[None], torch.tensor([len(history[-8:])]))[0]
+        ranked = [i for i in torch.argsort(scores, descending=True, stable=True).tolist()
+                  if i != 0 and not (mask_history and i in set(history.tolist()))]
+        assert items.tolist() == ranked[:5]
+    ranks = user_ranks(model, split, "test", mask_history=mask_history)
+    every = user_top_items(model, split, "test", k=5, mask_history=mask_history)
+    assert ((every == split.targets("test")[:, None]).any(1) == (ranks <= 5)).all()
 
 
 def test_a_lone_sample_in_the_last_batch_still_trains(data_dir):

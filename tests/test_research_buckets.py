@@ -133,6 +133,35 @@ def test_the_record_holds_the_masked_rank_and_which_targets_repeat(dataset_dir, 
     assert buckets.per_user({"rank": rec["masked_rank"]}, "recall@10").mean() == pytest.approx(masked["recall@10"])
 
 
+def test_the_record_counts_head_and_tail_items_in_each_users_top_10(dataset_dir, tmp_path):
+    """The top-10 counts are the popularity buckets of the items the run ranks first (user_top_items,
+    tested against each user's plain ranking), cut where the targets' are; and a record written
+    before they existed gets them from the best weights with every other field untouched."""
+    from gsau.evaluation import user_top_items
+    from gsau.trainer import load_run
+    data = random_interactions(2, 40, 30, 14, min_length=4, distinct=True, name="tp")
+    cfg = resolve("sasrec", None, ["batch_size=32", "epochs=1", "embedding_dim=8", "inner_size=16", "max_len=8",
+                                   "n_layers=1", f"dataset={dataset_dir(data)}"])
+    Trainer(cfg, tmp_path / "run", progress=False, echo=lambda line: None).run()
+    rec = buckets.write_record(tmp_path / "run")
+    _, split, model = load_run(tmp_path / "run")
+    counts = np.bincount(split.train_items, minlength=split.n_items + 1)
+    top = user_top_items(model, split, "test", 10)
+    cuts = rec["popularity_cuts"]
+    top_counts = [[int(counts[i]) for i in row] for row in top]
+    assert rec["top_popularity"]["k"] == 10
+    assert rec["top_popularity"]["head"] == [sum(c >= cuts["head"] for c in row) for row in top_counts]
+    assert rec["top_popularity"]["tail"] == [sum(c < cuts["torso"] for c in row) for row in top_counts]
+    assert 0 < sum(rec["top_popularity"]["head"]) and all(h + t <= 10 for h, t in zip(
+        rec["top_popularity"]["head"], rec["top_popularity"]["tail"]))
+    # An older record: the field is added from the weights, nothing else moves; a second call does nothing.
+    old = {k: v for k, v in rec.items() if k != "top_popularity"}
+    buckets._save(tmp_path / "run", old)
+    assert buckets.add_top_popularity(tmp_path / "run") is True
+    assert buckets.read_record(tmp_path / "run") == rec
+    assert buckets.add_top_popularity(tmp_path / "run") is False
+
+
 def test_the_overall_row_alone_is_the_tables_last_row():
     rng = np.random.default_rng(2)
     a = record(rng.integers(1, 30, 80), rng.integers(5, 40, 80), rng.integers(0, 9, 80))

@@ -111,6 +111,9 @@ def test_the_report_answers_from_the_records(tiny_study, tmp_path):
     assert "| all | all | 60 |" in section[2] and "| popularity | head |" in section[2]
     assert section[2].startswith("Buckets where the shared table's test R@10 differs significantly (95% bootstrap "
                                  "interval over the bucket's users excludes 0; 8 buckets a comparison, not adjusted")
+    # ... and how popular what each trained run recommends is, from the records the study wrote.
+    assert "What the models recommend: head items fill this share of the top 10, data shared table (gsau-rec) " in section[2]
+    assert "| data | test targets |" in section[2] and "| data | no graph |" in section[2]
     # 3: the probe over epochs for the shared, separate and gsau runs.
     assert all(f"| {name} | 2 |" in section[3] for name in ("shared-data-1", "separate-data-1", "gsau-gamma0.1-data-1"))
     assert section[3].startswith("Do the two encoders' views converge? The user views ")
@@ -476,6 +479,35 @@ def test_the_dry_run_estimates_the_training_left_from_finished_runs_of_the_same_
     assert (counted, unknown) == (2, 1) and left == pytest.approx(3 * 10 + 4 * 10)
     study.show(list(runs.values()))
     assert "estimate: about 0.0 worker-hours of training left for 2 runs" in capsys.readouterr().out
+
+
+def test_question_2_says_how_popular_what_each_model_recommends(tmp_path):
+    """By hand, k = 10: shared's two seeds fill 60% and 40% of the top 10 with head items (50%), tail
+    10% and 30% (20%); sasrec 30% head, 50% tail; of the 4 test targets, 1 is head (count >= 5) and 2
+    tail (count < 2)."""
+    from gsau.research import buckets as buckets_
+    spec = study.load_spec(write_spec(tmp_path, [
+        {"name": "shared", "question": 1, "model": "gsau-rec", "seeds": [1, 2]},
+        {"name": "sasrec", "question": 2, "model": "sasrec"}]))
+    runs = {r.name: r for r in study.plan(spec, tmp_path / "out")}
+    top = {"shared-data-1": ([6, 6], [1, 1]), "shared-data-2": ([4, 4], [3, 3]), "sasrec-data-1": ([3, 3], [5, 5])}
+    for name, (head, tail) in top.items():
+        path = runs[name].path
+        path.mkdir(parents=True)
+        (path / "log.jsonl").write_text(json.dumps({"epoch": 1}) + "\n")
+        (path / "metrics.json").write_text(json.dumps({"best_epoch": 1, "test": {"recall@10": 0.1}}))
+        (path / "config.yaml").write_text(json.dumps(runs[name].config.to_dict()))
+        for record in study.AFTER_TRAINING:
+            (path / record).write_text("")
+        buckets_._save(path, {"stage": "test", "rank": [1, 2, 3, 4], "target_train_count": [9, 3, 1, 0],
+                              "popularity_cuts": {"head": 5, "torso": 2}, "history_length": [5, 5, 5, 5],
+                              "top_popularity": {"k": 10, "head": head, "tail": tail}})
+    view = view_.View(spec, list(runs.values()), stats.Records(), "gsau study x")
+    text = report._recommended(view, ["shared", "sasrec"])
+    assert "head items fill this share of the top 10, data shared table (gsau-rec) 50%, sasrec 30% (test targets 25%)" in text
+    assert "| data | test targets | 25% | 25% | 50% | — |" in text
+    assert "| data | shared table (gsau-rec) | 50% | 30% | 20% | 2 |" in text
+    assert "| data | sasrec | 30% | 20% | 50% | 1 |" in text
 
 
 def test_question_5_weighs_a_change_against_the_studys_own_sasrec_seeds_with_an_interval(tmp_path):

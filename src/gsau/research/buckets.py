@@ -4,8 +4,9 @@ counts and seeded bootstrap confidence intervals (issue #18, question 2).
 A run's per-user record, RUN/ranks.json.gz, holds what the buckets need and nothing that needs
 the model again: each test user's pessimistic rank under the run's own protocol and under history
 masking, whether their test item repeats one of their earlier items, their number of
-interactions, and how often their test item occurs in the training data (records written before
-the masked rank and the repeat flag existed lack those two). The report reads only
+interactions, how often their test item occurs in the training data, and how many of the 10
+items the run ranks first for them are head and tail items (records written before the masked
+rank, the repeat flag or the top 10 existed lack those). The report reads only
 these records, so it can be rebuilt on any machine.
 
 Buckets:
@@ -30,7 +31,7 @@ import torch
 
 from gsau.atomic import write_atomic
 from gsau.errors import GsauError
-from gsau.evaluation import user_ranks
+from gsau.evaluation import user_ranks, user_top_items
 from gsau.metrics import metrics_from_ranks
 from gsau.reproduce.report import markdown_table
 from gsau.trainer import load_run
@@ -43,6 +44,7 @@ POPULARITY_BUCKETS = ("head", "torso", "tail")
 GROUPS = ([("length", label) for label, _, _ in LENGTH_BUCKETS] + [("popularity", b) for b in POPULARITY_BUCKETS]
           + [("all", "all")])
 RESAMPLES = 1000
+TOP_K = 10  # the recommendation list whose popularity the record keeps
 LEVEL = 0.95
 
 
@@ -62,6 +64,15 @@ def target_repeats(split, stage: str = "test") -> np.ndarray:
     return np.bincount(np.repeat(np.arange(split.n_users), lengths), weights=same, minlength=split.n_users) > 0
 
 
+def top_popularity(model, split, stage: str = "test", k: int = TOP_K) -> dict:
+    """How popular what the run recommends is: per user, how many of the k items it ranks first
+    (under its own protocol) are head and tail items, cut as the targets are (popularity_cuts)."""
+    train_counts = np.bincount(split.train_items, minlength=split.n_items + 1)[1:]
+    head_min, torso_min = popularity_cuts(train_counts)
+    counts = train_counts[user_top_items(model, split, stage, k) - 1]
+    return {"k": k, "head": (counts >= head_min).sum(1).tolist(), "tail": (counts < torso_min).sum(1).tolist()}
+
+
 def user_record(model, split, stage: str = "test") -> dict:
     """The per-user record of a loaded model (users 1..U in order): the rank under the run's own
     protocol and under history masking (earlier items removed from the ranking, the target kept),
@@ -75,7 +86,8 @@ def user_record(model, split, stage: str = "test") -> dict:
             "target_repeats": target_repeats(split, stage).tolist(),
             "history_length": split.data.lengths.tolist(),
             "target_train_count": train_counts[targets - 1].tolist(),
-            "popularity_cuts": {"head": head_min, "torso": torso_min}}
+            "popularity_cuts": {"head": head_min, "torso": torso_min},
+            "top_popularity": top_popularity(model, split, stage)}
 
 
 def compute_record(run_dir: str | Path) -> dict:
@@ -88,12 +100,28 @@ def write_record(run_dir: str | Path) -> dict:
     """Compute a finished run's record and write it as RUN/ranks.json.gz (`gsau study` does, as
     `gsau reproduce` writes masked.json)."""
     record = compute_record(run_dir)
+    _save(run_dir, record)
+    return record
+
+
+def _save(run_dir: str | Path, record: dict) -> None:
     path = Path(run_dir) / RECORD
     try:
         write_atomic(path, lambda f: f.write(gzip.compress(json.dumps(record).encode(), mtime=0)))
     except OSError as e:
         raise GsauError(f"{path}: cannot write ({e.strerror or e})") from None
-    return record
+
+
+def add_top_popularity(run_dir: str | Path) -> bool:
+    """Give a saved record written before the top 10 was kept its top_popularity, from the run's best
+    weights, leaving every other field as it is; False when it has one already (or no record)."""
+    record = read_record(run_dir)
+    if record is None or "top_popularity" in record:
+        return False
+    _, split, model = load_run(run_dir)
+    record["top_popularity"] = top_popularity(model, split, record["stage"])
+    _save(run_dir, record)
+    return True
 
 
 def read_record(run_dir: str | Path) -> dict | None:
