@@ -505,9 +505,9 @@ def test_question_2_says_how_popular_what_each_model_recommends(tmp_path):
     view = view_.View(spec, list(runs.values()), stats.Records(), "gsau study x")
     text = report._recommended(view, ["shared", "sasrec"])
     assert "head items fill this share of the top 10, data shared table (gsau-rec) 50%, sasrec 30% (test targets 25%)" in text
-    assert "| data | test targets | 25% | 25% | 50% | — |" in text
-    assert "| data | shared table (gsau-rec) | 50% | 30% | 20% | 2 |" in text
-    assert "| data | sasrec | 30% | 20% | 50% | 1 |" in text
+    assert "| data | test targets | 25% | 25% | 50% | — | — |" in text
+    assert "| data | shared table (gsau-rec) | 50% | 30% | 20% | 0.1000 | 2 |" in text
+    assert "| data | sasrec | 30% | 20% | 50% | 0.1000 | 1 |" in text
 
 
 def test_question_5_weighs_a_change_against_the_studys_own_sasrec_seeds_with_an_interval(tmp_path):

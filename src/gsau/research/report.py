@@ -111,7 +111,7 @@ def q2(view: View) -> str:
               "popularity is the test item's count in the training split, head/torso/tail cut at 1/3 and 2/3 of "
               "the training interactions; * marks a bucket whose interval excludes 0 (a bucket has no seed-level "
               "error).\n" if parts else "")
-    cells = [c for c in ("shared", "no-graph", "sasrec") if c in view.cells]
+    cells = [c for c in ("shared", "no-graph", "no-graph-gamma0", "sasrec") if c in view.cells]
     return (head + _recommended(view, cells) + legend + "\n" + "\n".join(parts) + ("\n" if parts else "")
             + view.pending(view.all_of(cells)))
 
@@ -130,22 +130,24 @@ def _recommended(view: View, cells: list[str]) -> str:
             k = records[0]["top_popularity"]["k"]
             head = float(np.mean([np.mean(x["top_popularity"]["head"]) / k for x in records]))
             tail = float(np.mean([np.mean(x["top_popularity"]["tail"]) / k for x in records]))
-            shares[c] = (head, tail, len(records))
+            shares[c] = (head, tail, len(records), float(np.mean(view.values(c, d))))
             if targets is None:
                 counts, cuts = np.asarray(records[0]["target_train_count"]), records[0]["popularity_cuts"]
                 targets = (float(np.mean(counts >= cuts["head"])), float(np.mean(counts < cuts["torso"])))
         if not shares:
             continue
-        rows.append([d, "test targets", f"{targets[0]:.0%}", f"{1 - targets[0] - targets[1]:.0%}", f"{targets[1]:.0%}", DASH])
-        rows += [[d, LABELS.get(c, c), f"{h:.0%}", f"{1 - h - t:.0%}", f"{t:.0%}", str(n)] for c, (h, t, n) in shares.items()]
-        clauses.append(f"{d} " + ", ".join(f"{LABELS.get(c, c)} {h:.0%}" for c, (h, _, _) in shares.items())
+        rows.append([d, "test targets", f"{targets[0]:.0%}", f"{1 - targets[0] - targets[1]:.0%}", f"{targets[1]:.0%}",
+                     DASH, DASH])
+        rows += [[d, LABELS.get(c, c), f"{h:.0%}", f"{1 - h - t:.0%}", f"{t:.0%}", f"{r10:.4f}", str(n)]
+                 for c, (h, t, n, r10) in shares.items()]
+        clauses.append(f"{d} " + ", ".join(f"{LABELS.get(c, c)} {h:.0%}" for c, (h, *_) in shares.items())
                        + f" (test targets {targets[0]:.0%})")
     if not rows:
         return ""
     return ("\nWhat the models recommend: head items fill this share of the top 10, " + "; ".join(clauses)
             + ". Share of the top-10 slots (under each run's own protocol) filled by head, torso and tail items, "
             "the users and seeds averaged, beside the test targets' own shares:\n\n"
-            + markdown_table(["dataset", "list", "head", "torso", "tail", "seeds"], rows))
+            + markdown_table(["dataset", "list", "head", "torso", "tail", "test R@10", "seeds"], rows))
 
 
 def dynamics_runs(view: View) -> list[Run]:

@@ -15,7 +15,7 @@ from gsau.research.study import Run, Study, short_label
 NO_RUNS = "The spec has no runs for this question.\n"
 # How the cells read in tables; a cell of another spec shows its own name.
 LABELS = {"shared": "shared table (gsau-rec)", "separate": "separate tables", "no-graph": "no graph",
-          "sasrec": "sasrec", "sage": "GraphSAGE", "gat": "GAT"}
+          "sasrec": "sasrec", "sage": "GraphSAGE", "gat": "GAT", "no-graph-gamma0": "no graph, gamma 0 (no L_SU)"}
 
 
 # -- the study's runs, by cell ----------------------------------------------------------------------
