@@ -112,7 +112,7 @@ def test_the_report_answers_from_the_records(tiny_study, tmp_path):
     assert section[2].startswith("Buckets where the shared table's test R@10 differs significantly (95% bootstrap "
                                  "interval over the bucket's users excludes 0; 8 buckets a comparison, not adjusted")
     # ... and how popular what each trained run recommends is, from the records the study wrote.
-    assert "What the models recommend: head items fill this share of the top 10, data shared table (gsau-rec) " in section[2]
+    assert "What the models recommend: the share of the top 10 that head items fill on data, shared table (gsau-rec) " in section[2]
     assert "| data | test targets |" in section[2] and "| data | no graph |" in section[2]
     # 3: the probe over epochs for the shared, separate and gsau runs.
     assert all(f"| {name} | 2 |" in section[3] for name in ("shared-data-1", "separate-data-1", "gsau-gamma0.1-data-1"))
@@ -504,7 +504,7 @@ def test_question_2_says_how_popular_what_each_model_recommends(tmp_path):
                               "top_popularity": {"k": 10, "head": head, "tail": tail}})
     view = view_.View(spec, list(runs.values()), stats.Records(), "gsau study x")
     text = report._recommended(view, ["shared", "sasrec"])
-    assert "head items fill this share of the top 10, data shared table (gsau-rec) 50%, sasrec 30% (test targets 25%)" in text
+    assert "the share of the top 10 that head items fill on data, shared table (gsau-rec) 50%, sasrec 30% (test targets 25%)" in text
     assert "| data | test targets | 25% | 25% | 50% | — | — |" in text
     assert "| data | shared table (gsau-rec) | 50% | 30% | 20% | 0.1000 | 2 |" in text
     assert "| data | sasrec | 30% | 20% | 50% | 0.1000 | 1 |" in text

@@ -140,11 +140,11 @@ def _recommended(view: View, cells: list[str]) -> str:
                      DASH, DASH])
         rows += [[d, LABELS.get(c, c), f"{h:.0%}", f"{1 - h - t:.0%}", f"{t:.0%}", f"{r10:.4f}", str(n)]
                  for c, (h, t, n, r10) in shares.items()]
-        clauses.append(f"{d} " + ", ".join(f"{LABELS.get(c, c)} {h:.0%}" for c, (h, *_) in shares.items())
+        clauses.append(f"on {d}, " + ", ".join(f"{LABELS.get(c, c)} {h:.0%}" for c, (h, *_) in shares.items())
                        + f" (test targets {targets[0]:.0%})")
     if not rows:
         return ""
-    return ("\nWhat the models recommend: head items fill this share of the top 10, " + "; ".join(clauses)
+    return ("\nWhat the models recommend: the share of the top 10 that head items fill " + "; ".join(clauses)
             + ". Share of the top-10 slots (under each run's own protocol) filled by head, torso and tail items, "
             "the users and seeds averaged, beside the test targets' own shares:\n\n"
             + markdown_table(["dataset", "list", "head", "torso", "tail", "test R@10", "seeds"], rows))
