@@ -2,6 +2,9 @@
 path (last layer at a batch's nodes) equals the reference path in values and gradients; each
 learns a planted community pattern that popularity cannot see, through its own weights."""
 
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -131,22 +134,11 @@ def test_directau_with_the_encoder_learns_the_planted_communities(planted, encod
 # Ours are plain torch sparse products (why: encoders/sage.py); they must compute what PyG's layers
 # compute, values and gradients, or the question-6 runs would not be GraphSAGE and GAT.
 def _pyg_layers(encoder, graph, dim):
-    nn_ = pytest.importorskip("torch_geometric.nn")
-    layers = []
-    for k in range(graph.n_layers):
-        if encoder == "sage":  # PyG: lin_l (neighbours, with the bias) + lin_r (root, no bias)
-            conv = nn_.SAGEConv(dim, dim, aggr="mean", root_weight=True)
-            conv.lin_l.weight.data.copy_(graph.neighbour_weights[k].weight)
-            conv.lin_l.bias.data.copy_(graph.self_weights[k].bias)
-            conv.lin_r.weight.data.copy_(graph.self_weights[k].weight)
-        else:
-            conv = nn_.GATConv(dim, dim, heads=1, add_self_loops=True, negative_slope=0.2, dropout=0.0)
-            conv.lin.weight.data.copy_(graph.weights[k].weight)
-            conv.att_src.data.copy_(graph.attend_source[k].weight.view(1, 1, dim))
-            conv.att_dst.data.copy_(graph.attend_target[k].weight.view(1, 1, dim))
-            conv.bias.data.copy_(graph.biases[k])
-        layers.append(conv)
-    return layers
+    """PyG's layers holding gsau's weights: the mapping benchmarks/graph_encoders.py times with."""
+    pytest.importorskip("torch_geometric")
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    import graph_encoders
+    return graph_encoders._pyg_convs(encoder, graph, dim)
 
 
 @pytest.mark.parametrize("encoder", ENCODERS)

@@ -438,19 +438,24 @@ def test_question_5_counts_a_screens_gain_as_help_only_beyond_the_seed_noise(tmp
     assert "smaller than that is within seed noise" in collapse.q5(view)
 
 
+def finished_by_hand(run, log=({"epoch": 1},), recall=0.1):
+    """A planned run's records written by hand, all a study's result needs: its log, metrics, config
+    and the files written after training."""
+    run.path.mkdir(parents=True)
+    (run.path / "log.jsonl").write_text("".join(json.dumps(h) + "\n" for h in log))
+    (run.path / "metrics.json").write_text(json.dumps({"best_epoch": 1, "test": {"recall@10": recall}}))
+    (run.path / "config.yaml").write_text(json.dumps(run.config.to_dict()))
+    for record in study.AFTER_TRAINING:
+        (run.path / record).write_text("")
+
+
 def test_the_seeds_line_names_each_datasets_seeds_where_they_differ(tmp_path):
     spec = study.load_spec(write_spec(tmp_path, [
         {"name": "sasrec", "question": 2, "model": "sasrec", "seeds": [1, 2]},
         {"name": "shared", "question": 1, "model": "gsau-rec"}], datasets=["a", "b"]))
     runs = {r.name: r for r in study.plan(spec, tmp_path / "out")}
     for name in ("sasrec-a-1", "sasrec-b-1", "sasrec-b-2", "shared-a-1", "shared-b-1"):
-        path = runs[name].path
-        path.mkdir(parents=True)
-        (path / "log.jsonl").write_text(json.dumps({"epoch": 1}) + "\n")
-        (path / "metrics.json").write_text(json.dumps({"best_epoch": 1, "test": {"recall@10": 0.1}}))
-        (path / "config.yaml").write_text(json.dumps(runs[name].config.to_dict()))
-        for record in study.AFTER_TRAINING:
-            (path / record).write_text("")
+        finished_by_hand(runs[name])
     view = view_.View(spec, list(runs.values()), stats.Records(), "gsau study x")
     assert view_.seeds_line(view, ["shared", "sasrec"]) == \
         "Seeds of the finished runs: shared table (gsau-rec) 1; sasrec: a 1 / b 1, 2.\n"
@@ -466,15 +471,13 @@ def test_the_dry_run_estimates_the_training_left_from_finished_runs_of_the_same_
         {"name": "b", "question": 1, "model": "gsau-rec"}]))
     runs = {r.name: r for r in study.plan(spec, tmp_path / "out")}
     for name, seconds in (("a-data-1", [10, 300, 10]), ("a-data-2", [10] * 5), ("a-data-3", [12])):
-        path = runs[name].path
-        path.mkdir(parents=True)
-        (path / "log.jsonl").write_text("".join(json.dumps({"epoch": e + 1, "seconds": t}) + "\n"
-                                                for e, t in enumerate(seconds)))
-        (path / "config.yaml").write_text(json.dumps(runs[name].config.to_dict()))
-        if name != "a-data-3":  # a-data-3 is still training
-            (path / "metrics.json").write_text(json.dumps({"best_epoch": 1, "test": {"recall@10": 0.1}}))
-            for record in study.AFTER_TRAINING:
-                (path / record).write_text("")
+        log = [{"epoch": e + 1, "seconds": t} for e, t in enumerate(seconds)]
+        if name != "a-data-3":
+            finished_by_hand(runs[name], log)
+        else:  # still training: a log and its config, no metrics
+            runs[name].path.mkdir(parents=True)
+            (runs[name].path / "log.jsonl").write_text("".join(json.dumps(h) + "\n" for h in log))
+            (runs[name].path / "config.yaml").write_text(json.dumps(runs[name].config.to_dict()))
     left, counted, unknown = study.estimate(list(runs.values()))
     assert (counted, unknown) == (2, 1) and left == pytest.approx(3 * 10 + 4 * 10)
     study.show(list(runs.values()))
@@ -492,14 +495,8 @@ def test_question_2_says_how_popular_what_each_model_recommends(tmp_path):
     runs = {r.name: r for r in study.plan(spec, tmp_path / "out")}
     top = {"shared-data-1": ([6, 6], [1, 1]), "shared-data-2": ([4, 4], [3, 3]), "sasrec-data-1": ([3, 3], [5, 5])}
     for name, (head, tail) in top.items():
-        path = runs[name].path
-        path.mkdir(parents=True)
-        (path / "log.jsonl").write_text(json.dumps({"epoch": 1}) + "\n")
-        (path / "metrics.json").write_text(json.dumps({"best_epoch": 1, "test": {"recall@10": 0.1}}))
-        (path / "config.yaml").write_text(json.dumps(runs[name].config.to_dict()))
-        for record in study.AFTER_TRAINING:
-            (path / record).write_text("")
-        buckets_._save(path, {"stage": "test", "rank": [1, 2, 3, 4], "target_train_count": [9, 3, 1, 0],
+        finished_by_hand(runs[name])
+        buckets_._save(runs[name].path, {"stage": "test", "rank": [1, 2, 3, 4], "target_train_count": [9, 3, 1, 0],
                               "popularity_cuts": {"head": 5, "torso": 2}, "history_length": [5, 5, 5, 5],
                               "top_popularity": {"k": 10, "head": head, "tail": tail}})
     view = view_.View(spec, list(runs.values()), stats.Records(), "gsau study x")
