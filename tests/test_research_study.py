@@ -482,6 +482,10 @@ def test_the_dry_run_estimates_the_training_left_from_finished_runs_of_the_same_
     assert (counted, unknown) == (2, 1) and left == pytest.approx(3 * 10 + 4 * 10)
     study.show(list(runs.values()))
     assert "estimate: about 0.0 worker-hours of training left for 2 runs" in capsys.readouterr().out
+    # A damaged log is a one-line error naming the file and line, not a traceback.
+    (runs["a-data-3"].path / "log.jsonl").write_text('{"epoch": 1, "seconds": 12}\n{"epoch": 2, "sec')
+    with pytest.raises(GsauError, match=r"a-data-3/log.jsonl:2: not a JSON record"):
+        study.estimate(list(runs.values()))
 
 
 def test_question_2_says_how_popular_what_each_model_recommends(tmp_path):

@@ -278,7 +278,14 @@ def _kind(run: Run) -> tuple:
 
 def _log(path: Path) -> list[dict]:
     file = path / "log.jsonl"
-    return [json.loads(line) for line in file.read_text().splitlines() if line.strip()] if file.exists() else []
+    out = []
+    for number, line in enumerate(file.read_text().splitlines() if file.exists() else [], 1):
+        if line.strip():
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                raise GsauError(f"{file}:{number}: not a JSON record (a damaged log; move the run away)") from None
+    return out
 
 
 def estimate(runs: list[Run]) -> tuple[float, int, int]:
