@@ -305,6 +305,23 @@ def test_the_difference_of_two_cells_by_hand():
     one = stats.difference(Stub(), ["a1"], ["b1", "b2"])
     assert one.value == pytest.approx(0.0) and one.se == pytest.approx((0.005 * 1.5) ** 0.5)
     assert one.df == 1.0  # the borrowed variance has b's n - 1 degrees of freedom alone
+    # The pooled variance of a table's cells of 2+ seeds stands for a one-seed side, not the other
+    # side's alone: cells b (0.05, 0.15: s^2 0.005, 1 df) and c (0.30, 0.40, 0.50: s^2 0.01, 2 df)
+    # pool to (0.005 + 2 x 0.01) / 3 = 0.008333 with 3 df.
+    pool = [[0.05, 0.15], [0.30, 0.40, 0.50]]
+    assert stats.pooled_variance(pool) == pytest.approx((0.025 / 3, 3))
+    assert stats.pooled_variance([[0.1], [0.2]]) is None
+    pooled = stats.difference(Stub(), ["a1"], ["b1", "b2"], pool=pool)
+    assert pooled.se == pytest.approx((0.025 / 3 + 0.005 / 2) ** 0.5)
+    # Welch-Satterthwaite would say (q_a + q_b)^2 / (q_a^2 / 3 + q_b^2 / 1) = 3.28; the pool holds b's
+    # seeds, so the error knows no more than the pool's 3 df.
+    assert pooled.df == 3.0
+    # Both sides of one seed: one estimate of the variance on both, with its own 3 df.
+    both = stats.difference(Stub(), ["a1"], ["b1"], pool=pool)
+    assert both.se == pytest.approx((0.025 / 3 * 2) ** 0.5) and both.df == 3.0
+    assert stats.difference(Stub(), ["a1"], ["b1"], pool=[[0.1], [0.2]]).se is None  # no cell of 2 seeds
+    # A side of 2+ seeds keeps its own variance whatever the pool.
+    assert stats.difference(Stub(), ["a1", "a2"], ["b1", "b2"], pool=pool).se == pytest.approx(0.005 ** 0.5)
     # Welch-Satterthwaite by hand: variances 0.005 (n 2) and 0.01 (n 3): q = 0.0025, 0.01/3;
     # df = (0.0025 + 0.01/3)^2 / (0.0025^2 / 1 + (0.01/3)^2 / 2) = 2.882...
     Stub.values.update({"b3": 0.25})
@@ -459,6 +476,32 @@ def test_the_seeds_line_names_each_datasets_seeds_where_they_differ(tmp_path):
     view = view_.View(spec, list(runs.values()), stats.Records(), "gsau study x")
     assert view_.seeds_line(view, ["shared", "sasrec"]) == \
         "Seeds of the finished runs: shared table (gsau-rec) 1; sasrec: a 1 / b 1, 2.\n"
+
+
+def test_a_one_seed_cell_is_weighed_with_the_variance_pooled_over_its_table(tmp_path):
+    """By hand: shared's seeds 0.10, 0.12 (s^2 0.0002, 1 df) and sasrec's 0.08, 0.08, 0.08 (s^2 0, 2 df)
+    pool to 0.0002 / 3 with 3 df; no graph's one seed takes it. Borrowing sasrec's spread alone (0, as
+    seeds that agree by chance can) would make the error 0 and any gap significant."""
+    from gsau.research import buckets as buckets_
+    spec = study.load_spec(write_spec(tmp_path, [
+        {"name": "shared", "question": 1, "model": "gsau-rec", "seeds": [1, 2]},
+        {"name": "no-graph", "question": 1, "model": "gsau-rec", "set": ["graph_encoder=null", "graph_loss=null"]},
+        {"name": "sasrec", "question": 2, "model": "sasrec", "seeds": [1, 2, 3]}]))
+    runs = {r.name: r for r in study.plan(spec, tmp_path / "out")}
+    recalls = {"shared-data-1": 0.10, "shared-data-2": 0.12, "no-graph-data-1": 0.09,
+               "sasrec-data-1": 0.08, "sasrec-data-2": 0.08, "sasrec-data-3": 0.08}
+    for name, recall in recalls.items():
+        finished_by_hand(runs[name], recall=recall)
+        buckets_._save(runs[name].path, {"stage": "test", "rank": [1, 20], "target_train_count": [3, 1],
+                                         "popularity_cuts": {"head": 3, "torso": 2}, "history_length": [5, 5]})
+    view = view_.View(spec, list(runs.values()), stats.Records(), "gsau study x")
+    table, _ = view_.comparison_table(view, [("shared", "no-graph"), ("no-graph", "sasrec")], ["data"])
+    se = (0.0002 / 3) ** 0.5  # sasrec's own variance is 0, so its side adds nothing
+    assert f"| no graph − sasrec | +0.0100 [+0.0000, +0.0000], seed SE {se:.4f}, 3 df |" in table
+    # shared − no graph: (0.0002 / 2 + 0.0002 / 3); Welch-Satterthwaite gives 1.6 df, under the pool's 3.
+    qa, qb = 0.0002 / 2, 0.0002 / 3
+    df = (qa + qb) ** 2 / (qa ** 2 / 1 + qb ** 2 / 3)
+    assert f"| shared table (gsau-rec) − no graph | +0.0200 [+0.0000, +0.0000], seed SE {(qa + qb) ** 0.5:.4f}, {df:.3g} df |" in table
 
 
 def test_the_dry_run_estimates_the_training_left_from_finished_runs_of_the_same_kind(tmp_path, capsys):

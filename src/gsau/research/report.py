@@ -300,7 +300,8 @@ def q7(view: View) -> str:
     pair = [c for c in cells if c.endswith("gsau-rec")] + [c for c in cells if c.endswith("sasrec")]
     if len(pair) == 2:
         for d in datasets:
-            diff = difference(view.records, view.of(pair[0], d), view.of(pair[1], d))
+            diff = difference(view.records, view.of(pair[0], d), view.of(pair[1], d),
+                              pool=[view.values(c, d) for c in cells])
             if diff is not None:
                 clauses.append(f"gsau-rec vs sasrec on {d}: {diff.verdict} ({diff.value:+.4f})")
     masking = "".join(_masking(view, cells, d) for d in datasets)
@@ -422,12 +423,13 @@ def write_report(study: Study, out: str | Path, command: str, report: str | Path
         "Protocol: as RESULTS.md (leave-one-out by time, full ranking over all items, best epoch on validation "
         "NDCG@20, the test split reported; the runs use the grid's lr 0.003). A cell of several seeds shows mean "
         "± std (n). A difference of two cells is that of their seed means, with a 95% paired bootstrap interval "
-        "over test users (1000 resamples, seeded) and, where a cell has 2+ seeds, the seed-level standard error "
-        "with its Welch degrees of freedom (a one-seed cell taken to vary across seeds as the other does, whose "
-        "n − 1 are then the df); it is marked significant (*) when the interval excludes 0 and it exceeds t(0.975, "
-        "df) times that error (4.30 at 2 df: 2-3 seeds a side know their spread only roughly, and a spread that "
-        "is small by chance still makes that error small). With one seed a side the interval alone decides, "
-        "which leaves the seeds' variance untested.\n",
+        "over test users (1000 resamples, seeded) and the seed-level standard error with its Welch degrees of "
+        "freedom: a cell of 2+ seeds brings its own seed variance, a one-seed cell the variance pooled over the "
+        "cells of 2+ seeds that its table compares on that dataset (with their sum of n − 1 as its df), so that "
+        "no single cell whose few seeds agree by chance stands for it. It is marked significant (*) when the "
+        "interval excludes 0 and it exceeds t(0.975, df) times that error (12.71 at 1 df, 4.30 at 2: 2-3 seeds "
+        "know their spread only roughly). Where no cell of the table has 2 seeds on a dataset the interval alone "
+        "decides, which leaves the seeds' variance untested.\n",
     ]
     for q, title in QUESTIONS.items():
         parts += [f"## {q}. {title}\n", sections[q]]

@@ -1,10 +1,12 @@
 """The run records of a study and the statistics over them: each file read once; a cell of
 several seeds as mean ± std; a difference of two cells as the difference of their seed means with
 (a) a 95% paired bootstrap interval over test users of the per-user metric averaged over each
-cell's seeds and (b) the seed-level standard error sqrt(s_a^2/n_a + s_b^2/n_b) where a cell has 2+
-seeds, with Welch-Satterthwaite degrees of freedom. It is called significant when the interval
-excludes 0 and, where (b) exists, |difference| > t(0.975, df) SE: with 2-3 seeds a side the
-variance is itself known only roughly, and t (4.30 at 2 df, 2.78 at 4) says how roughly."""
+cell's seeds and (b) the seed-level standard error sqrt(s_a^2/n_a + s_b^2/n_b) with
+Welch-Satterthwaite degrees of freedom, where s^2 is a cell's own seed variance when it has 2+ seeds
+and otherwise the variance pooled over the table's cells of 2+ seeds on that dataset. It is called
+significant when the interval excludes 0 and, where (b) exists, |difference| > t(0.975, df) SE:
+with 2-3 seeds a side the variance is itself known only roughly, and t (4.30 at 2 df, 2.78 at 4)
+says how roughly."""
 
 from __future__ import annotations
 
@@ -124,31 +126,52 @@ class Difference:
         return f"{self.value:+.4f}{interval}{se}" + (" *" if self.significant else "")
 
 
-def seed_error(va: list[float], vb: list[float]) -> tuple[float, float] | None:
-    """(SE, df): the standard error of mean(va) - mean(vb) from the seeds' spread,
-    sqrt(s_a^2/n_a + s_b^2/n_b), and its Welch-Satterthwaite degrees of freedom. A one-seed side is
-    taken to vary across seeds as the other side does, whose n - 1 are then the only degrees of
-    freedom. None with one seed a side."""
-    var_a = float(np.var(va, ddof=1)) if len(va) >= 2 else None
-    var_b = float(np.var(vb, ddof=1)) if len(vb) >= 2 else None
-    if var_a is None and var_b is None:
+def pooled_variance(groups: list[list[float]]) -> tuple[float, int] | None:
+    """(variance, df): the seed variance pooled over the groups of 2+ values,
+    sum((n - 1) s^2) / sum(n - 1), with sum(n - 1) degrees of freedom; None without such a group."""
+    groups = [g for g in groups if len(g) >= 2]
+    df = sum(len(g) - 1 for g in groups)
+    if not df:
         return None
-    if var_a is None or var_b is None:
-        var = var_b if var_a is None else var_a
-        return math.sqrt(var / len(va) + var / len(vb)), float(max(len(va), len(vb)) - 1)
+    return sum((len(g) - 1) * float(np.var(g, ddof=1)) for g in groups) / df, df
+
+
+def seed_error(va: list[float], vb: list[float], pool: list[list[float]] | None = None) -> tuple[float, float] | None:
+    """(SE, df): the standard error of mean(va) - mean(vb) from the seeds' spread,
+    sqrt(s_a^2/n_a + s_b^2/n_b), and its Welch-Satterthwaite degrees of freedom. A side of 2+ seeds
+    uses its own variance (the variants need not vary alike); a one-seed side has none, so it takes
+    the variance pooled over `pool` (the seed values of every cell in the comparison on this
+    dataset; by default the two sides), with that pool's degrees of freedom. Pooling over the table
+    rather than borrowing the other side's variance keeps one cell whose few seeds agree by chance
+    from deciding alone. None where no cell of the pool has 2 seeds."""
+    pooled = pooled_variance([va, vb] if pool is None else pool)
+    sides = []
+    for values in (va, vb):
+        if len(values) >= 2:
+            sides.append((float(np.var(values, ddof=1)), len(values) - 1, False))
+        elif pooled is None:
+            return None
+        else:
+            sides.append((pooled[0], pooled[1], True))
+    (var_a, df_a, borrowed_a), (var_b, df_b, borrowed_b) = sides
     qa, qb = var_a / len(va), var_b / len(vb)
     se = math.sqrt(qa + qb)
-    if qa + qb == 0:  # seeds that agree to the last digit: no spread to weigh
-        return se, float(len(va) + len(vb) - 2)
-    return se, (qa + qb) ** 2 / (qa ** 2 / (len(va) - 1) + qb ** 2 / (len(vb) - 1))
+    # Welch-Satterthwaite takes the two variances as independent estimates. A borrowed pool shares
+    # its seeds with the other side (or is the same estimate on both), so the error knows no more
+    # than the pool's own degrees of freedom.
+    df = float(df_a + df_b) if qa + qb == 0 else (qa + qb) ** 2 / (qa ** 2 / df_a + qb ** 2 / df_b)
+    return se, min(df, float(pooled[1])) if borrowed_a or borrowed_b else df
 
 
-def difference(records: Records, a: list[Run], b: list[Run], metric: str = METRIC) -> Difference | None:
-    """a's finished runs against b's (one dataset): None unless both have one."""
+def difference(records: Records, a: list[Run], b: list[Run], metric: str = METRIC,
+               pool: list[list[float]] | None = None) -> Difference | None:
+    """a's finished runs against b's (one dataset): None unless both have one. `pool`: the seed
+    values of every cell compared on this dataset, whose pooled variance stands for a one-seed
+    side's (seed_error)."""
     va, vb = ([records.value(r, metric) for r in side if records.metrics(r)] for side in (a, b))
     if not va or not vb:
         return None
-    se, df = seed_error(va, vb) or (None, None)
+    se, df = seed_error(va, vb, pool) or (None, None)
     ranks_a = [records.ranks(r) for r in a if records.metrics(r)]
     ranks_b = [records.ranks(r) for r in b if records.metrics(r)]
     low = high = None
