@@ -168,3 +168,16 @@ def test_the_overall_row_alone_is_the_tables_last_row():
     b = {**a, "rank": rng.integers(1, 30, 80).tolist()}
     assert buckets.bucket_table([a], against=[b], overall_only=True, resamples=200) == \
         buckets.bucket_table([a], against=[b], resamples=200)[-1:]
+
+
+def test_a_report_can_leave_the_overall_rows_star_to_its_seed_level_test():
+    """Every user a hit against every user a miss: each interval excludes 0. The plain table stars
+    every row; the research report's (star_all=False) stars the buckets but not "all", whose
+    verdict question 1 gives with the seeds' spread."""
+    hits = record([1] * 6, SMALL["history_length"], SMALL["target_train_count"])
+    misses = {**hits, "rank": [50] * 6}
+    rows = buckets.bucket_table([hits], against=[misses], resamples=50)
+    plain, report = buckets.markdown(rows, "R@10", ("a", "b")), buckets.markdown(rows, "R@10", ("a", "b"), star_all=False)
+    assert "| all | all | 6 | 1.0000 | 0.0000 | +1.0000 [+1.0000, +1.0000] * |" in plain
+    assert "| all | all | 6 | 1.0000 | 0.0000 | +1.0000 [+1.0000, +1.0000] |" in report
+    assert "| popularity | head | 3 | 1.0000 | 0.0000 | +1.0000 [+1.0000, +1.0000] * |" in report

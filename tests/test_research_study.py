@@ -305,23 +305,23 @@ def test_the_difference_of_two_cells_by_hand():
     one = stats.difference(Stub(), ["a1"], ["b1", "b2"])
     assert one.value == pytest.approx(0.0) and one.se == pytest.approx((0.005 * 1.5) ** 0.5)
     assert one.df == 1.0  # the borrowed variance has b's n - 1 degrees of freedom alone
-    # The pooled variance of a table's cells of 2+ seeds stands for a one-seed side, not the other
-    # side's alone: cells b (0.05, 0.15: s^2 0.005, 1 df) and c (0.30, 0.40, 0.50: s^2 0.01, 2 df)
-    # pool to (0.005 + 2 x 0.01) / 3 = 0.008333 with 3 df.
-    pool = [[0.05, 0.15], [0.30, 0.40, 0.50]]
-    assert stats.pooled_variance(pool) == pytest.approx((0.025 / 3, 3))
-    assert stats.pooled_variance([[0.1], [0.2]]) is None
-    pooled = stats.difference(Stub(), ["a1"], ["b1", "b2"], pool=pool)
-    assert pooled.se == pytest.approx((0.025 / 3 + 0.005 / 2) ** 0.5)
-    # Welch-Satterthwaite would say (q_a + q_b)^2 / (q_a^2 / 3 + q_b^2 / 1) = 3.28; the pool holds b's
-    # seeds, so the error knows no more than the pool's 3 df.
-    assert pooled.df == 3.0
-    # Both sides of one seed: one estimate of the variance on both, with its own 3 df.
-    both = stats.difference(Stub(), ["a1"], ["b1"], pool=pool)
-    assert both.se == pytest.approx((0.025 / 3 * 2) ** 0.5) and both.df == 3.0
-    assert stats.difference(Stub(), ["a1"], ["b1"], pool=[[0.1], [0.2]]).se is None  # no cell of 2 seeds
-    # A side of 2+ seeds keeps its own variance whatever the pool.
-    assert stats.difference(Stub(), ["a1", "a2"], ["b1", "b2"], pool=pool).se == pytest.approx(0.005 ** 0.5)
+    # The variance pooled over the table's cells of 2+ seeds stands for a one-seed side, not the
+    # other side's alone: b (0.05, 0.15: s^2 0.005, 1 df) and another cell c (0.30, 0.40, 0.50: s^2
+    # 0.01, 2 df) pool to (0.005 + 2 x 0.01) / 3 = 0.008333. SE^2 = 0.008333 / 1 + 0.005 / 2 =
+    # 0.010833, which is b's variance x (1/2 + 1/3) = 0.004167 plus c's x 2/3 = 0.006667; Satterthwaite
+    # over those two cells: 0.010833^2 / (0.004167^2 / 1 + 0.006667^2 / 2) = 2.965 df (not the
+    # 3.99 that taking the pool as independent of b would give).
+    c = [[0.30, 0.40, 0.50]]
+    pooled = stats.difference(Stub(), ["a1"], ["b1", "b2"], others=c)
+    assert pooled.se == pytest.approx(0.010833 ** 0.5, rel=1e-4) and pooled.df == pytest.approx(2.965, abs=1e-3)
+    # One seed a side: SE^2 = 2 x 0.008333 = 0.016667 (b's x 2/3 = 0.003333, c's x 4/3 = 0.013333);
+    # 0.016667^2 / (0.003333^2 / 1 + 0.013333^2 / 2) = 2.778 df.
+    both = stats.difference(Stub(), ["a1"], ["b1"], others=[[0.05, 0.15], *c])
+    assert both.se == pytest.approx(0.016667 ** 0.5, rel=1e-4) and both.df == pytest.approx(2.778, abs=1e-3)
+    assert stats.difference(Stub(), ["a1"], ["b1"], others=[[0.1], [0.2]]).se is None  # no cell of 2 seeds
+    assert stats.seed_error([0.1], [0.2, 0.2]) is None  # seeds that agree exactly: no spread to weigh
+    # A side of 2+ seeds keeps its own variance whatever the other cells.
+    assert stats.difference(Stub(), ["a1", "a2"], ["b1", "b2"], others=c).se == pytest.approx(0.005 ** 0.5)
     # Welch-Satterthwaite by hand: variances 0.005 (n 2) and 0.01 (n 3): q = 0.0025, 0.01/3;
     # df = (0.0025 + 0.01/3)^2 / (0.0025^2 / 1 + (0.01/3)^2 / 2) = 2.882...
     Stub.values.update({"b3": 0.25})
@@ -480,8 +480,9 @@ def test_the_seeds_line_names_each_datasets_seeds_where_they_differ(tmp_path):
 
 def test_a_one_seed_cell_is_weighed_with_the_variance_pooled_over_its_table(tmp_path):
     """By hand: shared's seeds 0.10, 0.12 (s^2 0.0002, 1 df) and sasrec's 0.08, 0.08, 0.08 (s^2 0, 2 df)
-    pool to 0.0002 / 3 with 3 df; no graph's one seed takes it. Borrowing sasrec's spread alone (0, as
-    seeds that agree by chance can) would make the error 0 and any gap significant."""
+    pool to 0.0002 / 3; no graph's one seed takes it. Borrowing sasrec's spread alone (0, as seeds
+    that agree by chance can) would leave no error to weigh, and a pool taken as 3 independent df
+    would call t(3) where the spread comes from shared's single df."""
     from gsau.research import buckets as buckets_
     spec = study.load_spec(write_spec(tmp_path, [
         {"name": "shared", "question": 1, "model": "gsau-rec", "seeds": [1, 2]},
@@ -496,12 +497,11 @@ def test_a_one_seed_cell_is_weighed_with_the_variance_pooled_over_its_table(tmp_
                                          "popularity_cuts": {"head": 3, "torso": 2}, "history_length": [5, 5]})
     view = view_.View(spec, list(runs.values()), stats.Records(), "gsau study x")
     table, _ = view_.comparison_table(view, [("shared", "no-graph"), ("no-graph", "sasrec")], ["data"])
-    se = (0.0002 / 3) ** 0.5  # sasrec's own variance is 0, so its side adds nothing
-    assert f"| no graph − sasrec | +0.0100 [+0.0000, +0.0000], seed SE {se:.4f}, 3 df |" in table
-    # shared − no graph: (0.0002 / 2 + 0.0002 / 3); Welch-Satterthwaite gives 1.6 df, under the pool's 3.
-    qa, qb = 0.0002 / 2, 0.0002 / 3
-    df = (qa + qb) ** 2 / (qa ** 2 / 1 + qb ** 2 / 3)
-    assert f"| shared table (gsau-rec) − no graph | +0.0200 [+0.0000, +0.0000], seed SE {(qa + qb) ** 0.5:.4f}, {df:.3g} df |" in table
+    # no graph − sasrec: SE^2 = 0.0002 / 3 / 1 + 0 / 3, all of it shared's spread, so shared's 1 df
+    # (t 12.71), not the pool's 3: a pool that one cell dominates knows what that cell knows.
+    assert "| no graph − sasrec | +0.0100 [+0.0000, +0.0000], seed SE 0.0082, 1 df |" in table
+    # shared − no graph: 0.0002 / 2 + 0.0002 / 3 / 1 = 0.000167, again shared's spread alone.
+    assert "| shared table (gsau-rec) − no graph | +0.0200 [+0.0000, +0.0000], seed SE 0.0129, 1 df |" in table
 
 
 def test_the_dry_run_estimates_the_training_left_from_finished_runs_of_the_same_kind(tmp_path, capsys):

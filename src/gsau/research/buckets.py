@@ -223,9 +223,10 @@ def excludes_zero(row: dict) -> bool:
     return not math.isnan(row["low"]) and (row["low"] > 0 or row["high"] < 0)
 
 
-def markdown(rows: list[dict], metric: str, names: tuple[str, ...] = ("mean",)) -> str:
+def markdown(rows: list[dict], metric: str, names: tuple[str, ...] = ("mean",), star_all: bool = True) -> str:
     """A bucket table as markdown: one model's means and interval, or with two names the paired
-    difference and its interval (* where it excludes 0)."""
+    difference and its interval (* where it excludes 0; not on the "all" row with `star_all`
+    False, for a report that judges the overall difference elsewhere with the seeds' spread)."""
     paired = "difference" in rows[0]
     header = ["kind", "bucket", "users", f"{names[0]} {metric}"]
     header += [f"{names[1]} {metric}", "difference [95% CI]"] if paired else ["95% CI"]
@@ -238,7 +239,8 @@ def markdown(rows: list[dict], metric: str, names: tuple[str, ...] = ("mean",)) 
         interval = f"[{row['low']:+.4f}, {row['high']:+.4f}]" if paired else f"[{row['low']:.4f}, {row['high']:.4f}]"
         if paired:
             cells += [f"{row['mean']:.4f}", f"{row['other']:.4f}",
-                      f"{row['difference']:+.4f} {interval}" + (" *" if excludes_zero(row) else "")]
+                      f"{row['difference']:+.4f} {interval}"
+                      + (" *" if excludes_zero(row) and (star_all or row["kind"] != "all") else "")]
         else:
             cells += [f"{row['mean']:.4f}", interval]
         lines.append(cells)

@@ -168,22 +168,22 @@ def _model_of(run_dir: Path) -> str | None:
 
 
 def _against_sasrec(view: View, runs: list[Run], dataset: str, reference: Path | None,
-                    pool: list[list[float]] | None = None):
+                    others: list[list[float]] = ()):
     """(sasrec's test R@10 values, what they are, the difference of runs against them, whether they
     are the study's own runs): the
     study's own sasrec cell (question 2: several seeds with per-user ranks, so an interval) where
-    it has finished runs on the dataset, else the cell's reference run (one seed, no ranks). `pool`:
-    the seed values of the other changes on the dataset, pooled with sasrec's for a one-seed side."""
+    it has finished runs on the dataset, else the cell's reference run (one seed, no ranks).
+    `others`: the seed values of the other changes on the dataset, whose spread a one-seed side
+    borrows with the two sides' (stats.seed_error)."""
     records = view.records
     sasrec = view.finished(view.of("sasrec", dataset)) if "sasrec" in view.cells else []
     if sasrec:
-        values = [records.value(r) for r in sasrec]
-        return values, "sasrec", difference(records, runs, sasrec, pool=(pool or []) + [values]), True
+        return [records.value(r) for r in sasrec], "sasrec", difference(records, runs, sasrec, others=others), True
     if reference is None or not (reference / "metrics.json").exists() or _model_of(reference) != "sasrec":
         return None
     target = json.loads((reference / "metrics.json").read_text())["test"][METRIC]
     va = [records.value(r) for r in runs]
-    se, df = seed_error(va, [target], (pool or []) + [va]) or (None, None)
+    se, df = seed_error(va, [target], others) or (None, None)
     return [target], reference.name, Difference(float(np.mean(va)) - target, None, None, se, df), False
 
 
@@ -196,18 +196,19 @@ def _full_runs(view: View, cells: list, published: float | None) -> tuple[str, s
     def full(c, d):
         return [r for r in view.finished(view.of(c.name, d)) if r.config.train.epochs >= 300]
 
-    pools: dict = {}  # dataset -> the seed values of every change trained to early stopping there
+    values_of: dict = {}  # dataset -> change -> the seed values of the change trained to early stopping
     for c in cells:
         for d in view.cell_datasets(c.name):
             if done := full(c, d):
-                pools.setdefault(d, []).append([view.records.value(r) for r in done])
+                values_of.setdefault(d, {})[c.name] = [view.records.value(r) for r in done]
     for c in cells:
         for d in view.cell_datasets(c.name):
             done = full(c, d)
             if not done:
                 continue
             reference = view.study.spec.parent / c.reference.format(dataset=d) if c.reference else None
-            against = _against_sasrec(view, done, d, reference, pools[d])
+            others = [v for name, v in values_of[d].items() if name != c.name]
+            against = _against_sasrec(view, done, d, reference, others)
             values = [view.records.value(r) for r in done]
             ndcg = [view.records.value(r, "ndcg@10") for r in done]
             rows.append([f"{c.name} ({_changes(c)})", d, spread(values), spread(ndcg),

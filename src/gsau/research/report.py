@@ -87,7 +87,7 @@ def bucket_rows(view: View, a: str, b: str, dataset: str) -> tuple[str, list[str
         return None
     rows = buckets.bucket_table(ra, METRIC, against=rb)
     where = [f"{r['bucket']} ({r['difference']:+.4f})" for r in rows if r["kind"] != "all" and buckets.excludes_zero(r)]
-    return buckets.markdown(rows, "R@10", (LABELS.get(a, a), LABELS.get(b, b))), where
+    return buckets.markdown(rows, "R@10", (LABELS.get(a, a), LABELS.get(b, b)), star_all=False), where
 
 
 def q2(view: View) -> str:
@@ -110,7 +110,8 @@ def q2(view: View) -> str:
               "user's interactions, the test item included (at test time the model reads the other n − 1); "
               "popularity is the test item's count in the training split, head/torso/tail cut at 1/3 and 2/3 of "
               "the training interactions; * marks a bucket whose interval excludes 0 (a bucket has no seed-level "
-              "error).\n" if parts else "")
+              "error); the all row is question 1's difference, judged there with the seeds' spread too.\n"
+              if parts else "")
     cells = [c for c in ("shared", "no-graph", "no-graph-gamma0", "sasrec") if c in view.cells]
     return (head + _recommended(view, cells) + legend + "\n" + "\n".join(parts) + ("\n" if parts else "")
             + view.pending(view.all_of(cells)))
@@ -301,7 +302,7 @@ def q7(view: View) -> str:
     if len(pair) == 2:
         for d in datasets:
             diff = difference(view.records, view.of(pair[0], d), view.of(pair[1], d),
-                              pool=[view.values(c, d) for c in cells])
+                              others=[view.values(c, d) for c in cells if c not in pair])
             if diff is not None:
                 clauses.append(f"gsau-rec vs sasrec on {d}: {diff.verdict} ({diff.value:+.4f})")
     masking = "".join(_masking(view, cells, d) for d in datasets)
@@ -423,13 +424,14 @@ def write_report(study: Study, out: str | Path, command: str, report: str | Path
         "Protocol: as RESULTS.md (leave-one-out by time, full ranking over all items, best epoch on validation "
         "NDCG@20, the test split reported; the runs use the grid's lr 0.003). A cell of several seeds shows mean "
         "± std (n). A difference of two cells is that of their seed means, with a 95% paired bootstrap interval "
-        "over test users (1000 resamples, seeded) and the seed-level standard error with its Welch degrees of "
-        "freedom: a cell of 2+ seeds brings its own seed variance, a one-seed cell the variance pooled over the "
-        "cells of 2+ seeds that its table compares on that dataset (with their sum of n − 1 as its df), so that "
-        "no single cell whose few seeds agree by chance stands for it. It is marked significant (*) when the "
-        "interval excludes 0 and it exceeds t(0.975, df) times that error (12.71 at 1 df, 4.30 at 2: 2-3 seeds "
-        "know their spread only roughly). Where no cell of the table has 2 seeds on a dataset the interval alone "
-        "decides, which leaves the seeds' variance untested.\n",
+        "over test users (1000 resamples, seeded) and the seed-level standard error sqrt(s_a²/n_a + s_b²/n_b): "
+        "a cell of 2+ seeds brings its own seed variance s², a one-seed cell the variance pooled over every cell "
+        "of 2+ seeds in its table on that dataset. Its degrees of freedom are Satterthwaite's over the cells "
+        "whose seeds enter it (Welch's where both sides have 2+ seeds), so a pool that one cell's spread "
+        "dominates knows no more than that cell's n − 1. It is marked significant (*) when the interval "
+        "excludes 0 and it exceeds t(0.975, df) times that error (12.71 at 1 df, 4.30 at 2: 2-3 seeds know "
+        "their spread only roughly). Where no cell of the table has 2 seeds on a dataset, or their seeds agree "
+        "exactly, the interval alone decides, which leaves the seeds' variance untested.\n",
     ]
     for q, title in QUESTIONS.items():
         parts += [f"## {q}. {title}\n", sections[q]]

@@ -2,7 +2,7 @@
 several seeds as mean ± std; a difference of two cells as the difference of their seed means with
 (a) a 95% paired bootstrap interval over test users of the per-user metric averaged over each
 cell's seeds and (b) the seed-level standard error sqrt(s_a^2/n_a + s_b^2/n_b) with
-Welch-Satterthwaite degrees of freedom, where s^2 is a cell's own seed variance when it has 2+ seeds
+Satterthwaite degrees of freedom, where s^2 is a cell's own seed variance when it has 2+ seeds
 and otherwise the variance pooled over the table's cells of 2+ seeds on that dataset. It is called
 significant when the interval excludes 0 and, where (b) exists, |difference| > t(0.975, df) SE:
 with 2-3 seeds a side the variance is itself known only roughly, and t (4.30 at 2 df, 2.78 at 4)
@@ -105,8 +105,8 @@ class Difference:
     value: float  # mean of a's seeds - mean of b's seeds
     low: float | None  # paired bootstrap interval over users (None without both cells' ranks)
     high: float | None
-    se: float | None  # seed-level standard error (None with one seed a side)
-    df: float | None = None  # its degrees of freedom (Welch-Satterthwaite)
+    se: float | None  # seed-level standard error (None where the seeds give no spread: seed_error)
+    df: float | None = None  # its degrees of freedom (Satterthwaite)
 
     @property
     def significant(self) -> bool:
@@ -126,52 +126,47 @@ class Difference:
         return f"{self.value:+.4f}{interval}{se}" + (" *" if self.significant else "")
 
 
-def pooled_variance(groups: list[list[float]]) -> tuple[float, int] | None:
-    """(variance, df): the seed variance pooled over the groups of 2+ values,
-    sum((n - 1) s^2) / sum(n - 1), with sum(n - 1) degrees of freedom; None without such a group."""
-    groups = [g for g in groups if len(g) >= 2]
-    df = sum(len(g) - 1 for g in groups)
-    if not df:
-        return None
-    return sum((len(g) - 1) * float(np.var(g, ddof=1)) for g in groups) / df, df
-
-
-def seed_error(va: list[float], vb: list[float], pool: list[list[float]] | None = None) -> tuple[float, float] | None:
+def seed_error(va: list[float], vb: list[float], others: list[list[float]] = ()) -> tuple[float, float] | None:
     """(SE, df): the standard error of mean(va) - mean(vb) from the seeds' spread,
-    sqrt(s_a^2/n_a + s_b^2/n_b), and its Welch-Satterthwaite degrees of freedom. A side of 2+ seeds
-    uses its own variance (the variants need not vary alike); a one-seed side has none, so it takes
-    the variance pooled over `pool` (the seed values of every cell in the comparison on this
-    dataset; by default the two sides), with that pool's degrees of freedom. Pooling over the table
-    rather than borrowing the other side's variance keeps one cell whose few seeds agree by chance
-    from deciding alone. None where no cell of the pool has 2 seeds."""
-    pooled = pooled_variance([va, vb] if pool is None else pool)
-    sides = []
-    for values in (va, vb):
+    sqrt(s_a^2/n_a + s_b^2/n_b), and its Satterthwaite degrees of freedom.
+
+    A side of 2+ seeds uses its own variance (the variants need not vary alike: Welch). A one-seed
+    side has none, so it takes the variance pooled over every cell of 2+ seeds in the comparison,
+    its own table's `others` (the other cells' seed values on this dataset) and the two sides,
+    sum((n_k - 1) s_k^2) / sum(n_k - 1). SE^2 is then a sum of the independent cell variances,
+    sum(c_k s_k^2), and Satterthwaite's df over those terms, (sum c_k s_k^2)^2 / sum (c_k s_k^2)^2 /
+    (n_k - 1), counts each cell's seeds once: a pool that holds the other side's seeds, or that one
+    cell dominates, knows no more than that cell does. With 2+ seeds a side and no borrowing this
+    is Welch's test. None where the seeds give no spread to weigh: no cell of 2+ seeds, or every
+    such cell's seeds equal."""
+    cells = [va, vb, *others]
+    df_pool = sum(len(g) - 1 for g in cells if len(g) >= 2)
+    coef = [0.0] * len(cells)  # c_k: the weight of cell k's variance in SE^2
+    for side, values in enumerate((va, vb)):
         if len(values) >= 2:
-            sides.append((float(np.var(values, ddof=1)), len(values) - 1, False))
-        elif pooled is None:
+            coef[side] += 1 / len(values)
+        elif not df_pool:
             return None
         else:
-            sides.append((pooled[0], pooled[1], True))
-    (var_a, df_a, borrowed_a), (var_b, df_b, borrowed_b) = sides
-    qa, qb = var_a / len(va), var_b / len(vb)
-    se = math.sqrt(qa + qb)
-    # Welch-Satterthwaite takes the two variances as independent estimates. A borrowed pool shares
-    # its seeds with the other side (or is the same estimate on both), so the error knows no more
-    # than the pool's own degrees of freedom.
-    df = float(df_a + df_b) if qa + qb == 0 else (qa + qb) ** 2 / (qa ** 2 / df_a + qb ** 2 / df_b)
-    return se, min(df, float(pooled[1])) if borrowed_a or borrowed_b else df
+            for k, g in enumerate(cells):
+                if len(g) >= 2:
+                    coef[k] += (len(g) - 1) / df_pool / len(values)
+    terms = [(coef[k] * float(np.var(g, ddof=1)), len(g) - 1) for k, g in enumerate(cells) if len(g) >= 2 and coef[k]]
+    total = sum(t for t, _ in terms)
+    if total == 0:
+        return None
+    return math.sqrt(total), total ** 2 / sum(t * t / df for t, df in terms if t)
 
 
 def difference(records: Records, a: list[Run], b: list[Run], metric: str = METRIC,
-               pool: list[list[float]] | None = None) -> Difference | None:
-    """a's finished runs against b's (one dataset): None unless both have one. `pool`: the seed
-    values of every cell compared on this dataset, whose pooled variance stands for a one-seed
-    side's (seed_error)."""
+               others: list[list[float]] = ()) -> Difference | None:
+    """a's finished runs against b's (one dataset): None unless both have one. `others`: the
+    `metric` values of the seeds of the table's other cells on this dataset, whose spread a one-seed
+    side borrows with the two sides' (seed_error)."""
     va, vb = ([records.value(r, metric) for r in side if records.metrics(r)] for side in (a, b))
     if not va or not vb:
         return None
-    se, df = seed_error(va, vb, pool) or (None, None)
+    se, df = seed_error(va, vb, others) or (None, None)
     ranks_a = [records.ranks(r) for r in a if records.metrics(r)]
     ranks_b = [records.ranks(r) for r in b if records.metrics(r)]
     low = high = None

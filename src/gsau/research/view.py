@@ -102,9 +102,10 @@ def comparison_table(view: View, pairs: list[tuple[str, str]], datasets: list[st
     labels = {**LABELS, **(labels or {})}
     rows, clauses = [], []
     cells = list(dict.fromkeys(c for pair in pairs for c in pair))
-    pools = {d: [view.values(c, d) for c in cells] for d in datasets}
+    values = {d: {c: view.values(c, d) for c in cells} for d in datasets}
     for a, b in pairs:
-        diffs = {d: difference(view.records, view.of(a, d), view.of(b, d), pool=pools[d]) for d in datasets}
+        diffs = {d: difference(view.records, view.of(a, d), view.of(b, d),
+                               others=[v for c, v in values[d].items() if c not in (a, b)]) for d in datasets}
         rows.append([f"{labels.get(a, a)} − {labels.get(b, b)}"] + [DASH if x is None else x.cell() for x in diffs.values()])
         clause = verdicts(f"{labels.get(a, a)} vs {labels.get(b, b)}", diffs)
         if clause:
