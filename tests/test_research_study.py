@@ -273,6 +273,11 @@ def test_a_difference_is_significant_only_beyond_its_interval_and_t_times_its_se
     assert not D(0.010, -0.001, 0.021, None).significant  # the interval holds 0
     assert not D(0.010, None, None, None).significant  # no per-user ranks: no claim
     assert D(0.0123, 0.002, 0.018, 0.001, 4).cell() == "+0.0123 [+0.0020, +0.0180], seed SE 0.0010, 4 df *"
+    # Not significant says which test holds it back: t(2) x 0.004 = 0.0172 > 0.010.
+    assert D(-0.010, -0.018, -0.002, 0.004, 2).worded() == "-0.0100: the seeds' spread asks for more than 0.0172 at 2 df"
+    assert D(0.010, -0.001, 0.021, None).worded() == "+0.0100: the users' interval holds 0"
+    assert D(0.010, None, None, None).worded() == "+0.0100: no per-user ranks to test it with"
+    assert D(-0.010, -0.018, -0.002, 0.004, 30).worded() == "-0.0100"
     assert stats.spread([0.1, 0.3]) == "0.2000 ± 0.1414 (n=2)" and stats.spread([]) == "—"
 
 
@@ -548,9 +553,10 @@ def test_question_2_says_how_popular_what_each_model_recommends(tmp_path):
                               "top_popularity": {"k": 10, "head": head, "tail": tail}})
     view = view_.View(spec, list(runs.values()), stats.Records(), "gsau study x")
     text = report._recommended(view, ["shared", "sasrec"])
-    assert "the share of the top 10 that head items fill on data, shared table (gsau-rec) 50%, sasrec 30% (test targets 25%)" in text
+    assert ("the share of the top 10 that head items fill on data, shared table (gsau-rec) 50% (seeds 40%–60%), "
+            "sasrec 30% (test targets 25%)") in text
     assert "| data | test targets | 25% | 25% | 50% | — | — |" in text
-    assert "| data | shared table (gsau-rec) | 50% | 30% | 20% | 0.1000 | 2 |" in text
+    assert "| data | shared table (gsau-rec) | 50% (seeds 40%–60%) | 30% | 20% | 0.1000 | 2 |" in text
     assert "| data | sasrec | 30% | 20% | 50% | 0.1000 | 1 |" in text
 
 

@@ -64,7 +64,8 @@ def q1(view: View) -> str:
     table, clauses = comparison_table(view, pairs, datasets)
     reference = ("\nsasrec is the reference (question 2's runs: cross-entropy on inner products, no L_SU); no graph "
                  "is gsau-rec's sequence terms alone (cross-entropy on the normalised representation, plus gamma "
-                 "L_SU), so no graph − sasrec is what those terms do without a graph; shared − no graph = (shared − sasrec) − "
+                 "L_SU, from gsau-rec's Xavier-normal initialisation where sasrec keeps the encoder's default), "
+                 "so no graph − sasrec is what those terms and that start do without a graph; shared − no graph = (shared − sasrec) − "
                  "(no graph − sasrec), so the two sasrec rows say how much of the graph's gain over the control is a "
                  "gain over plain sasrec.\n" if "sasrec" in shown else "")
     null = ("\nWith separate tables no term of L reads both encoders (L_GA and L_GU read the graph's tables, L_CE "
@@ -129,9 +130,11 @@ def _recommended(view: View, cells: list[str]) -> str:
             if not records:
                 continue
             k = records[0]["top_popularity"]["k"]
-            head = float(np.mean([np.mean(x["top_popularity"]["head"]) / k for x in records]))
+            heads = [float(np.mean(x["top_popularity"]["head"])) / k for x in records]
             tail = float(np.mean([np.mean(x["top_popularity"]["tail"]) / k for x in records]))
-            shares[c] = (head, tail, len(records), float(np.mean(view.values(c, d))))
+            # The seeds' range beside the mean: seeds of one model can differ by more than two models do.
+            seeds = f" (seeds {min(heads):.0%}–{max(heads):.0%})" if len(heads) > 1 else ""
+            shares[c] = (float(np.mean(heads)), tail, len(records), float(np.mean(view.values(c, d))), seeds)
             if targets is None:
                 counts, cuts = np.asarray(records[0]["target_train_count"]), records[0]["popularity_cuts"]
                 targets = (float(np.mean(counts >= cuts["head"])), float(np.mean(counts < cuts["torso"])))
@@ -139,9 +142,10 @@ def _recommended(view: View, cells: list[str]) -> str:
             continue
         rows.append([d, "test targets", f"{targets[0]:.0%}", f"{1 - targets[0] - targets[1]:.0%}", f"{targets[1]:.0%}",
                      DASH, DASH])
-        rows += [[d, LABELS.get(c, c), f"{h:.0%}", f"{1 - h - t:.0%}", f"{t:.0%}", f"{r10:.4f}", str(n)]
-                 for c, (h, t, n, r10) in shares.items()]
-        clauses.append(f"on {d}, " + ", ".join(f"{LABELS.get(c, c)} {h:.0%}" for c, (h, *_) in shares.items())
+        rows += [[d, LABELS.get(c, c), f"{h:.0%}{seeds}", f"{1 - h - t:.0%}", f"{t:.0%}", f"{r10:.4f}", str(n)]
+                 for c, (h, t, n, r10, seeds) in shares.items()]
+        clauses.append(f"on {d}, " + ", ".join(f"{LABELS.get(c, c)} {h:.0%}{seeds}"
+                                                for c, (h, _, _, _, seeds) in shares.items())
                        + f" (test targets {targets[0]:.0%})")
     if not rows:
         return ""
@@ -304,7 +308,7 @@ def q7(view: View) -> str:
             diff = difference(view.records, view.of(pair[0], d), view.of(pair[1], d),
                               others=[view.values(c, d) for c in cells if c not in pair])
             if diff is not None:
-                clauses.append(f"gsau-rec vs sasrec on {d}: {diff.verdict} ({diff.value:+.4f})")
+                clauses.append(f"gsau-rec vs sasrec on {d}: {diff.verdict} ({diff.worded()})")
     masking = "".join(_masking(view, cells, d) for d in datasets)
     return (opening(clauses, "gsau-rec and sasrec have not both finished runs on this data") + "\nTest R@10 under both protocols (paper: sequential models "
             "rank every item, graph-scored models (lightgcn, directau, graphau) mask the user's earlier items; masked: every model takes the user's "

@@ -120,6 +120,20 @@ class Difference:
             return "no significant difference"
         return "significant gain" if self.value > 0 else "significant loss"
 
+    def worded(self) -> str:
+        """The value with, where it is not significant, which test holds it back: with 1-2 df the
+        seeds' spread alone can ask for a gap several times the one measured, which "no significant
+        difference" alone would let a reader take for no effect."""
+        if self.significant:
+            return f"{self.value:+.4f}"
+        if self.low is None:
+            why = "no per-user ranks to test it with"
+        elif self.low <= 0 <= self.high:
+            why = "the users' interval holds 0"
+        else:
+            why = f"the seeds' spread asks for more than {t975(self.df) * self.se:.4f} at {self.df:.3g} df"
+        return f"{self.value:+.4f}: {why}"
+
     def cell(self) -> str:
         interval = f" [{self.low:+.4f}, {self.high:+.4f}]" if self.low is not None else ""
         se = f", seed SE {self.se:.4f}, {self.df:.3g} df" if self.se is not None else ""
@@ -177,6 +191,7 @@ def difference(records: Records, a: list[Run], b: list[Run], metric: str = METRI
 
 
 def verdicts(name: str, diffs: dict[str, Difference | None]) -> str | None:
-    """"name: significant gain on beauty (+0.0012), no significant difference on toys (+0.0003)"."""
-    parts = [f"{d.verdict} on {dataset} ({d.value:+.4f})" for dataset, d in diffs.items() if d is not None]
+    """"name: significant gain on beauty (+0.0012), no significant difference on toys (+0.0003: the
+    users' interval holds 0)"."""
+    parts = [f"{d.verdict} on {dataset} ({d.worded()})" for dataset, d in diffs.items() if d is not None]
     return f"{name}: " + ", ".join(parts) if parts else None
