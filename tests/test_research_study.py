@@ -104,7 +104,7 @@ def test_the_report_answers_from_the_records(tiny_study, tmp_path):
     rows = [line.split(" | ")[0] for line in section[1].splitlines() if line.startswith("| ") and " − " in line]
     assert rows[-2:] == ["| shared table (gsau-rec) − sasrec", "| no graph − sasrec"]
     assert "shared table (gsau-rec) vs sasrec: " in section[1].splitlines()[0]
-    assert "so no graph − sasrec is what those terms do without a graph" in section[1]
+    assert "so no graph − sasrec is what those terms and that start do without a graph" in section[1]
     assert section[1].count(" [") >= 3 and "seed SE" in section[1] and "Pending" not in section[1]
     assert "separate tables − no graph measures noise, and the shared table is the only channel" in section[1]
     # 2: bucket tables whose counts add up to the 60 test users.
