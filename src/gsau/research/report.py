@@ -103,9 +103,11 @@ def q2(view: View) -> str:
             table, where = found
             clauses.append(f"vs {LABELS.get(other, other)} on {d}: " + (", ".join(where) or "no bucket"))
             parts.append(f"**{d}: {LABELS['shared']} vs {LABELS.get(other, other)}**\n\n{table}")
-    head = ("Buckets where the shared table's test R@10 differs significantly (95% bootstrap interval over the "
-            f"bucket's users excludes 0; {len(buckets.GROUPS) - 1} buckets a comparison, not adjusted for testing "
-            "that many): " + "; ".join(clauses) + ".\n") if clauses else \
+    head = ("Buckets where the shared table's test R@10 differs beyond the users' noise (its 95% bootstrap "
+            "interval over the bucket's users excludes 0; a bucket has no seed-level error, so the seeds' own "
+            "spread is not in it: read these against question 1's overall verdicts; "
+            f"{len(buckets.GROUPS) - 1} buckets a comparison, not adjusted for testing that many): "
+            + "; ".join(clauses) + ".\n") if clauses else \
         "Not measured yet: no dataset has finished runs of both models with their per-user ranks.\n"
     legend = ("\nIn each table: a user's R@10 is averaged over the cell's seeds; history length counts all of the "
               "user's interactions, the test item included (at test time the model reads the other n − 1); "
@@ -257,9 +259,9 @@ def q4(view: View, figure: Path) -> str:
     for c, points in series.items():
         best = max(points, key=lambda p: p[1])
         swept = len(view.cells[c].sweep[1])
-        peaks.append(f"{c} is highest at gamma = {best[0]:g} ({best[1]:.4f}, {len(points)} of {swept} values run)"
-                     if len(points) > 1 else
-                     f"{c} has run at gamma = {best[0]:g} alone so far ({best[1]:.4f}, 1 of {swept} values)")
+        peaks.append(f"{c} is highest at gamma = {best[0]:g} ({best[1]:.4f}; {len(points)} of {swept} values "
+                     "finished, a value's seeds averaged)" if len(points) > 1 else
+                     f"{c}: 1 of {swept} values finished so far, gamma = {best[0]:g} ({best[1]:.4f})")
     header = ["gamma"] + [f"{c} {what}" for c in cells for what in ("R@10", "seq unif")]
     picture = ""
     if any(len(points) > 1 for points in series.values()):  # a curve needs two values
@@ -351,7 +353,7 @@ def q8(view: View) -> str:
     cells = [c for c in view.study.cells if c.question == 8]
     if not cells:
         return NO_RUNS
-    rows, clauses = [], []
+    rows, clauses, changes = [], [], []
     for cell in cells:
         for d in view.cell_datasets(cell.name):
             before = None
@@ -362,8 +364,15 @@ def q8(view: View) -> str:
             rows.append([cell.name, d, DASH if before is None else f"{before:.4f}", spread(after)])
             if before is not None and after:
                 clauses.append(f"{d} {before:.4f} → {np.mean(after):.4f}")
+                changes.append((before, after))
+    scale = ""
+    if "shared" in view.cells:  # for scale: how far apart gsau-rec's own seeds land on the same data
+        ranges = [max(v) - min(v) for d in view.datasets if len(v := view.values("shared", d)) > 1]
+        scale = f"; for scale, gsau-rec's seeds on these data land up to {max(ranges):.4f} apart" if ranges else ""
+    largest = max((abs(float(np.mean(a)) - b) for *_, b, a in changes), default=0.0)
     head = ("GraphAU's test R@10 before → after aligning layer 0 also with the final embedding: " + ", ".join(clauses)
-            + " (one run each; the old runs have no per-user ranks, so no interval).\n") if clauses else \
+            + f". The largest change is {largest:.4f}, from one run each without an interval (the old runs have "
+            f"no per-user ranks), so none is shown to be more than noise{scale}.\n") if clauses else \
         "Not measured yet: no run with the corrected GraphAU loss has finished.\n"
     return (head + "\nThe corrected loss aligns each layer-0 node with its partner's layers 1..K and its final "
             "(mean-of-layers) embedding, the sum divided by 2(K + 1), as the authors' code does "
@@ -431,8 +440,8 @@ def write_report(study: Study, out: str | Path, command: str, report: str | Path
         "over test users (1000 resamples, seeded) and the seed-level standard error sqrt(s_a²/n_a + s_b²/n_b): "
         "a cell of 2+ seeds brings its own seed variance s², a one-seed cell the variance pooled over every cell "
         "of 2+ seeds in its table on that dataset. Its degrees of freedom are Satterthwaite's over the cells "
-        "whose seeds enter it (Welch's where both sides have 2+ seeds), so a pool that one cell's spread "
-        "dominates knows no more than that cell's n − 1. It is marked significant (*) when the interval "
+        "whose seeds enter it (Welch's where both sides have 2+ seeds), so they count the seeds that carry its "
+        "spread: a pool that one cell of 2 seeds dominates gives about 1. It is marked significant (*) when the interval "
         "excludes 0 and it exceeds t(0.975, df) times that error (12.71 at 1 df, 4.30 at 2: 2-3 seeds know "
         "their spread only roughly). Where no cell of the table has 2 seeds on a dataset, or their seeds agree "
         "exactly, the interval alone decides, which leaves the seeds' variance untested.\n",
