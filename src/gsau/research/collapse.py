@@ -4,12 +4,15 @@ train. The changes trained to early stopping are set against sasrec on their dat
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 from pathlib import Path
 
 import numpy as np
 import yaml
 
+from gsau.config import resolve
 from gsau.reproduce.report import markdown_table
 from gsau.research import plot
 from gsau.research.dynamics import random_uniformity
@@ -59,7 +62,9 @@ def _mechanism(view: View, screens: list[Run], at: int, reference_log: list[dict
     """The collapse and its cure in measured terms: the screens keyed by what they change. A gain
     counts as help only beyond the seed noise at that epoch, where it has been measured."""
     records = view.records
-    margin = (max(noise[1]) - min(noise[1])) if noise else 0.0
+    # Two one-seed runs differ by seed noise of standard deviation sqrt(2) s, s the seeds' own standard
+    # deviation: a gap within 1.96 sqrt(2) s is read as noise (s from 2-3 seeds: a rough bar).
+    margin = 1.96 * math.sqrt(2) * float(np.std(noise[1], ddof=1)) if noise else 0.0
 
     def key(r: Run):
         n = r.config.net
@@ -68,7 +73,8 @@ def _mechanism(view: View, screens: list[Run], at: int, reference_log: list[dict
     for r in screens:
         h, log = _at_epoch(records.log(r), at), records.log(r)
         if h is not None:
-            by[key(r)] = (h["valid_recall@10"], log[0].get("probe_seq_unif_user"), log[0].get("probe_seq_unif_item"))
+            by[key(r)] = (h["valid_recall@10"], log[0].get("probe_seq_unif_user"), log[0].get("probe_seq_unif_item"),
+                          h.get("probe_seq_unif_user"))
             before = _at_epoch(log, at - 1)
             if before is not None:
                 rising[key(r)] = h["valid_recall@10"] - before["valid_recall@10"]  # its last epoch's gain
@@ -77,19 +83,22 @@ def _mechanism(view: View, screens: list[Run], at: int, reference_log: list[dict
     if low and low[1] is not None:
         items = ""
         if low[2] is not None:
-            items = (f", while the items stay more spread ({low[2]:.2f})" if low[2] < low[1]
-                     else f", and the items are no more spread ({low[2]:.2f})")
+            items = (f", while the items stay more spread ({low[2]:.2f} after one epoch)" if low[2] < low[1]
+                     else f", and the items are no more spread ({low[2]:.2f} after one epoch)")
         d = screens[0].config.net.embedding_dim
+        recovered = f" and {low[3]:.2f} by epoch {at}" if low[3] is not None else ""
         text = (f"The collapse: at the published gamma 0.1 the probe's sequence uniformity is {low[1]:.2f} after one "
-                f"epoch (about {random_uniformity(d):.1f} for directions spread at random over the {d}-dimensional "
-                f"sphere, 0 one point){items}. L_SA only pulls each "
-                "representation towards its own target; crowding every history's representation into one region "
-                "of the sphere lowers it on average without telling histories apart, and gamma L_SU, with one "
-                "shuffled item a sample, is too weak to stop that")
+                f"epoch{recovered} (about {random_uniformity(d):.1f} for directions spread at random over the "
+                f"{d}-dimensional sphere, 0 one point){items}. That is consistent with this reading, which the screens "
+                "below test one change at a time: L_SA only pulls each representation towards its own target, so "
+                "crowding every history's representation into one region of the sphere lowers it on average "
+                "without telling histories apart, and gamma L_SU, with one shuffled item a sample, does not hold "
+                "that back in the first epochs")
         if reference_log and len(reference_log) > 1 and reference_log[0].get("L_SU") is not None:
             su, sa = (reference_log[0]["L_SU"], reference_log[1]["L_SU"]), (reference_log[0]["L_SA"], reference_log[1]["L_SA"])
             text += (f" (the published run's L_SU {_goes(*su)} from {su[0]:.2f} to {su[1]:.2f} in epoch 2, L_SA "
-                     f"{_goes(*sa)} from {sa[0]:.2f} to {sa[1]:.2f})")
+                     f"{_goes(*sa)} from {sa[0]:.2f} to {sa[1]:.2f}; by its last epoch, {len(reference_log)}, L_SU "
+                     f"is {reference_log[-1]['L_SU']:.2f} and L_SA {reference_log[-1]['L_SA']:.2f})")
         out.append(text + ".")
     if low and high and high[1] is not None:
         spread_ = "keeps the representations more spread" if high[1] < low[1] else "leaves the representations no more spread"
@@ -153,13 +162,36 @@ def _mechanism(view: View, screens: list[Run], at: int, reference_log: list[dict
     if out and noise:
         name, values = noise
         out.append(f"Each screen is one seed: the {len(values)} seeds of {name} span {min(values):.4f}-{max(values):.4f} "
-                   f"at epoch {at} ({margin:.4f}), so a difference between screens smaller than that is within seed "
-                   "noise (and \"helps\" above needs more).")
+                   f"at epoch {at} (standard deviation {np.std(values, ddof=1):.4f}), so two screens' valid R@10 differ "
+                   f"by seed noise alone by up to about 1.96 × √2 × that = {margin:.4f} (a rough bar, from "
+                   f"{len(values)} seeds of another configuration); a smaller difference is read as noise, and "
+                   "\"helps\" above needs more. The cosine and inner-product screens share one training (the same "
+                   "seed, losses equal epoch by epoch; only the ranking differs), so no seed noise lies between them.")
     return (" ".join(out) + "\n") if out else ""
 
 
 def _changes(cell) -> str:
     return cell.model + "".join(f", {o}" for o in cell.overrides)
+
+
+def _glossary(cells: list) -> str:
+    """What the options the changes set mean, and what each research preset among them sets
+    against gsau (read from the presets, so it cannot go stale)."""
+    presets = []
+    base = dataclasses.asdict(resolve("gsau").net)
+    for model in dict.fromkeys(c.model for c in cells if c.model != "gsau"):
+        net = dataclasses.asdict(resolve(model).net)
+        changed = ", ".join(f"{k}={str(v).lower() if isinstance(v, bool) else f'{v:g}' if isinstance(v, float) else v}"
+                            for k, v in net.items() if base.get(k) != v)
+        presets.append(f"{model} is gsau with {changed}")
+    return ("Options: su_negatives sets the negatives of L_SU's representation-item term: shuffled (the paper's: "
+            "one other sample's target a sample), batch (every other sample's target, one log-mean-exp over the "
+            "batch), rows (the same, a log-mean-exp per sample), items (every item of the catalogue but the "
+            "sample's own target); su_t is t in L_SU's kernel exp(−t‖x − y‖²) (2 in the paper); cosine_scores "
+            "ranks by cosine instead of the inner product; su_mask_hits leaves accidental hits (a sample's own "
+            "item as another sample's target) out of its negatives; su_unique_items weighs each distinct item of "
+            "the batch 1 among the negatives, its copies sharing it."
+            + (" Presets: " + "; ".join(presets) + "." if presets else ""))
 
 
 def _model_of(run_dir: Path) -> str | None:
@@ -287,12 +319,16 @@ def q5(view: View, figure: Path | None = None) -> str:
     noise = _seed_noise(view, [r for r in finished if r.config.train.epochs >= 300], at)
     mechanism = _mechanism(view, [r for r in finished if r.config.train.epochs < 300], at, reference_log, noise)
     probe, dim = runs[0].config.train.probe, runs[0].config.net.embedding_dim
+    kernels = sorted({r.config.net.su_t for r in runs} | {2.0})
+    at_random = ", ".join(f"{3 * random_uniformity(dim, t):.1f} at t {t:g}" for t in kernels)
     return (head + full_table + ("\n" + mechanism if mechanism else "")
             + "\nEvery run: one change at a time (one seed each unless the cell says) against the published gsau "
             "(its L_SA: alignment of the L2-normalised sequence representation with its target, gamma L_SU: "
             f"uniformity of the representations, of the targets, and of representation-item pairs). Screens stop at "
             f"epoch {at}; the test metrics of a screen are those of its best epoch so far. L_SU is the epoch mean "
-            "(more negative: more spread over the sphere; 0: every vector in one place). Seq unif is the uniformity "
+            "(more negative: more spread over the sphere; 0: every vector in one place); it sums three uniformity "
+            f"terms, so for directions spread at random it is about {at_random}: compare it between runs of one "
+            "t. " + _glossary(cells) + " Seq unif is the uniformity "
             f"of the sequence representations of {probe} fixed users (the probe, research/dynamics.py; about "
             f"{random_uniformity(dim):.1f} spread at random over the sphere, 0 collapsed), epoch 1 → last.\n\n"
             + markdown_table(["run", "epochs", f"valid R@10 at epoch {at}", "test R@10", "test N@10",

@@ -179,7 +179,9 @@ def _reading(view: View, runs: list[Run]) -> str:
     if any(r.config.net.shared_table for r in runs):
         clauses.append(f"with a shared table the graph's item view is the mean of LightGCN's layers 0.."
                        f"{cfg.net.graph_layers} and layer 0 is the sequence encoder's own item table, so part of "
-                       "the item similarity is built in")
+                       "the item similarity is built in; so is part of the user similarity, since the graph's user "
+                       "view averages, from layer 1 on, the same item rows the sequence encoder reads from the "
+                       "user's history")
     if n >= 2:
         g = torch.Generator().manual_seed(0)
         chance = linear_cka(torch.randn(n, d, generator=g), torch.randn(n, d, generator=g))
@@ -208,7 +210,10 @@ def q3(view: View, figure: Path) -> str:
         for key, _ in PROBE_FIELDS:
             a, b = first.get(key), best.get(key) if best else None  # no best epoch's record: no value
             cells.append(DASH if a is None or b is None else f"{a:.3f} → {b:.3f}")
-        rows.append([r.name, str(len(log))] + cells)
+        # Epoch 1 -> best epoch can hide a rise and fall in between: the peak, and when.
+        cka = [(h["probe_item_cka"], h["epoch"]) for h in log if h.get("probe_item_cka") is not None]
+        peak = max(cka) if cka else None
+        rows.append([r.name, str(len(log))] + cells + [DASH if peak is None else f"{peak[0]:.3f} ({peak[1]})"])
         parts = []
         for key, label in (("probe_user_cos", "user cos"), ("probe_item_cka", "item CKA")):
             a, b = first.get(key), best.get(key) if best else None
@@ -232,9 +237,14 @@ def q3(view: View, figure: Path) -> str:
         opening_line = "Only single-encoder runs have the probe so far: no cross-encoder similarity yet.\n"
     _drawn(plot.draw_dynamics({r.name: view.records.log(r) for r in runs}, figure), figure)
     picture = f"\n![probe fields per epoch]({figure.name})\n"  # the text never depends on matplotlib
+    d = runs[0].config.net.embedding_dim
     return (opening_line + f"\nProbe fields ({runs[0].config.train.probe} fixed users and items; research/dynamics.py), "
-            "epoch 1 → best epoch:\n\n"
-            + markdown_table(["run", "epochs"] + [label for _, label in PROBE_FIELDS], rows) + picture
+            "epoch 1 → best epoch; seq unif and graph unif: the uniformity log mean exp(−2‖u − v‖²) over pairs of "
+            "the probe users' normalised sequence and graph representations (about "
+            f"{random_uniformity(d):.1f} for directions spread at random over the {d}-dimensional sphere, 0 "
+            "collapsed); the last column is the item CKA at its highest and the epoch it was reached:\n\n"
+            + markdown_table(["run", "epochs"] + [label for _, label in PROBE_FIELDS] + ["item CKA peak (epoch)"], rows)
+            + picture
             + "\n" + view.pending(planned))
 
 
