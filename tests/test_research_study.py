@@ -723,3 +723,17 @@ def test_question_8_reads_each_dataset_before_and_after_the_fix(tmp_path):
                            "data 0.0500 → 0.0612. The largest change is 0.0112, from one run each without an "
                            "interval (the old runs have no per-user ranks), so none is shown to be more than noise.")
     assert "| graphau | data | 0.0500 | 0.0612 |" in text
+
+
+def test_question_2_gathers_the_popularity_buckets_across_datasets():
+    """By hand: head gains on a and b, tail loses on a; torso's interval holds 0; a length bucket is
+    not a popularity bucket."""
+    def row(kind, bucket, low, high):
+        return {"kind": kind, "bucket": bucket, "low": low, "high": high, "difference": (low + high) / 2}
+    found = {"sasrec": {"a": [row("popularity", "head", 0.01, 0.03), row("popularity", "torso", -0.01, 0.02),
+                              row("popularity", "tail", -0.03, -0.01), row("length", "<=5", 0.01, 0.02)],
+                        "b": [row("popularity", "head", 0.02, 0.04)]},
+             "no-graph": {"a": [row("popularity", "head", -0.01, 0.01)]}}
+    assert report._popularity_pattern(found) == (
+        "By target popularity, against sasrec the shared table gains on head (a, b) targets and loses on tail (a) "
+        "targets; against no graph the shared table differs in no popularity bucket.\n")

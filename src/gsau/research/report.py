@@ -79,35 +79,59 @@ def q1(view: View) -> str:
             + view.pending(view.all_of(cells)))
 
 
-def bucket_rows(view: View, a: str, b: str, dataset: str) -> tuple[str, list[str]] | None:
-    """The bucket table of a's runs against b's on one dataset, and the buckets where the paired
-    difference is significant; None unless both have finished runs with per-user ranks."""
+def bucket_rows(view: View, a: str, b: str, dataset: str) -> tuple[str, list[str], list[dict]] | None:
+    """The bucket table of a's runs against b's on one dataset, the buckets where the paired
+    difference is significant, and the table's rows; None unless both have finished runs with
+    per-user ranks."""
     ra = [view.records.ranks(r) for r in view.finished(view.of(a, dataset))]
     rb = [view.records.ranks(r) for r in view.finished(view.of(b, dataset))]
     if not ra or not rb or not all(ra) or not all(rb):
         return None
     rows = buckets.bucket_table(ra, METRIC, against=rb)
     where = [f"{r['bucket']} ({r['difference']:+.4f})" for r in rows if r["kind"] != "all" and buckets.excludes_zero(r)]
-    return buckets.markdown(rows, "R@10", (LABELS.get(a, a), LABELS.get(b, b)), star_all=False), where
+    return buckets.markdown(rows, "R@10", (LABELS.get(a, a), LABELS.get(b, b)), star_all=False), where, rows
+
+
+def _popularity_pattern(found: dict[str, dict[str, list[dict]]]) -> str:
+    """One sentence on the popularity buckets whose interval excludes 0, gathered across datasets:
+    "against sasrec the shared table gains on head targets (beauty, sports) ... and loses on tail
+    targets (beauty)", so the pattern reads without going through every table."""
+    parts = []
+    for other, by_dataset in found.items():
+        gains, losses = {}, {}
+        for d, rows in by_dataset.items():
+            for r in rows:
+                if r["kind"] == "popularity" and buckets.excludes_zero(r):
+                    (gains if r["difference"] > 0 else losses).setdefault(r["bucket"], []).append(d)
+        order = ("head", "torso", "tail")
+
+        def listed(side: dict) -> str:
+            named = [f"{b} ({', '.join(side[b])})" for b in order if b in side]
+            return (", ".join(named[:-1]) + " and " if len(named) > 1 else "") + named[-1] + " targets"
+        said = [f"{verb} on {listed(side)}" for verb, side in (("gains", gains), ("loses", losses)) if side]
+        parts.append(f"against {LABELS.get(other, other)} the shared table "
+                     + (" and ".join(said) if said else "differs in no popularity bucket"))
+    return ("By target popularity, " + "; ".join(parts) + ".\n") if parts else ""
 
 
 def q2(view: View) -> str:
     if "shared" not in view.cells or not {"no-graph", "sasrec"} & set(view.cells):
         return NO_RUNS
-    parts, clauses = [], []
+    parts, clauses, pattern = [], [], {}
     for other in [c for c in ("no-graph", "sasrec") if c in view.cells]:
         for d in view.datasets:
             found = bucket_rows(view, "shared", other, d)
             if found is None:
                 continue
-            table, where = found
+            table, where, rows = found
+            pattern.setdefault(other, {})[d] = rows
             clauses.append(f"vs {LABELS.get(other, other)} on {d}: " + (", ".join(where) or "no bucket"))
             parts.append(f"**{d}: {LABELS['shared']} vs {LABELS.get(other, other)}**\n\n{table}")
     head = ("Buckets where the shared table's test R@10 differs beyond the users' noise (its 95% bootstrap "
             "interval over the bucket's users excludes 0; a bucket has no seed-level error, so the seeds' own "
             "spread is not in it: read these against question 1's overall verdicts; "
             f"{len(buckets.GROUPS) - 1} buckets a comparison, not adjusted for testing that many): "
-            + "; ".join(clauses) + ".\n") if clauses else \
+            + "; ".join(clauses) + ".\n\n" + _popularity_pattern(pattern)) if clauses else \
         "Not measured yet: no dataset has finished runs of both models with their per-user ranks.\n"
     legend = ("\nIn each table: a user's R@10 is averaged over the cell's seeds; history length counts all of the "
               "user's interactions, the test item included (at test time the model reads the other n − 1); "
