@@ -90,7 +90,7 @@ def _mechanism(view: View, screens: list[Run], at: int, reference_log: list[dict
         text = (f"The collapse: at the published gamma 0.1 the probe's sequence uniformity is {low[1]:.2f} after one "
                 f"epoch{recovered} (about {random_uniformity(d):.1f} for directions spread at random over the "
                 f"{d}-dimensional sphere, 0 one point){items}. That is consistent with this reading, which the screens "
-                "below test one change at a time: L_SA only pulls each representation towards its own target, so "
+                "that follow test one change at a time: L_SA only pulls each representation towards its own target, so "
                 "crowding every history's representation into one region of the sphere lowers it on average "
                 "without telling histories apart, and gamma L_SU, with one shuffled item a sample, does not hold "
                 "that back in the first epochs")
@@ -174,6 +174,13 @@ def _changes(cell) -> str:
     return cell.model + "".join(f", {o}" for o in cell.overrides)
 
 
+def _option(value) -> str:
+    """A config value as `--set` spells it: true, 1, batch."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
 def _glossary(cells: list) -> str:
     """What the options the changes set mean, and what each research preset among them sets
     against gsau (read from the presets, so it cannot go stale)."""
@@ -181,8 +188,7 @@ def _glossary(cells: list) -> str:
     base = dataclasses.asdict(resolve("gsau").net)
     for model in dict.fromkeys(c.model for c in cells if c.model != "gsau"):
         net = dataclasses.asdict(resolve(model).net)
-        changed = ", ".join(f"{k}={str(v).lower() if isinstance(v, bool) else f'{v:g}' if isinstance(v, float) else v}"
-                            for k, v in net.items() if base.get(k) != v)
+        changed = ", ".join(f"{k}={_option(v)}" for k, v in net.items() if base.get(k) != v)
         presets.append(f"{model} is gsau with {changed}")
     return ("Options: su_negatives sets the negatives of L_SU's representation-item term: shuffled (the paper's: "
             "one other sample's target a sample), batch (every other sample's target, one log-mean-exp over the "
@@ -225,17 +231,14 @@ def _full_runs(view: View, cells: list, published: float | None) -> tuple[str, s
     dataset."""
     rows, found = [], []
 
-    def full(c, d):
-        return [r for r in view.finished(view.of(c.name, d)) if r.config.train.epochs >= 300]
-
+    full = {(c.name, d): done for c in cells for d in view.cell_datasets(c.name)
+            if (done := [r for r in view.finished(view.of(c.name, d)) if r.config.train.epochs >= 300])}
     values_of: dict = {}  # dataset -> change -> the seed values of the change trained to early stopping
+    for (name, d), done in full.items():
+        values_of.setdefault(d, {})[name] = [view.records.value(r) for r in done]
     for c in cells:
         for d in view.cell_datasets(c.name):
-            if done := full(c, d):
-                values_of.setdefault(d, {})[c.name] = [view.records.value(r) for r in done]
-    for c in cells:
-        for d in view.cell_datasets(c.name):
-            done = full(c, d)
+            done = full.get((c.name, d))
             if not done:
                 continue
             reference = view.study.spec.parent / c.reference.format(dataset=d) if c.reference else None
