@@ -85,7 +85,7 @@ def test_a_second_call_trains_nothing_and_a_dry_run_says_so(tiny_study, capsys):
     out = capsys.readouterr().out
     assert out.count("done, skipped") == 8 and "not on this machine" in out
     study.show(runs)
-    assert capsys.readouterr().out.splitlines()[-1] == "10 runs: 9 done, 1 absent"
+    assert capsys.readouterr().out.splitlines()[-1] == "9 runs: 8 done, 1 absent; 1 more cell reuses one of them"
 
 
 def test_the_report_answers_from_the_records(tiny_study, tmp_path):

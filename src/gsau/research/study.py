@@ -321,11 +321,15 @@ def show(runs: list[Run]) -> None:
     counts: dict[str, int] = {}
     for run in runs:
         st = state_of(run)
-        counts[st] = counts.get(st, 0) + 1
+        if not run.same_as:  # counted once, under the cell that trains it, as the report counts
+            counts[st] = counts.get(st, 0) + 1
         holder = held(run.path) if st in ("todo", "resume") else None
         note = (f"  (same run as {run.same_as})" if run.same_as else "") + (f"  (held by {holder})" if holder else "")
         print(f"{st:<7} q{run.cell.question}  {run.name:<36} {run.path if run.present else run.dataset}{note}")
-    print(f"{len(runs)} runs: " + ", ".join(f"{n} {st}" for st, n in counts.items()))
+    reused = sum(bool(r.same_as) for r in runs)
+    print(f"{len(runs) - reused} runs: " + ", ".join(f"{n} {st}" for st, n in counts.items())
+          + (f"; {reused} more cell{'s' if reused > 1 else ''} reuse{'' if reused > 1 else 's'} one of them"
+             if reused else ""))
     left, counted, unknown = estimate(runs)
     if counted or unknown:
         print(f"estimate: about {left / 3600:.1f} worker-hours of training left for {counted} runs, at the pace of "
