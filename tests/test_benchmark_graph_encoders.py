@@ -20,7 +20,10 @@ def test_both_encoders_are_timed_beside_pyg_after_an_equality_check(tiny_dataset
         assert r["max_abs_difference"] < 1e-5
         assert set(r["ms"]) == {"gsau, every node", "PyG, every node", graph_encoders.BATCH_GSAU, graph_encoders.BATCH_PYG}
         assert all(v > 0 for v in r["ms"].values())
-        assert r["pyg_over_gsau_every_node"] == pytest.approx(r["ms"]["PyG, every node"] / r["ms"]["gsau, every node"], rel=0.01)
+        # The ratio is of the medians, the ms are printed to 0.01: it lies within what the rounding allows
+        # (a relative tolerance failed where a tiny graph's steps take half a millisecond).
+        pyg, ours = r["ms"]["PyG, every node"], r["ms"]["gsau, every node"]
+        assert (pyg - 0.005) / (ours + 0.005) <= r["pyg_over_gsau_every_node"] <= (pyg + 0.005) / (ours - 0.005)
         assert r["batch_nodes"] == 16 and r["edges"] > 0
     assert len(lines) == 2 and all("outputs differ by at most" in line for line in lines)
     assert len(graph_encoders.table(rows).splitlines()) == 4
