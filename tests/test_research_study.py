@@ -5,6 +5,8 @@ records the report needs; the report reads them; several workers split the runs.
 import gzip
 import json
 import os
+import re
+import time
 from pathlib import Path
 
 import pytest
@@ -539,6 +541,47 @@ def test_the_dry_run_estimates_the_training_left_from_finished_runs_of_the_same_
     (runs["a-data-3"].path / "log.jsonl").write_text('{"epoch": 1, "seconds": 12}\n{"epoch": 2, "sec')
     with pytest.raises(GsauError, match=r"a-data-3/log.jsonl:2: not a JSON record"):
         study.estimate(list(runs.values()))
+
+
+def test_a_time_limit_starts_only_the_runs_whose_estimate_ends_within_it(tmp_path, capsys, monkeypatch):
+    """sasrec's finished seeds ran 3 epochs at 10 s: a fresh seed has about 30 s left, which a limit
+    of 20 s refuses and one of an hour lets train; gsau-rec has no finished run to estimate it by, so
+    a limit never starts it. The dry run prints each estimate."""
+    block_cycles(40, 2, 8, name="data").save(tmp_path / "data")
+    spec = study.load_spec(write_spec(tmp_path, [
+        {"name": "a", "question": 2, "model": "sasrec", "seeds": [1, 2, 3]},
+        {"name": "b", "question": 1, "model": "gsau-rec"}]))
+    runs = {r.name: r for r in study.plan(spec, tmp_path / "out")}
+    for name in ("a-data-1", "a-data-2"):
+        finished_by_hand(runs[name], [{"epoch": e, "seconds": 10} for e in (1, 2, 3)])
+    study.show(list(runs.values()))
+    line = {l.split()[2]: l for l in capsys.readouterr().out.splitlines() if l.startswith(("todo", "done"))}
+    assert line["b-data-1"].endswith("(no estimate)") and line["a-data-3"].endswith("a-data-3  (about 30 s left)")
+    assert line["a-data-1"].endswith("a-data-1")  # a finished run has nothing left
+    fresh = runs["a-data-3"]
+    assert study.work(list(runs.values()), progress=False, deadline=time.time() + 20) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"a-data-3: skipped, about 30 s of training left, (19|20) s before --time-limit", out)
+    assert "b-data-1: skipped, no finished run of its kind gives an estimate" in out
+    assert not (fresh.path / "config.yaml").exists()  # nothing started
+    # Only the selected runs train, but every planned run sets the pace.
+    assert study.work([fresh], progress=False, deadline=time.time() + 3600, pace_from=list(runs.values())) == 1
+    assert study.complete(fresh.path)
+    for bad in ("2x", "", "0", "h"):
+        with pytest.raises(GsauError, match="--time-limit"):
+            study.parse_duration(bad)
+    assert [study.parse_duration(t) for t in ("5400", "90m", "2h", "2h30m", "1h5m30s")] == [5400, 5400, 7200, 9000, 3930]
+    monkeypatch.chdir(tmp_path)
+    assert main(["study", "study.yaml", "--out", "out", "--time-limit", "1h", "--quiet", "--no-report"]) == 0
+    assert "b-data-1: skipped, no finished run of its kind" in capsys.readouterr().out  # the CLI hands it on
+    assert not (runs["b-data-1"].path / "config.yaml").exists()
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # and to each worker, the one deadline
+    assert main(["study", "study.yaml", "--out", "out", "--time-limit", "1h", "--workers", "2", "--quiet",
+                 "--no-report"]) == 0
+    assert not (runs["b-data-1"].path / "config.yaml").exists()
+    assert main(["study", "study.yaml", "--out", "out", "--time-limit", "2x"]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == \
+        "gsau: error: --time-limit expects a duration such as 2h30m, 90m or 5400 (seconds), got '2x'"
 
 
 def test_question_2_says_how_popular_what_each_model_recommends(tmp_path):

@@ -293,22 +293,25 @@ def cmd_study(args) -> None:
     if own and (args.epochs or args.set) and not args.dry_run:
         raise GsauError("--epochs and --set make trial runs, not the spec's: give them --out DIR of their own")
     threads = args.threads if args.threads is not None else study.default_threads(args.workers)
-    runs = study.plan(spec, out, epochs=args.epochs, overrides=args.set, threads=threads, questions=questions,
-                      device=args.device)
-    if args.runs:
-        runs = study.select(runs, args.runs)
+    planned = study.plan(spec, out, epochs=args.epochs, overrides=args.set, threads=threads, questions=questions,
+                         device=args.device)
+    runs = study.select(planned, args.runs) if args.runs else planned
+    # One deadline for every worker, fixed now (the hidden --deadline hands it on).
+    deadline = args.deadline if args.deadline is not None else (
+        time.time() + study.parse_duration(args.time_limit) if args.time_limit is not None else None)
     if args.dry_run:
-        return study.show(runs)
+        return study.show(runs, pace_from=planned)
     try:
         if args.workers > 1:
             child = ["study", args.spec, "--out", str(out), "--workers", "1", "--no-report", "--threads", str(threads)]
+            child += ["--deadline", repr(deadline)] if deadline is not None else []
             child += (["--epochs", str(args.epochs)] if args.epochs else []) + (["--set", *args.set] if args.set else [])
             child += (["--max-runs", str(args.max_runs)] if args.max_runs is not None else [])
             child += (["--questions", args.questions] if args.questions else []) + (["--quiet"] if args.quiet else [])
             child += (["--device", args.device] if args.device else []) + (["--runs", args.runs] if args.runs else [])
             study.spawn_workers(child, args.workers)
         else:
-            study.work(runs, args.max_runs, progress=not args.quiet)
+            study.work(runs, args.max_runs, progress=not args.quiet, deadline=deadline, pace_from=planned)
     finally:
         if not args.no_report:  # also after a failure or Ctrl-C: whatever finished is reported
             report.write_report(spec, out, command, target)
@@ -527,7 +530,11 @@ def build_parser() -> argparse.ArgumentParser:
     _device_arg(p, "where to train: auto (CUDA when available), cpu, cuda or cuda:N (default: auto); several "
                 "workers share one GPU")
     _grid_args(p, max_runs="stop after N trainings per worker", states="done / resume / todo / absent / partial")
+    p.add_argument("--time-limit", metavar="DURATION", help="start or resume a run only where its estimate (as "
+                   "--dry-run prints it, from finished runs of its kind) ends within DURATION of now, e.g. 2h30m; "
+                   "a run with no estimate is skipped; for jobs with a wall-clock limit")
     p.add_argument("--no-report", action="store_true", help=argparse.SUPPRESS)  # the workers' own
+    p.add_argument("--deadline", type=float, help=argparse.SUPPRESS)  # --time-limit's end, handed to the workers
     p.set_defaults(func=cmd_study)
 
     p = sub.add_parser("plot", help="draw a run's training dynamics (train.probe fields per epoch)",

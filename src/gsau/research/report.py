@@ -462,9 +462,9 @@ def write_report(study: Study, out: str | Path, command: str, report: str | Path
         f"{done} of {len(unique)} runs finished{_left_out(other)}. Every number below is computed from the run records under "
         f"[{link(out)}/runs]({link(out)}/runs) and the spec "
         f"[{study.spec.name}]({link(study.spec)}); `{command}` trains what is missing "
-        "in the spec's order, resumes where it stopped (`--dry-run` shows each run's state and estimates the "
-        "training left, `--workers N` trains N "
-        "at once), and rewrites this file; on a lent GPU, `python benchmarks/gpu_study.py` trains them there and "
+        "in the spec's order, resumes where it stopped (`--dry-run` shows each run's state and the training "
+        "it has left, `--workers N` trains N at once, `--time-limit 2h` starts only the runs estimated to "
+        "finish within it), and rewrites this file; on a lent GPU, `python benchmarks/gpu_study.py` trains them there and "
         "brings their records back"
         + (f" ({on_gpu} of the finished runs were trained on a GPU: train.device in their config.yaml)" if on_gpu
            else "") + ".\n",

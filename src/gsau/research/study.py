@@ -288,11 +288,9 @@ def _log(path: Path) -> list[dict]:
     return out
 
 
-def estimate(runs: list[Run]) -> tuple[float, int, int]:
-    """(seconds of training left, runs estimated, runs without an estimate) for the runs neither done
-    nor absent, at the pace of the finished runs of the same kind (_kind): the median seconds an
-    epoch (validation included; a paused epoch does not move a median) times the median epochs run,
-    less the epochs a run in progress has on record. An estimate: a run stops when it stops."""
+def _pace(runs: list[Run]) -> dict[tuple, tuple[list[float], list[int]]]:
+    """Per kind (_kind) of the finished runs: each one's median seconds an epoch (validation included;
+    a paused epoch does not move a median) and the epochs it ran."""
     pace: dict[tuple, tuple[list[float], list[int]]] = {}
     for run in runs:
         if run.present and not run.same_as and finished(run):
@@ -301,36 +299,77 @@ def estimate(runs: list[Run]) -> tuple[float, int, int]:
                 per_epoch, epochs = pace.setdefault(_kind(run), ([], []))
                 per_epoch.append(statistics.median(seconds))
                 epochs.append(len(seconds))
+    return pace
+
+
+def seconds_left(run: Run, pace: dict) -> float | None:
+    """A run's training left at the pace of the finished runs of its kind: the median seconds an
+    epoch times the median epochs run, less the epochs it has on record (at least one epoch); None
+    where no finished run of its kind goes by. An estimate: a run stops when it stops."""
+    if _kind(run) not in pace:
+        return None
+    per_epoch, epochs = pace[_kind(run)]
+    return max(statistics.median(epochs) - len(_log(run.path)), 1) * statistics.median(per_epoch)
+
+
+def _pending(run: Run) -> bool:
+    return run.present and not run.same_as and state_of(run) not in ("done", "other")
+
+
+def estimate(runs: list[Run], pace_from: list[Run] | None = None) -> tuple[float, int, int]:
+    """(seconds of training left, runs estimated, runs without an estimate) for the runs neither done
+    nor absent (seconds_left), at the pace of the finished runs among pace_from (default: runs)."""
+    pace = _pace(runs if pace_from is None else pace_from)
     left, counted, unknown = 0.0, 0, 0
-    for run in runs:
-        if not run.present or run.same_as or state_of(run) in ("done", "other"):
-            continue
-        if _kind(run) not in pace:
+    for run in filter(_pending, runs):
+        seconds = seconds_left(run, pace)
+        if seconds is None:
             unknown += 1
-            continue
-        per_epoch, epochs = pace[_kind(run)]
-        left += max(statistics.median(epochs) - len(_log(run.path)), 1) * statistics.median(per_epoch)
-        counted += 1
+        else:
+            left, counted = left + seconds, counted + 1
     return left, counted, unknown
 
 
-def show(runs: list[Run]) -> None:
+def _hours(seconds: float) -> str:
+    """A duration as a person reads it: 40 s, 12 min, 1.3 h."""
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 3600 else f"{seconds / 3600:.1f} h"
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in '5400', '90m', '2h', '2h30m' or '1h5m30s'."""
+    match = re.fullmatch(r"\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*(?:(\d+(?:\.\d+)?)s?)?\s*", text)
+    if not text.strip() or not match or not any(match.groups()):
+        raise GsauError(f"--time-limit expects a duration such as 2h30m, 90m or 5400 (seconds), got {text!r}")
+    h, m, sec = (float(g) if g else 0.0 for g in match.groups())
+    seconds = h * 3600 + m * 60 + sec
+    if seconds <= 0:
+        raise GsauError(f"--time-limit must be longer than 0, got {text!r}")
+    return seconds
+
+
+def show(runs: list[Run], pace_from: list[Run] | None = None) -> None:
     """--dry-run: each run's state (done / resume / todo / absent / other: a run of another config
-    in its directory / partial: epochs on record without the checkpoint to resume them) and
-    holder. Reads only."""
+    in its directory / partial: epochs on record without the checkpoint to resume them), holder and,
+    for one to train, the training it has left (seconds_left). Reads only."""
     counts: dict[str, int] = {}
+    pace = _pace(runs if pace_from is None else pace_from)
     for run in runs:
         st = state_of(run)
         if not run.same_as:  # counted once, under the cell that trains it, as the report counts
             counts[st] = counts.get(st, 0) + 1
         holder = held(run.path) if st in ("todo", "resume") else None
         note = (f"  (same run as {run.same_as})" if run.same_as else "") + (f"  (held by {holder})" if holder else "")
+        if st in ("todo", "resume") and not run.same_as:
+            seconds = seconds_left(run, pace)
+            note += f"  (about {_hours(seconds)} left)" if seconds is not None else "  (no estimate)"
         print(f"{st:<7} q{run.cell.question}  {run.name:<36} {run.path if run.present else run.dataset}{note}")
     reused = sum(bool(r.same_as) for r in runs)
     print(f"{len(runs) - reused} runs: " + ", ".join(f"{n} {st}" for st, n in counts.items())
           + (f"; {reused} more cell{'s' if reused > 1 else ''} reuse{'' if reused > 1 else 's'} one of them"
              if reused else ""))
-    left, counted, unknown = estimate(runs)
+    left, counted, unknown = estimate(runs, pace_from)
     if counted or unknown:
         print(f"estimate: about {left / 3600:.1f} worker-hours of training left for {counted} runs, at the pace of "
               "finished runs of the same preset, graph encoder, dataset and epoch budget (median seconds an "
@@ -345,8 +384,22 @@ def _finish_records(path: Path) -> None:
         write_record(path)
 
 
-def work(runs: list[Run], max_runs: int | None = None, progress: bool = True) -> int:
-    """Train the runs in order; returns how many trainings this worker did."""
+def _beyond(run: Run, deadline: float, pace_from: list[Run]) -> str | None:
+    """Why a run is not to be started before the deadline (time.time()), or None to start it: one
+    stopped by the deadline loses its last epoch and, where the disk does not outlast the job, all."""
+    seconds = seconds_left(run, _pace(pace_from))  # read now: other workers' runs may have finished
+    if seconds is None:
+        return "no finished run of its kind gives an estimate of its length; train it without --time-limit"
+    if time.time() + seconds > deadline:
+        return f"about {_hours(seconds)} of training left, {_hours(max(deadline - time.time(), 0))} before --time-limit"
+    return None
+
+
+def work(runs: list[Run], max_runs: int | None = None, progress: bool = True, deadline: float | None = None,
+         pace_from: list[Run] | None = None) -> int:
+    """Train the runs in order; returns how many trainings this worker did. With a deadline
+    (time.time()), a run is started or resumed only where its estimate (seconds_left, at the pace
+    of the finished runs among pace_from, default runs) ends before it; later runs that fit still go."""
     trained = 0
     for i, run in enumerate(runs, start=1):
         tag = f"[{i}/{len(runs)}] {run.name}"
@@ -376,6 +429,11 @@ def work(runs: list[Run], max_runs: int | None = None, progress: bool = True) ->
                 continue
             st = run_state(run.path)
             t0 = time.perf_counter()
+            if st != "done" and deadline is not None:
+                why = _beyond(run, deadline, runs if pace_from is None else pace_from)
+                if why:
+                    print(f"{tag}: skipped, {why}")
+                    continue
             if st != "done":
                 cfg = run.config
                 if st == "resume":  # as the run started (its config.yaml); threads, epochs, device: this worker's
