@@ -327,7 +327,41 @@ def q6(view: View) -> str:
             "no extra dependency, and the same last-layer-at-the-batch fast path as LightGCN. They compute what PyG's "
             "SAGEConv and GATConv compute with the same weights (tests/test_graph_encoders.py compares values and "
             "gradients); their speed beside PyG's layers: BENCHMARKS.md (benchmarks/graph_encoders.py).\n\n"
-            + seeds_line(view, cells) + view.pending(view.all_of([c for c in ("sage", "gat") if c in view.cells])))
+            + encoder_runs(view, datasets) + seeds_line(view, cells)
+            + view.pending(view.all_of([c for c in ("sage", "gat") if c in view.cells])))
+
+
+def encoder_runs(view: View, datasets: list[str]) -> str:
+    """Question 6's runs one by one, beside the first-seed LightGCN run on their dataset: how long
+    each trained and how its graph view spread (L_GU, the probe's uniformity) and met the sequence
+    view (user cos), epoch 1 -> best epoch; no value where the record lacks it."""
+    rows, dims = [], set()
+    for d in datasets:
+        for c in ("shared", "sage", "gat"):
+            if c not in view.cells:
+                continue
+            for r in view.finished(view.of(c, d, first_seed=c == "shared")):
+                log, best = view.records.log(r), view.records.best_record(r)
+                dims.add(r.config.net.embedding_dim)
+                seconds = [h["train_seconds"] for h in log if h.get("train_seconds") is not None]
+
+                def moved(key: str) -> str:
+                    a, b = log[0].get(key), best.get(key) if best else None
+                    return DASH if a is None or b is None else f"{a:.3f} → {b:.3f}"
+                rows.append([r.name, {"shared": "LightGCN"}.get(c, LABELS.get(c, c)),
+                             f"{len(log)} ({best['epoch']})" if best else str(len(log)),
+                             f"{float(np.median(seconds)):.0f}" if seconds else DASH,
+                             moved("L_GU"), moved("probe_graph_unif_user"), moved("probe_user_cos")])
+    if not any(r[1] != "LightGCN" for r in rows):
+        return ""
+    spread_out = " or ".join(f"{random_uniformity(d):.1f}" for d in sorted(dims))
+    return ("\nEach run, epoch 1 → best epoch (L_GU: the training epoch's mean graph uniformity, its user and item terms summed; graph unif: the "
+            f"probe users' graph representations, about {spread_out} spread at random over the sphere and 0 collapsed; "
+            "user cos: a user's graph embedding against its sequence representation); seconds an epoch: the "
+            "median training seconds as recorded, on whichever CPU and thread count trained the run, so a rough "
+            "cost (BENCHMARKS.md times the layers side by side):\n\n"
+            + markdown_table(["run", "graph encoder", "epochs (best)", "s/epoch", "L_GU", "graph unif", "user cos"],
+                             rows) + "\n")
 
 
 def q7(view: View) -> str:
