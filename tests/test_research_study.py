@@ -782,21 +782,24 @@ def test_question_2_gathers_the_popularity_buckets_across_datasets():
         "targets; against no graph the shared table differs in no popularity bucket.\n")
 
 
-def test_question_6_lists_each_encoders_run_with_its_cost_and_how_its_graph_view_spread(tmp_path):
+def test_question_6_lists_each_encoders_run_with_how_its_graph_view_spread_and_met_the_sequence_view(tmp_path):
     """By hand: a LightGCN run (first seed of the shared cell) and a GraphSAGE run whose graph view
-    starts collapsed (L_GU -0.11, probe -0.05) and spreads by its best epoch; seconds are medians."""
+    starts collapsed (L_GU -0.11, probe -0.05) and spreads by its best epoch (3 of 4)."""
     spec = study.load_spec(write_spec(tmp_path, [
         {"name": "shared", "question": 1, "model": "gsau-rec", "seeds": [1, 2]},
         {"name": "sage", "question": 6, "model": "gsau-rec", "set": ["graph_encoder=sage"]}]))
     runs = study.plan(spec, tmp_path / "out")
-    logs = {"shared-data-1": [(-5.0, -2.0, 0.1, 40.0), (-6.0, -3.0, 0.5, 44.0), (-6.5, -3.2, 0.6, 41.0)],
-            "shared-data-2": [(-5.0, -2.0, 0.1, 40.0)],
-            "sage-data-1": [(-0.11, -0.05, 0.02, 55.0), (-2.0, -1.5, 0.3, 53.0), (-3.0, -2.5, 0.4, 60.0),
-                            (-3.5, -2.9, 0.45, 54.0)]}
+    logs = {"shared-data-1": [(-5.0, -2.0, 0.1, 0.7), (-6.0, -3.0, 0.5, 0.8), (-6.5, -3.2, 0.6, 0.9)],
+            "shared-data-2": [(-5.0, -2.0, 0.1, 0.7)],
+            "sage-data-1": [(-0.11, -0.05, 0.02, 0.3), (-2.0, -1.5, 0.3, 0.4), (-3.0, -2.5, 0.01, 0.6),
+                            (-3.5, -2.9, 0.45, 0.65)]}
+    view = view_.View(spec, runs, stats.Records(), "gsau study x")
     for run in runs:
+        if run.cell.name == "sage":  # before its run has finished: no table of runs
+            assert "Each run, epoch 1" not in report.q6(view)
         run.path.mkdir(parents=True)
-        log = [{"epoch": e + 1, "L_GU": gu, "probe_graph_unif_user": unif, "probe_user_cos": cos, "train_seconds": s}
-               for e, (gu, unif, cos, s) in enumerate(logs[run.name])]
+        log = [{"epoch": e + 1, "L_GU": gu, "probe_graph_unif_user": unif, "probe_user_cos": cos,
+                "probe_item_cka": cka} for e, (gu, unif, cos, cka) in enumerate(logs[run.name])]
         (run.path / "log.jsonl").write_text("".join(json.dumps(h) + "\n" for h in log))
         best = {"shared-data-1": 2, "shared-data-2": 1, "sage-data-1": 3}[run.name]
         (run.path / "metrics.json").write_text(json.dumps({"best_epoch": best, "test": {"recall@10": 0.1}}))
@@ -806,8 +809,8 @@ def test_question_6_lists_each_encoders_run_with_its_cost_and_how_its_graph_view
                   "target_train_count": [3] * 10, "popularity_cuts": {"head": 10, "torso": 5}}
         (run.path / RECORD).write_bytes(gzip.compress(json.dumps(record).encode()))
     text = report.q6(view_.View(spec, runs, stats.Records(), "gsau study x"))
-    assert "| shared-data-1 | LightGCN | 3 (2) | 41 | -5.000 → -6.000 | -2.000 → -3.000 | 0.100 → 0.500 |" in text
-    assert "| sage-data-1 | GraphSAGE | 4 (3) | 54 | -0.110 → -3.000 | -0.050 → -2.500 | 0.020 → 0.400 |" in text
+    assert "| shared-data-1 | LightGCN | 3 (2) | -5.000 → -6.000 | -2.000 → -3.000 | 0.100 → 0.500 | 0.700 → 0.800 |" in text
+    assert "| sage-data-1 | GraphSAGE | 4 (3) | -0.110 → -3.000 | -0.050 → -2.500 | 0.020 → 0.010 | 0.300 → 0.600 |" in text
     assert "shared-data-2 |" not in text  # the first seed of LightGCN beside them, not every seed
     # The probe's spread-out value comes from the runs' width (8 here), not the paper's 64.
     assert f"about {report.random_uniformity(8):.1f} spread at random" in text

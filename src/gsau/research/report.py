@@ -332,35 +332,36 @@ def q6(view: View) -> str:
 
 
 def encoder_runs(view: View, datasets: list[str]) -> str:
-    """Question 6's runs one by one, beside the first-seed LightGCN run on their dataset: how long
-    each trained and how its graph view spread (L_GU, the probe's uniformity) and met the sequence
-    view (user cos), epoch 1 -> best epoch; no value where the record lacks it."""
+    """Question 6's finished runs one by one, beside the first-seed LightGCN run on their dataset:
+    how long each trained and how its graph view spread (L_GU, the probe's uniformity) and met the
+    sequence view (user cos, item CKA), epoch 1 -> best epoch; no value where the record lacks it.
+    No seconds: the runs trained on different CPUs beside different loads (BENCHMARKS.md times the
+    layers side by side)."""
     rows, dims = [], set()
     for d in datasets:
-        for c in ("shared", "sage", "gat"):
-            if c not in view.cells:
-                continue
-            for r in view.finished(view.of(c, d, first_seed=c == "shared")):
-                log, best = view.records.log(r), view.records.best_record(r)
-                dims.add(r.config.net.embedding_dim)
-                seconds = [h["train_seconds"] for h in log if h.get("train_seconds") is not None]
+        others = [r for c in ("sage", "gat") if c in view.cells for r in view.finished(view.of(c, d))]
+        if not others:
+            continue
+        for r in view.finished(view.of("shared", d, first_seed=True)) + others:
+            log, best = view.records.log(r), view.records.best_record(r)
+            dims.add(r.config.net.embedding_dim)
 
-                def moved(key: str) -> str:
-                    a, b = log[0].get(key), best.get(key) if best else None
-                    return DASH if a is None or b is None else f"{a:.3f} → {b:.3f}"
-                rows.append([r.name, {"shared": "LightGCN"}.get(c, LABELS.get(c, c)),
-                             f"{len(log)} ({best['epoch']})" if best else str(len(log)),
-                             f"{float(np.median(seconds)):.0f}" if seconds else DASH,
-                             moved("L_GU"), moved("probe_graph_unif_user"), moved("probe_user_cos")])
-    if not any(r[1] != "LightGCN" for r in rows):
+            def moved(key: str) -> str:
+                a, b = log[0].get(key), best.get(key) if best else None
+                return DASH if a is None or b is None else f"{a:.3f} → {b:.3f}"
+            name = {"shared": "LightGCN"}.get(r.cell.name, LABELS.get(r.cell.name, r.cell.name))
+            rows.append([r.name, name, f"{len(log)} ({best['epoch']})" if best else str(len(log)), moved("L_GU"),
+                         moved("probe_graph_unif_user"), moved("probe_user_cos"), moved("probe_item_cka")])
+    if not rows:
         return ""
     spread_out = " or ".join(f"{random_uniformity(d):.1f}" for d in sorted(dims))
-    return ("\nEach run, epoch 1 → best epoch (L_GU: the training epoch's mean graph uniformity, its user and item terms summed; graph unif: the "
-            f"probe users' graph representations, about {spread_out} spread at random over the sphere and 0 collapsed; "
-            "user cos: a user's graph embedding against its sequence representation); seconds an epoch: the "
-            "median training seconds as recorded, on whichever CPU and thread count trained the run, so a rough "
-            "cost (BENCHMARKS.md times the layers side by side):\n\n"
-            + markdown_table(["run", "graph encoder", "epochs (best)", "s/epoch", "L_GU", "graph unif", "user cos"],
+    return ("Each run, epoch 1 → best epoch (L_GU: the training epoch's mean graph uniformity, its user and item "
+            f"terms summed; graph unif: the probe users' graph representations, about {spread_out} spread at random "
+            "over the sphere and 0 collapsed; user cos: a user's graph embedding against its sequence "
+            "representation; item CKA: linear CKA of the two encoders' item views). GraphSAGE and GAT end in a "
+            "learned linear map, so their output need not keep the table's coordinates: user cos, which compares "
+            "coordinates, can stay near 0 while the views agree up to a rotation, which CKA sees:\n\n"
+            + markdown_table(["run", "graph encoder", "epochs (best)", "L_GU", "graph unif", "user cos", "item CKA"],
                              rows) + "\n")
 
 
