@@ -217,6 +217,13 @@ def _reading(view: View, runs: list[Run]) -> str:
     return "\nReading it: " + "; ".join(clauses) + ".\n"
 
 
+def first_to_best(log: list[dict], best: dict | None, key: str) -> str:
+    """A logged field at epoch 1 -> the best epoch, or no value where either record lacks it (no best
+    epoch's record: none)."""
+    a, b = log[0].get(key), best.get(key) if best else None
+    return DASH if a is None or b is None else f"{a:.3f} → {b:.3f}"
+
+
 def q3(view: View, figure: Path) -> str:
     planned = dynamics_runs(view)
     if not planned:
@@ -232,8 +239,7 @@ def q3(view: View, figure: Path) -> str:
         first = log[0]
         cells = []
         for key, _ in PROBE_FIELDS:
-            a, b = first.get(key), best.get(key) if best else None  # no best epoch's record: no value
-            cells.append(DASH if a is None or b is None else f"{a:.3f} → {b:.3f}")
+            cells.append(first_to_best(log, best, key))
         # Epoch 1 -> best epoch can hide a rise and fall in between: the peak, and when.
         cka = [(h["probe_item_cka"], h["epoch"]) for h in log if h.get("probe_item_cka") is not None]
         peak = max(cka) if cka else None
@@ -345,13 +351,10 @@ def encoder_runs(view: View, datasets: list[str]) -> str:
         for r in view.finished(view.of("shared", d, first_seed=True)) + others:
             log, best = view.records.log(r), view.records.best_record(r)
             dims.add(r.config.net.embedding_dim)
-
-            def moved(key: str) -> str:
-                a, b = log[0].get(key), best.get(key) if best else None
-                return DASH if a is None or b is None else f"{a:.3f} → {b:.3f}"
             name = {"shared": "LightGCN"}.get(r.cell.name, LABELS.get(r.cell.name, r.cell.name))
-            rows.append([r.name, name, f"{len(log)} ({best['epoch']})" if best else str(len(log)), moved("L_GU"),
-                         moved("probe_graph_unif_user"), moved("probe_user_cos"), moved("probe_item_cka")])
+            rows.append([r.name, name, f"{len(log)} ({best['epoch']})" if best else str(len(log))]
+                        + [first_to_best(log, best, key) for key in
+                           ("L_GU", "probe_graph_unif_user", "probe_user_cos", "probe_item_cka")])
     if not rows:
         return ""
     spread_out = " or ".join(f"{random_uniformity(d):.1f}" for d in sorted(dims))
