@@ -329,7 +329,8 @@ def q6(view: View) -> str:
                  for c in cells])
             + "\nDifferences against LightGCN:\n\n" + table + "\nBoth are plain torch sparse products over "
             "LightGCN's training graph (encoders/sage.py, gat.py), not PyTorch Geometric: the graph is one fixed CSR "
-            "matrix, so the mean aggregator is a product with D^-1 A and attention a gather and two index_adds; "
+            "matrix, so the mean aggregator is a product with D^-1 A, and attention a softmax over each node's edges "
+            "followed by a product with the CSR matrix that holds the attention weights; "
             "no extra dependency, and the same last-layer-at-the-batch fast path as LightGCN. They compute what PyG's "
             "SAGEConv and GATConv compute with the same weights (tests/test_graph_encoders.py compares values and "
             "gradients); their speed beside PyG's layers: BENCHMARKS.md (benchmarks/graph_encoders.py).\n\n"
