@@ -543,6 +543,34 @@ def test_the_dry_run_estimates_the_training_left_from_finished_runs_of_the_same_
         study.estimate(list(runs.values()))
 
 
+def test_a_kind_unfinished_on_one_dataset_is_estimated_from_its_pace_on_another_scaled_by_a_bridge(tmp_path, capsys):
+    """By hand: gsau-rec finished on a in 4 epochs at 20 s. On b its epoch is scaled by the kinds
+    finished on both: sasrec 10 s on a, 30 s on b (x3: 60 s), lightgcn 5 s and 20 s (x4: 80 s), gsau-rec
+    without a graph (the same preset, no encoder) 8 s and 24 s (x3: 60 s); the median guess is 60 s an
+    epoch for a's 4 epochs, 240 s. directau has finished nowhere: no estimate."""
+    for name in ("a", "b"):
+        block_cycles(30, 3, 5, name=name).save(tmp_path / name)
+    spec = study.load_spec(write_spec(tmp_path, [
+        {"name": "sasrec", "question": 2, "model": "sasrec"},
+        {"name": "lightgcn", "question": 2, "model": "lightgcn"},
+        {"name": "shared", "question": 1, "model": "gsau-rec"},
+        {"name": "no-graph", "question": 1, "model": "gsau-rec", "set": ["graph_encoder=null", "graph_loss=null"]},
+        {"name": "directau", "question": 7, "model": "directau"}], datasets=["a", "b"]))
+    runs = {r.name: r for r in study.plan(spec, tmp_path / "out")}
+    for name, seconds, epochs in (("sasrec-a-1", 10, 2), ("sasrec-b-1", 30, 7), ("lightgcn-a-1", 5, 3),
+                                  ("lightgcn-b-1", 20, 3), ("shared-a-1", 20, 4), ("no-graph-a-1", 8, 2),
+                                  ("no-graph-b-1", 24, 2)):
+        finished_by_hand(runs[name], [{"epoch": e, "seconds": seconds} for e in range(1, epochs + 1)])
+    pace = study._pace(list(runs.values()))
+    assert study.seconds_left(runs["shared-b-1"], pace) == pytest.approx(240)
+    assert study.seconds_left(runs["directau-a-1"], pace) is None
+    assert study.estimate(list(runs.values())) == (pytest.approx(240), 1, 2)
+    study.show(list(runs.values()))
+    line = {l.split()[2]: l for l in capsys.readouterr().out.splitlines() if l.startswith("todo")}
+    assert line["shared-b-1"].endswith("(about 4 min left, scaled from other data)")
+    assert line["directau-b-1"].endswith("(no estimate)")
+
+
 def test_a_time_limit_starts_only_the_runs_whose_estimate_ends_within_it(tmp_path, capsys, monkeypatch):
     """sasrec's finished seeds ran 3 epochs at 10 s: a fresh seed has about 30 s left, which a limit
     of 20 s refuses and one of an hour lets train; gsau-rec has no finished run to estimate it by, so
@@ -562,7 +590,7 @@ def test_a_time_limit_starts_only_the_runs_whose_estimate_ends_within_it(tmp_pat
     assert study.work(list(runs.values()), progress=False, deadline=time.time() + 20) == 0
     out = capsys.readouterr().out
     assert re.search(r"a-data-3: skipped, about 30 s of training left, (19|20) s before --time-limit", out)
-    assert "b-data-1: skipped, no finished run of its kind gives an estimate" in out
+    assert "b-data-1: skipped, no finished run of its kind, here or on other data, gives an estimate" in out
     assert not (fresh.path / "config.yaml").exists()  # nothing started
     # Only the selected runs train, but every planned run sets the pace.
     assert study.work([fresh], progress=False, deadline=time.time() + 3600, pace_from=list(runs.values())) == 1

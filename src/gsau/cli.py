@@ -531,7 +531,8 @@ def build_parser() -> argparse.ArgumentParser:
                 "workers share one GPU")
     _grid_args(p, max_runs="stop after N trainings per worker", states="done / resume / todo / absent / partial")
     p.add_argument("--time-limit", metavar="DURATION", help="start or resume a run only where its estimate (as "
-                   "--dry-run prints it, from finished runs of its kind) ends within DURATION of now, e.g. 2h30m; "
+                   "--dry-run prints it, from finished runs of its kind, or of its kind on other data scaled) ends within "
+                   "DURATION of now, e.g. 2h30m; "
                    "a run with no estimate is skipped; for jobs with a wall-clock limit")
     p.add_argument("--no-report", action="store_true", help=argparse.SUPPRESS)  # the workers' own
     p.add_argument("--deadline", type=float, help=argparse.SUPPRESS)  # --time-limit's end, handed to the workers

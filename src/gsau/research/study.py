@@ -302,14 +302,40 @@ def _pace(runs: list[Run]) -> dict[tuple, tuple[list[float], list[int]]]:
     return pace
 
 
+def _scaled(kind: tuple, pace: dict) -> tuple[float, float] | None:
+    """(seconds an epoch, epochs) for a kind no finished run has, from its runs on other datasets:
+    the same preset, encoder and budget finished on dataset B, and a bridge (any kind finished on both
+    this dataset and B) says how much slower an epoch is here: seconds(B) x bridge(here) / bridge(B).
+    The epochs are B's (when to stop is more the model's than the data's). The median over every
+    such pair; None where there is none."""
+    preset, encoder, label, budget = kind
+    guesses = []
+    for (p, e, source, b), (per_epoch, epochs) in pace.items():
+        if (p, e, b) != (preset, encoder, budget) or source == label:
+            continue
+        for (p2, e2, here, b2), (bridge_here, _) in pace.items():
+            there = pace.get((p2, e2, source, b2))
+            if here == label and there is not None:
+                ratio = statistics.median(bridge_here) / statistics.median(there[0])
+                guesses.append((statistics.median(per_epoch) * ratio, statistics.median(epochs)))
+    if not guesses:
+        return None
+    return statistics.median(g[0] for g in guesses), statistics.median(g[1] for g in guesses)
+
+
 def seconds_left(run: Run, pace: dict) -> float | None:
     """A run's training left at the pace of the finished runs of its kind: the median seconds an
-    epoch times the median epochs run, less the epochs it has on record (at least one epoch); None
-    where no finished run of its kind goes by. An estimate: a run stops when it stops."""
-    if _kind(run) not in pace:
+    epoch times the median epochs run, less the epochs it has on record (at least one epoch); where
+    none of its kind has finished, the same kind's pace on other data scaled to this one (_scaled);
+    None where neither goes by. An estimate: a run stops when it stops."""
+    if _kind(run) in pace:
+        per_epoch, epochs = pace[_kind(run)]
+        seconds, total = statistics.median(per_epoch), statistics.median(epochs)
+    elif (scaled := _scaled(_kind(run), pace)) is not None:
+        seconds, total = scaled
+    else:
         return None
-    per_epoch, epochs = pace[_kind(run)]
-    return max(statistics.median(epochs) - len(_log(run.path)), 1) * statistics.median(per_epoch)
+    return max(total - len(_log(run.path)), 1) * seconds
 
 
 def _pending(run: Run) -> bool:
@@ -363,7 +389,8 @@ def show(runs: list[Run], pace_from: list[Run] | None = None) -> None:
         note = (f"  (same run as {run.same_as})" if run.same_as else "") + (f"  (held by {holder})" if holder else "")
         if st in ("todo", "resume") and not run.same_as:
             seconds = seconds_left(run, pace)
-            note += f"  (about {_hours(seconds)} left)" if seconds is not None else "  (no estimate)"
+            scaled = "" if _kind(run) in pace else ", scaled from other data"
+            note += f"  (about {_hours(seconds)} left{scaled})" if seconds is not None else "  (no estimate)"
         print(f"{st:<7} q{run.cell.question}  {run.name:<36} {run.path if run.present else run.dataset}{note}")
     reused = sum(bool(r.same_as) for r in runs)
     print(f"{len(runs) - reused} runs: " + ", ".join(f"{n} {st}" for st, n in counts.items())
@@ -373,7 +400,9 @@ def show(runs: list[Run], pace_from: list[Run] | None = None) -> None:
     if counted or unknown:
         print(f"estimate: about {left / 3600:.1f} worker-hours of training left for {counted} runs, at the pace of "
               "finished runs of the same preset, graph encoder, dataset and epoch budget (median seconds an "
-              "epoch x median epochs run)" + (f"; {unknown} runs have no such finished run to go by" if unknown else ""))
+              "epoch x median epochs run; where none has finished, of the same on other data, its seconds an epoch "
+              "scaled by another kind's finished on both)"
+              + (f"; {unknown} runs have no such finished run to go by" if unknown else ""))
 
 
 def _finish_records(path: Path) -> None:
@@ -389,7 +418,8 @@ def _beyond(run: Run, deadline: float, pace_from: list[Run]) -> str | None:
     stopped by the deadline loses its last epoch and, where the disk does not outlast the job, all."""
     seconds = seconds_left(run, _pace(pace_from))  # read now: other workers' runs may have finished
     if seconds is None:
-        return "no finished run of its kind gives an estimate of its length; train it without --time-limit"
+        return ("no finished run of its kind, here or on other data, gives an estimate of its length; train it "
+                "without --time-limit")
     if time.time() + seconds > deadline:
         return f"about {_hours(seconds)} of training left, {_hours(max(deadline - time.time(), 0))} before --time-limit"
     return None
