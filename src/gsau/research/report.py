@@ -217,6 +217,29 @@ def _reading(view: View, runs: list[Run]) -> str:
     return "\nReading it: " + "; ".join(clauses) + ".\n"
 
 
+def _transfer(cka_moves: list[tuple[Run, float, float]]) -> str:
+    """Whether converging views are knowledge transfer: separate tables let no gradient cross between
+    the encoders (question 1), so a rise of their item CKA comes from the data both encoders read,
+    not from one teaching the other; beside it, where the shared table's CKA starts and how far it moves."""
+    separate = [(r, a, b) for r, a, b in cka_moves if not r.config.net.shared_table]
+    shared = [(r, a, b) for r, a, b in cka_moves if r.config.net.shared_table]
+    if not separate:
+        return ""
+    rises = "; ".join(f"{r.name} {a:.2f} → {b:.2f}" for r, a, b in separate)
+    up = sum(b - a > CONVERGES for _, a, b in separate)
+    control = (f"with separate tables, where no gradient crosses between the two encoders (question 1), the item "
+               f"CKA rises in {up} of {len(separate)} runs ({rises})")
+    text = (f"Converging views need no transfer: {control}, from the interactions both encoders read alone, so a rise "
+            "alone does not show one encoder teaching the other" if up else
+            f"The control: {control}")
+    if shared:
+        starts = [a for _, a, _ in shared]
+        moved = [b - a for _, a, b in shared]
+        text += (f"; with the shared table the item CKA starts at {min(starts):.2f}-{max(starts):.2f} at epoch 1 "
+                 f"and moves by {min(moved):+.2f} to {max(moved):+.2f} by the best epoch")
+    return text + ".\n"
+
+
 def first_to_best(log: list[dict], best: dict | None, key: str) -> str:
     """A logged field at epoch 1 -> the best epoch, or no value where either record lacks it (no best
     epoch's record: none)."""
@@ -233,7 +256,7 @@ def q3(view: View, figure: Path) -> str:
     if not runs:
         return ("Not measured yet: no run with the probe (train.probe) has finished; the runs of questions 1 and 4 "
                 "log it.\n\n" + view.pending(planned))
-    rows, clauses, moves = [], [], {"user cos": [], "item CKA": []}
+    rows, clauses, moves, cka_moves = [], [], {"user cos": [], "item CKA": []}, []
     for r in runs:
         log, best = view.records.log(r), view.records.best_record(r)
         first = log[0]
@@ -246,23 +269,31 @@ def q3(view: View, figure: Path) -> str:
         rows.append([r.name, str(len(log))] + cells + [DASH if peak is None else f"{peak[0]:.3f} ({peak[1]})"])
         parts = []
         for key, label in (("probe_user_cos", "user cos"), ("probe_item_cka", "item CKA")):
+            # A cosine compares coordinates, which separate tables do not share: not counted there.
+            if key == "probe_user_cos" and not r.config.net.shared_table:
+                continue
             a, b = first.get(key), best.get(key) if best else None
             if a is not None and b is not None:
                 moves[label].append(b - a)
                 parts.append(f"{label} {a:.2f} → {b:.2f}")
+                if key == "probe_item_cka":
+                    cka_moves.append((r, a, b))
         if parts:
             clauses.append(f"{r.name} " + ", ".join(parts))
     if clauses:
+        some_separate = any(not r.config.net.shared_table for r in runs)
+
         def count(label: str, what: str) -> str:
             d = moves[label]
             up = sum(x > CONVERGES for x in d)
-            return f"{what} converge in {up} of {len(d)} finished runs" if d else ""
+            where = " with a shared table" if label == "user cos" and some_separate else ""
+            return f"{what} converge in {up} of {len(d)} finished runs{where}" if d else ""
         said = [c for c in (count("user cos", "the user views"), count("item CKA", "the item views")) if c]
         said = " and ".join(said)
         opening_line = (f"Do the two encoders' views converge? {said[:1].upper() + said[1:]} (epoch 1 → best "
                         f"epoch, a rise of more than {CONVERGES:g} counted; user cos: mean cosine between a user's "
                         "graph embedding and sequence representation; item CKA: linear CKA of the two encoders' item "
-                        "views): " + "; ".join(clauses) + ".\n" + _reading(view, runs))
+                        "views): " + "; ".join(clauses) + ".\n" + _transfer(cka_moves) + _reading(view, runs))
     else:
         opening_line = "Only single-encoder runs have the probe so far: no cross-encoder similarity yet.\n"
     _drawn(plot.draw_dynamics({r.name: view.records.log(r) for r in runs}, figure), figure)
