@@ -282,6 +282,7 @@ def test_a_difference_is_significant_only_beyond_its_interval_and_t_times_its_se
     assert D(0.010, None, None, None).worded() == "+0.0100: no per-user ranks to test it with"
     assert D(-0.010, -0.018, -0.002, 0.004, 30).worded() == "-0.0100"
     assert stats.spread([0.1, 0.3]) == "0.2000 ± 0.1414 (n=2)" and stats.spread([]) == "—"
+    assert stats.spread([-0.00001]) == "0.0000" and stats.spread([-0.00002, 0.0]).startswith("0.0000 ± ")
 
 
 def test_students_t_critical_values():

@@ -92,12 +92,19 @@ class Records:
 
 
 # -- numbers into words and cells -------------------------------------------------------------------
+def _four(x: float) -> str:
+    """x to 4 decimals, a value that rounds to zero printed 0.0000, not -0.0000 (a collapsed run's
+    uniformity is a hair below 0)."""
+    text = f"{x:.4f}"
+    return "0.0000" if text == "-0.0000" else text
+
+
 def spread(values: list[float]) -> str:
     if not values:
         return DASH
     if len(values) == 1:
-        return f"{values[0]:.4f}"
-    return f"{np.mean(values):.4f} ± {np.std(values, ddof=1):.4f} (n={len(values)})"
+        return _four(values[0])
+    return f"{_four(float(np.mean(values)))} ± {np.std(values, ddof=1):.4f} (n={len(values)})"
 
 
 @dataclass
