@@ -120,8 +120,13 @@ def test_the_report_answers_from_the_records(tiny_study, tmp_path):
     # 3: the probe over epochs for the shared, separate and gsau runs.
     assert all(f"| {name} | 2 |" in section[3] for name in ("shared-data-1", "separate-data-1", "gsau-gamma0.1-data-1"))
     assert section[3].startswith("Do the two encoders' views converge? The user views ")
-    # Each two-encoder run is judged; the gsau-gamma run has both encoders too.
-    assert " of 3 finished runs and the item views converge in " in section[3] and "; separate-data-1 user cos " in section[3]
+    # Each two-encoder run is judged (the gsau-gamma run has both encoders too), its user cosine only where
+    # the table is shared; the separate run is the control, with no gradient crossing.
+    assert " of 2 finished runs with a shared table and the item views converge in " in section[3]
+    assert " of 3 finished runs (epoch 1 → best epoch" in section[3] and "; separate-data-1 item CKA " in section[3]
+    assert "separate-data-1 user cos" not in section[3].split("\n\n")[0]
+    assert "with separate tables, where no gradient crosses between the two encoders (question 1), the item CKA " \
+        "rises in " in section[3]
     # 4: the sweep, with gsau-rec's 0.1 read from the shared run; 0.5 not swept for gsau-rec.
     assert section[4].startswith("On data, test R@10 of gsau-rec: 1 of 1 values finished so far, gamma = 0.1 (")
     assert "); gsau is highest at gamma = " in section[4] and "; 2 of 2 values finished, a value's seeds averaged)" in section[4]
