@@ -570,6 +570,9 @@ def test_a_kind_unfinished_on_one_dataset_is_estimated_from_its_pace_on_another_
     pace = study._pace(list(runs.values()))
     assert study.seconds_left(runs["shared-b-1"], pace) == pytest.approx(240)
     assert study.seconds_left(runs["directau-a-1"], pace) is None
+    # A bridge that logged 0 s an epoch on the source gives no ratio (and no ZeroDivisionError): dropped.
+    broken = {k: ([0.0], [3]) if k[0] == "lightgcn" and k[2] == "a" else v for k, v in pace.items()}
+    assert study.seconds_left(runs["shared-b-1"], broken) == pytest.approx(240)  # sasrec, no-graph: 60 s
     assert study.estimate(list(runs.values())) == (pytest.approx(240), 1, 2)
     study.show(list(runs.values()))
     line = {l.split()[2]: l for l in capsys.readouterr().out.splitlines() if l.startswith("todo")}

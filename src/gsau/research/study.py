@@ -315,7 +315,7 @@ def _scaled(kind: tuple, pace: dict) -> tuple[float, float] | None:
             continue
         for (p2, e2, here, b2), (bridge_here, _) in pace.items():
             there = pace.get((p2, e2, source, b2))
-            if here == label and there is not None:
+            if here == label and there is not None and statistics.median(there[0]) > 0:  # 0 s: no ratio
                 ratio = statistics.median(bridge_here) / statistics.median(there[0])
                 guesses.append((statistics.median(per_epoch) * ratio, statistics.median(epochs)))
     if not guesses:
