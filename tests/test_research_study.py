@@ -553,7 +553,9 @@ def test_a_kind_unfinished_on_one_dataset_is_estimated_from_its_pace_on_another_
     """By hand: gsau-rec finished on a in 4 epochs at 20 s. On b its epoch is scaled by the kinds
     finished on both: sasrec 10 s on a, 30 s on b (x3: 60 s), lightgcn 5 s and 20 s (x4: 80 s), gsau-rec
     without a graph (the same preset, no encoder) 8 s and 24 s (x3: 60 s); the median guess is 60 s an
-    epoch for a's 4 epochs, 240 s. directau has finished nowhere: no estimate."""
+    epoch for a's 4 epochs, 240 s. directau has finished nowhere: no estimate. Separate tables are a
+    kind of their own (they train about twice the epochs): their 10 epochs on a give 60 s x 10 on b,
+    and do not move shared's 4."""
     for name in ("a", "b"):
         block_cycles(30, 3, 5, name=name).save(tmp_path / name)
     spec = study.load_spec(write_spec(tmp_path, [
@@ -561,22 +563,25 @@ def test_a_kind_unfinished_on_one_dataset_is_estimated_from_its_pace_on_another_
         {"name": "lightgcn", "question": 2, "model": "lightgcn"},
         {"name": "shared", "question": 1, "model": "gsau-rec"},
         {"name": "no-graph", "question": 1, "model": "gsau-rec", "set": ["graph_encoder=null", "graph_loss=null"]},
+        {"name": "separate", "question": 1, "model": "gsau-rec", "set": ["shared_table=false"]},
         {"name": "directau", "question": 7, "model": "directau"}], datasets=["a", "b"]))
     runs = {r.name: r for r in study.plan(spec, tmp_path / "out")}
     for name, seconds, epochs in (("sasrec-a-1", 10, 2), ("sasrec-b-1", 30, 7), ("lightgcn-a-1", 5, 3),
                                   ("lightgcn-b-1", 20, 3), ("shared-a-1", 20, 4), ("no-graph-a-1", 8, 2),
-                                  ("no-graph-b-1", 24, 2)):
+                                  ("no-graph-b-1", 24, 2), ("separate-a-1", 20, 10)):
         finished_by_hand(runs[name], [{"epoch": e, "seconds": seconds} for e in range(1, epochs + 1)])
     pace = study._pace(list(runs.values()))
     assert study.seconds_left(runs["shared-b-1"], pace) == pytest.approx(240)
+    assert study.seconds_left(runs["separate-b-1"], pace) == pytest.approx(600)
     assert study.seconds_left(runs["directau-a-1"], pace) is None
     # A bridge that logged 0 s an epoch on the source gives no ratio (and no ZeroDivisionError): dropped.
-    broken = {k: ([0.0], [3]) if k[0] == "lightgcn" and k[2] == "a" else v for k, v in pace.items()}
+    broken = {k: ([0.0], [3]) if k[0][0] == "lightgcn" and k[1] == "a" else v for k, v in pace.items()}
     assert study.seconds_left(runs["shared-b-1"], broken) == pytest.approx(240)  # sasrec, no-graph: 60 s
-    assert study.estimate(list(runs.values())) == (pytest.approx(240), 1, 2)
+    assert study.estimate(list(runs.values())) == (pytest.approx(240 + 600), 2, 2)
     study.show(list(runs.values()))
     line = {l.split()[2]: l for l in capsys.readouterr().out.splitlines() if l.startswith("todo")}
     assert line["shared-b-1"].endswith("(about 4 min left, scaled from other data)")
+    assert line["separate-b-1"].endswith("(about 10 min left, scaled from other data)")
     assert line["directau-b-1"].endswith("(no estimate)")
 
 

@@ -270,10 +270,12 @@ def state_of(run: Run) -> str:
     return "done" if complete(run.path) else run_state(run.path)
 
 
-def _kind(run: Run) -> tuple:
-    """What sets a run's pace: its preset, graph encoder, dataset and epoch budget."""
+def _kind(run: Run) -> tuple[tuple, str]:
+    """What sets a run's pace: its model (preset, graph encoder, shared or separate tables, epoch
+    budget) and its dataset. The tables count: separate ones train as the no-graph ranker does, for
+    about twice the epochs of the shared table (question 1), so a shared run's pace misleads them."""
     c = run.config
-    return c.preset, c.net.graph_encoder, run.label, c.train.epochs
+    return (c.preset, c.net.graph_encoder, c.net.shared_table, c.train.epochs), run.label
 
 
 def _log(path: Path) -> list[dict]:
@@ -304,17 +306,17 @@ def _pace(runs: list[Run]) -> dict[tuple, tuple[list[float], list[int]]]:
 
 def _scaled(kind: tuple, pace: dict) -> tuple[float, float] | None:
     """(seconds an epoch, epochs) for a kind no finished run has, from its runs on other datasets:
-    the same preset, encoder and budget finished on dataset B, and a bridge (any kind finished on both
-    this dataset and B) says how much slower an epoch is here: seconds(B) x bridge(here) / bridge(B).
+    the same model finished on dataset B, and a bridge (any model finished on both this dataset and
+    B) says how much slower an epoch is here: seconds(B) x bridge(here) / bridge(B).
     The epochs are B's (when to stop is more the model's than the data's). The median over every
     such pair; None where there is none."""
-    preset, encoder, label, budget = kind
+    model, label = kind
     guesses = []
-    for (p, e, source, b), (per_epoch, epochs) in pace.items():
-        if (p, e, b) != (preset, encoder, budget) or source == label:
+    for (m, source), (per_epoch, epochs) in pace.items():
+        if m != model or source == label:
             continue
-        for (p2, e2, here, b2), (bridge_here, _) in pace.items():
-            there = pace.get((p2, e2, source, b2))
+        for (bridge, here), (bridge_here, _) in pace.items():
+            there = pace.get((bridge, source))
             if here == label and there is not None and statistics.median(there[0]) > 0:  # 0 s: no ratio
                 ratio = statistics.median(bridge_here) / statistics.median(there[0])
                 guesses.append((statistics.median(per_epoch) * ratio, statistics.median(epochs)))
@@ -399,7 +401,7 @@ def show(runs: list[Run], pace_from: list[Run] | None = None) -> None:
     left, counted, unknown = estimate(runs, pace_from)
     if counted or unknown:
         print(f"estimate: about {left / 3600:.1f} worker-hours of training left for {counted} runs, at the pace of "
-              "finished runs of the same preset, graph encoder, dataset and epoch budget (median seconds an "
+              "finished runs of the same preset, graph encoder, tables, dataset and epoch budget (median seconds an "
               "epoch x median epochs run; where none has finished, of the same on other data, its seconds an epoch "
               "scaled by another kind's finished on both)"
               + (f"; {unknown} runs have no such finished run to go by" if unknown else ""))
