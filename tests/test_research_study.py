@@ -554,7 +554,7 @@ def test_a_kind_unfinished_on_one_dataset_is_estimated_from_its_pace_on_another_
     finished on both: sasrec 10 s on a, 30 s on b (x3: 60 s), lightgcn 5 s and 20 s (x4: 80 s), gsau-rec
     without a graph (the same preset, no encoder) 8 s and 24 s (x3: 60 s); the median guess is 60 s an
     epoch for a's 4 epochs, 240 s. directau has finished nowhere: no estimate. Separate tables are a
-    kind of their own (they train about twice the epochs): their 10 epochs on a give 60 s x 10 on b,
+    kind of their own (they train for more epochs): their 10 epochs on a give 60 s x 10 on b,
     and do not move shared's 4."""
     for name in ("a", "b"):
         block_cycles(30, 3, 5, name=name).save(tmp_path / name)

@@ -273,7 +273,7 @@ def state_of(run: Run) -> str:
 def _kind(run: Run) -> tuple[tuple, str]:
     """What sets a run's pace: its model (preset, graph encoder, shared or separate tables, epoch
     budget) and its dataset. The tables count: separate ones train as the no-graph ranker does, for
-    about twice the epochs of the shared table (question 1), so a shared run's pace misleads them."""
+    more epochs than the shared table (question 1), so a shared run's pace misleads them."""
     c = run.config
     return (c.preset, c.net.graph_encoder, c.net.shared_table, c.train.epochs), run.label
 
